@@ -1,0 +1,34 @@
+"""Safe local file names for videos, derived from task ids."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_MAX_STEM = 80
+
+
+def safe_video_name(task_id: str) -> str:
+    """A file name for ``task_id``'s video that cannot leave its folder.
+
+    Ids made only of letters, digits, ``_`` and ``-`` (like ``vgen_abc123``)
+    map to ``<id>.mp4``. Anything else (path separators, ``..``, NUL, odd
+    Unicode, very long ids) is reduced to safe characters and suffixed with a
+    short hash of the original id, so two different ids never share a file.
+    """
+    stem = _UNSAFE.sub("_", task_id).strip("_")[:_MAX_STEM]
+    if stem != task_id or not stem:
+        digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        stem = f"{stem or 'task'}-{digest}"
+    return f"{stem}.mp4"
+
+
+def video_path_in(folder: str | Path, task_id: str) -> Path:
+    """The path of ``task_id``'s video inside ``folder`` (never outside it)."""
+    root = Path(folder).resolve()
+    path = (root / safe_video_name(task_id)).resolve()
+    if path.parent != root:  # pragma: no cover - safe_video_name forbids it
+        raise ValueError(f"refusing a video path outside {root}")
+    return path

@@ -1,0 +1,115 @@
+"""The one exception hierarchy of veo_nb: everything raised on purpose is a
+:class:`VeoError`.
+
+Messages say what went wrong and what to change. They never contain the API
+key: the client redacts it from anything the server sent back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import Task
+
+
+class VeoError(Exception):
+    """Base class of every error veo_nb raises on purpose."""
+
+
+class ValidationError(VeoError, ValueError):
+    """A request or an argument is invalid; the message says what to change."""
+
+
+class APIError(VeoError):
+    """The service answered with an HTTP error or a body that is not the JSON
+    we expect (e.g. a proxy's HTML error page).
+
+    ``status_code`` is the HTTP status (``None`` when no response arrived),
+    ``body_excerpt`` a short, key-free excerpt of the body.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, body_excerpt: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body_excerpt = body_excerpt
+
+
+class APIConnectionError(APIError):
+    """The service could not be reached (connection refused or reset, timeout)."""
+
+
+class AuthenticationError(APIError):
+    """401/403 from the API, or no API key configured (see ``VEO_API_KEY``)."""
+
+
+class NotFoundError(APIError):
+    """404: the service does not know this task id."""
+
+
+class RateLimitError(APIError):
+    """429: too many requests. ``retry_after`` is the server's wait in seconds, if given."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        body_excerpt: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, body_excerpt=body_excerpt)
+        self.retry_after = retry_after
+
+
+class DownloadError(VeoError):
+    """A finished video could not be downloaded and saved."""
+
+
+class ResultExpiredError(DownloadError):
+    """The video link is gone (403/404/410 from the video host after its 24 h)."""
+
+
+class TaskTimeoutError(VeoError, TimeoutError):
+    """A wait ran out before every task finished.
+
+    ``unfinished`` maps each unfinished task id to its last known status.
+    The tasks keep running on the service (it has no cancel).
+    """
+
+    def __init__(self, message: str, unfinished: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.unfinished = dict(unfinished)
+
+
+class TaskFailedError(VeoError):
+    """Generation failed; ``task`` is the failed :class:`~veo_nb.Task`."""
+
+    def __init__(self, task: Task) -> None:
+        reason = task.error or "no reason given"
+        super().__init__(f"task {task.id} failed: {reason}")
+        self.task = task
+
+
+def _excerpt(text: Any, limit: int = 200) -> str:
+    """A one-line, bounded excerpt of a body for messages."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+__all__ = [
+    "VeoError",
+    "ValidationError",
+    "APIError",
+    "APIConnectionError",
+    "AuthenticationError",
+    "NotFoundError",
+    "RateLimitError",
+    "DownloadError",
+    "ResultExpiredError",
+    "TaskTimeoutError",
+    "TaskFailedError",
+]

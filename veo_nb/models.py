@@ -1,0 +1,147 @@
+"""Typed models of what the service returns: :class:`Task` and :class:`TaskStatus`."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import APIError, _excerpt
+
+
+class TaskStatus(str, enum.Enum):
+    """A task's status. ``UNKNOWN`` stands for any status string the service
+    may add later; :attr:`Task.status_text` keeps the string as sent."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for ``completed`` and ``failed``: the task will not change again."""
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+    @classmethod
+    def parse(cls, value: Any) -> TaskStatus:
+        """The status for a server string; unknown strings give ``UNKNOWN``."""
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        return cls.UNKNOWN
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(seconds):
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+@dataclass(frozen=True, repr=False)
+class Task:
+    """One video-generation task as last reported by the service.
+
+    Immutable. ``raw`` is the JSON object as received, including any field
+    this version does not know. ``video_path`` is set by the tracker once the
+    video is saved locally.
+    """
+
+    id: str
+    object: str | None = "video"
+    created: datetime | None = None
+    model: str | None = None
+    status: TaskStatus = TaskStatus.QUEUED
+    video_url: str | None = None
+    actual_duration: float | None = None
+    error: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    video_path: Path | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task is ``completed`` or ``failed``."""
+        return self.status.is_terminal
+
+    @property
+    def status_text(self) -> str:
+        """The status as the service spelled it (useful for unknown statuses)."""
+        sent = self.raw.get("status") if self.status is TaskStatus.UNKNOWN else None
+        return sent if isinstance(sent, str) and sent else self.status.value
+
+    def __repr__(self) -> str:
+        parts = [f"id={self.id!r}", f"status={self.status_text!r}"]
+        if self.model:
+            parts.append(f"model={self.model!r}")
+        if self.error:
+            parts.append(f"error={_excerpt(self.error, 80)!r}")
+        if self.video_path:
+            parts.append(f"video_path={str(self.video_path)!r}")
+        elif self.video_url:
+            parts.append(f"video_url={_excerpt(self.video_url, 80)!r}")
+        return f"Task({', '.join(parts)})"
+
+    @classmethod
+    def from_json(cls, data: Any) -> Task:
+        """Build a task from a decoded JSON body.
+
+        Tolerant of ``null`` and unknown fields; raises :class:`APIError` when
+        the body is not an object with a task ``id``.
+        """
+        if not isinstance(data, Mapping):
+            raise APIError(
+                f"expected a JSON object describing a task, got {type(data).__name__}: "
+                f"{_excerpt(repr(data), 120)}"
+            )
+        task_id = data.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            raise APIError(
+                f"the response has no task id: {_excerpt(repr(dict(data)), 120)}"
+            )
+        return cls(
+            id=task_id,
+            object=_as_text(data.get("object")),
+            created=_as_datetime(data.get("created")),
+            model=_as_text(data.get("model")),
+            status=TaskStatus.parse(data.get("status")),
+            video_url=_as_text(data.get("video_url")),
+            actual_duration=_as_float(data.get("actualDuration")),
+            error=_as_text(data.get("error")),
+            raw=MappingProxyType(dict(data)),
+        )
