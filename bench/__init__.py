@@ -1,0 +1,1 @@
+"""veo_nb benchmarks: ``make bench`` (``python -m bench``)."""
