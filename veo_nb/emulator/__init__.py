@@ -1,0 +1,1 @@
+"""An emulator of the VEO service: a real HTTP server plus a media host."""

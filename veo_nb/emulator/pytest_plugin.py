@@ -1,0 +1,1 @@
+"""pytest plugin of veo_nb: the ``veo_emulator`` fixture."""
