@@ -46,6 +46,11 @@ class AuthenticationError(APIError):
     """401/403 from the API, or no API key configured (see ``VEO_API_KEY``)."""
 
 
+class MissingAPIKeyError(AuthenticationError):
+    """No API key is configured: set ``VEO_API_KEY`` (or use ``veo_nb.connect()``
+    for demo mode without a key)."""
+
+
 class NotFoundError(APIError):
     """404: the service does not know this task id."""
 
@@ -106,6 +111,7 @@ __all__ = [
     "APIError",
     "APIConnectionError",
     "AuthenticationError",
+    "MissingAPIKeyError",
     "NotFoundError",
     "RateLimitError",
     "DownloadError",
