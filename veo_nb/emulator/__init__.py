@@ -1,1 +1,11 @@
-"""An emulator of the VEO service: a real HTTP server plus a media host."""
+"""An emulator of the VEO service for offline demos and tests.
+
+:class:`Emulator` runs a real HTTP server that imitates the API (same paths,
+Bearer auth, the 30 s polling rule, 2–5 min generation) and a separate media
+host serving playable 8-second MP4s, with every duration multiplied by
+``time_scale``. See :class:`Emulator` for the prompt directives.
+"""
+
+from ._server import Emulator, EmulatorStats, MediaRequest
+
+__all__ = ["Emulator", "EmulatorStats", "MediaRequest"]

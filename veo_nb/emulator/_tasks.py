@@ -1,0 +1,164 @@
+"""How the emulator plans a task's life: prompt directives, durations, failures.
+
+A task's plan is fixed when it is created; its status at any moment is then a
+pure function of the emulator's clock (:meth:`TaskPlan.status_at`), so no
+background thread is needed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .._spec import ESTIMATES_S, VIDEO_DURATION_S, Mode, payload_mode
+
+#: ``[fail]`` or ``[fail: <message>]``; the message may hold one level of
+#: nested brackets (``[fail: bad [x] input]``).
+_FAIL = re.compile(r"\[\s*fail\s*(?::\s*((?:[^\[\]]|\[[^\[\]]*\])*?)\s*)?\]", re.IGNORECASE)
+_NO_VIDEO = re.compile(r"\[\s*no[-_ ]video\s*\]", re.IGNORECASE)
+_DURATION = re.compile(r"\[\s*duration\s*:\s*(\d+(?:\.\d*)?|\.\d+)\s*s?\s*\]", re.IGNORECASE)
+
+#: Failure messages of the kind the real service reports, for every mode.
+_MESSAGES_ANY = (
+    "Video generation failed: the prompt was flagged by the content safety policy. "
+    "Please revise the prompt and try again.",
+    "Video generation failed: the output was blocked by the safety filter "
+    "(violence). No credits were charged.",
+    "Internal error while generating the video. Please retry later.",
+    "Upstream model overloaded (RESOURCE_EXHAUSTED): quota exceeded for "
+    "veo generation, please retry later.",
+    "Generation timed out after 600 seconds.",
+)
+#: Extra failure messages for requests that carry images ({url} is one of them).
+_MESSAGES_IMAGES = (
+    "Failed to fetch image from URL: {url} (HTTP 404 Not Found)",
+    "The input image was rejected by the safety filter (photorealistic minors policy).",
+    "Unsupported image format at {url}: use JPEG, PNG or WebP.",
+)
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Deterministic outcomes asked for in a prompt (the prompt itself is kept as sent).
+
+    ``fail`` wins over ``no_video``. ``fail_message`` is ``None`` for a bare
+    ``[fail]`` (a realistic message is picked) and the exact text for
+    ``[fail: <message>]``. ``duration_s`` is the unscaled total duration.
+    """
+
+    fail: bool = False
+    fail_message: str | None = None
+    no_video: bool = False
+    duration_s: float | None = None
+
+    @classmethod
+    def parse(cls, prompt: str) -> Directives:
+        """Read the directives out of ``prompt`` (case-insensitive)."""
+        fail = _FAIL.search(prompt)
+        duration = _DURATION.search(prompt)
+        seconds = float(duration.group(1)) if duration else None
+        return cls(
+            fail=fail is not None,
+            fail_message=fail.group(1) if fail and fail.group(1) is not None else None,
+            no_video=_NO_VIDEO.search(prompt) is not None,
+            duration_s=seconds if seconds and seconds > 0 else None,
+        )
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """One task's fixed life: when it starts processing, when it ends, and how.
+
+    Times are seconds on the emulator's clock (already scaled).
+    ``error`` is set when the task fails, at ``end``. ``has_video`` is False
+    for failures and for ``[no-video]`` completions.
+    """
+
+    task_id: str
+    created: int
+    model: str
+    prompt: str
+    aspect_ratio: str
+    mode: Mode
+    started_at: float
+    processing_at: float
+    end: float
+    error: str | None
+    has_video: bool
+
+    def status_at(self, now: float) -> str:
+        """The status string the service reports at ``now``."""
+        if now >= self.end:
+            return "failed" if self.error is not None else "completed"
+        return "processing" if now >= self.processing_at else "queued"
+
+    def body(self, now: float, video_url: str | None) -> dict[str, Any]:
+        """The result endpoint's JSON body at ``now``, shaped like the provider's examples."""
+        status = self.status_at(now)
+        body: dict[str, Any] = {
+            "id": self.task_id,
+            "object": "video",
+            "created": self.created,
+            "model": self.model,
+            "status": status,
+            "video_url": video_url if status == "completed" and self.has_video else None,
+        }
+        if status == "completed":
+            body["actualDuration"] = int(VIDEO_DURATION_S)
+        body["error"] = self.error if status == "failed" else None
+        return body
+
+
+def plan_task(
+    rng: random.Random,
+    *,
+    task_id: str,
+    created: int,
+    payload: dict[str, Any],
+    now: float,
+    time_scale: float,
+    failure_rate: float,
+    queue_s: tuple[float, float],
+) -> TaskPlan:
+    """Draw the life of a new task from ``rng`` (the caller holds its lock).
+
+    The total duration is uniform over the documented estimate for the
+    request's mode unless ``[duration: s]`` says otherwise; the queued phase
+    is drawn from ``queue_s`` but never longer than half the total. A failing
+    task fails at a random point of its processing phase.
+    """
+    prompt = payload["prompt"]
+    mode = payload_mode(payload)
+    directives = Directives.parse(prompt)
+    low, high = ESTIMATES_S[mode]
+    total = directives.duration_s or rng.uniform(low, high)
+    queued = min(rng.uniform(*queue_s), total / 2)
+    fails = directives.fail or rng.random() < failure_rate
+    error: str | None = None
+    end = total
+    if fails:
+        error = directives.fail_message or _failure_message(rng, payload, mode)
+        end = queued + rng.uniform(0.1, 0.9) * (total - queued)
+    return TaskPlan(
+        task_id=task_id,
+        created=created,
+        model=payload["model"],
+        prompt=prompt,
+        aspect_ratio=payload["aspect_ratio"],
+        mode=mode,
+        started_at=now,
+        processing_at=now + queued * time_scale,
+        end=now + end * time_scale,
+        error=error,
+        has_video=not fails and not directives.no_video,
+    )
+
+
+def _failure_message(rng: random.Random, payload: dict[str, Any], mode: Mode) -> str:
+    if mode is Mode.TEXT:
+        return rng.choice(_MESSAGES_ANY)
+    urls = list(payload.get("input_reference") or [])
+    urls += [payload[k] for k in ("first_image", "last_image") if payload.get(k)]
+    return rng.choice(_MESSAGES_ANY + _MESSAGES_IMAGES).format(url=rng.choice(urls))
