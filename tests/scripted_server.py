@@ -33,7 +33,8 @@ class Reply:
     """One scripted answer.
 
     ``truncate_at``: send the headers (with the full Content-Length) but only
-    this many body bytes, then close. ``reset``: read the request, then close
+    this many body bytes, then close (with a TCP RST, or an orderly FIN when
+    ``fin`` is set). ``reset``: read the request, then close
     with a TCP RST and no answer. ``reset_after_headers``: send the status
     line and headers, then RST. ``chunked``: send the body with chunked
     transfer encoding (combined with ``truncate_at`` the last chunk is cut).
@@ -46,6 +47,7 @@ class Reply:
     reset: bool = False
     reset_after_headers: bool = False
     chunked: bool = False
+    fin: bool = False
     delay_s: float = 0.0
 
     @classmethod
@@ -79,7 +81,7 @@ class Recorded:
 class ScriptedServer:
     """Start on construction; ``url`` is ``http://127.0.0.1:<port>``."""
 
-    def __init__(self, *, repeat_last: bool = False) -> None:
+    def __init__(self, *, repeat_last: bool = False, port: int = 0) -> None:
         self.requests: list[Recorded] = []
         self._script: list[Reply | Callable[[Recorded], Reply]] = []
         self._lock = threading.Lock()
@@ -124,7 +126,10 @@ class ScriptedServer:
                 self.wfile.write(body)
                 self.wfile.flush()
                 if reply.truncate_at is not None:
-                    self._rst()
+                    if reply.fin:
+                        self.close_connection = True
+                    else:
+                        self._rst()
 
             def _rst(self) -> None:
                 self.connection.setsockopt(
@@ -139,10 +144,16 @@ class ScriptedServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # resets and clients hanging up are the point here
+
+        self._httpd = Server(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
 
     def script(self, *replies: Reply | Callable[[Recorded], Reply]) -> ScriptedServer:
