@@ -92,6 +92,18 @@ _READ_ERRORS = (
 )
 
 
+class _Secret:
+    """Holds the API key; its repr never shows it (debuggers, ``vars(client)``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>" if self.value else "<unset>"
+
+
 class _Truncated(Exception):
     """The body ended before Content-Length bytes arrived (retryable)."""
 
@@ -187,7 +199,7 @@ class VeoClient:
             api_key = os.environ.get(API_KEY_ENV) or _colab_secret(API_KEY_ENV)
         if api_key is not None and not isinstance(api_key, str):
             raise ValidationError(f"api_key must be a string, not {type(api_key).__name__}")
-        self.__api_key = (api_key or "").strip() or None
+        self.__api_key = _Secret((api_key or "").strip() or None)
         url = base_url or os.environ.get(BASE_URL_ENV) or _spec.BASE_URL
         self._base_url = _check_http_url(url, "base_url").rstrip("/")
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
@@ -253,7 +265,7 @@ class VeoClient:
             return self._rate_limited_until
 
     def __repr__(self) -> str:
-        key = "set" if self.__api_key else "unset"
+        key = "set" if self.__api_key.value else "unset"
         demo = ", demo=True" if self._demo else ""
         return f"VeoClient(base_url={self._base_url!r}, api_key={key}{demo})"
 
@@ -374,17 +386,17 @@ class VeoClient:
     # ------------------------------------------------------------------ internals
 
     def _require_key(self) -> str:
-        if not self.__api_key:
+        if not self.__api_key.value:
             raise MissingAPIKeyError(
                 f"no API key: set the {API_KEY_ENV} environment variable "
                 f"(e.g. os.environ['{API_KEY_ENV}'] = '...' or a Colab secret named "
                 f"{API_KEY_ENV}), or pass VeoClient(api_key=...). "
                 "For demo mode without a key, use veo_nb.connect()."
             )
-        return self.__api_key
+        return self.__api_key.value
 
     def _redact(self, text: str) -> str:
-        key = self.__api_key
+        key = self.__api_key.value
         return text.replace(key, "***") if key else text
 
     def _backoff(self, attempt: int) -> float:
@@ -552,7 +564,8 @@ class VeoClient:
         trusted = True  # every hop so far was on the API's own origin
         for _hop in range(_MAX_REDIRECTS + 1):
             trusted = trusted and _origin(url) == api_origin
-            headers = {"Authorization": f"Bearer {self.__api_key}"} if trusted and self.__api_key else {}
+            key = self.__api_key.value
+            headers = {"Authorization": f"Bearer {key}"} if trusted and key else {}
             logger.debug("download GET %s", _public_url(url))
             resp = self._session.get(
                 url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
