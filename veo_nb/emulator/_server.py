@@ -23,6 +23,7 @@ import math
 import random
 import re
 import secrets
+import selectors
 import socket
 import socketserver
 import threading
@@ -89,8 +90,9 @@ class EmulatorStats:
     ``polls_after_terminal`` (polls of a task already reported completed or
     failed), ``not_found`` (404s), ``status_counts`` (tasks per status now).
     Media side: ``media_requests``, ``media_auth_headers`` (how many of them
-    carried an ``Authorization`` header), ``media_bytes_sent`` and
-    ``media_log`` (the last requests, oldest first).
+    carried an ``Authorization`` header) and ``media_log`` (the last
+    requests, oldest first) are recorded before the answer is sent;
+    ``media_bytes_sent`` once a body has been sent.
     """
 
     requests_total: int = 0
@@ -168,8 +170,8 @@ def _payload_from_request(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Server(ThreadingHTTPServer):
-    """A threading server that knows its emulator and can drop open keep-alive
-    connections on stop."""
+    """A threading server that knows its emulator, sleeps until a connection
+    arrives (no polling) and stops at once, dropping open keep-alive connections."""
 
     daemon_threads = True
     block_on_close = False
@@ -181,12 +183,36 @@ class _Server(ThreadingHTTPServer):
         self.emulator = emulator
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
         super().__init__(address, handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (slow on some machines).
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    def serve(self) -> None:
+        """Accept connections until :meth:`stop` (a handler thread serves each)."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self and not self._stopping.is_set():
+                        self._handle_request_noblock()
+
+    def stop(self) -> None:
+        """Make :meth:`serve` return, then close every connection and the socket."""
+        self._stopping.set()
+        self._wake_w.send(b"x")
+
+    def close(self) -> None:
+        """Close open connections and the listening socket (after :meth:`serve` returned)."""
+        self._close_open_connections()
+        self.server_close()
+        self._wake_r.close()
+        self._wake_w.close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
@@ -198,8 +224,7 @@ class _Server(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
-    def close_open_connections(self) -> None:
-        """Shut down every connection still open (idle keep-alives included)."""
+    def _close_open_connections(self) -> None:
         with self._open_lock:
             sockets = list(self._open)
         for sock in sockets:
@@ -287,33 +312,38 @@ class _MediaHandler(_Handler):
         emulator = self.server.emulator
         path = urlsplit(self.path).path
         found = emulator._media_file(path, emulator._now())
-        if isinstance(found, int):
-            status, sent = found, 0
-            if found == 403:
-                self._send_error_xml(403, "AccessDenied", "Request has expired")
-            else:
-                self._send_error_xml(404, "NoSuchKey", "The specified key does not exist.")
-        else:
-            status, sent = self._stream(found)
-        emulator._record_media(
-            MediaRequest(
+
+        def record(status: int) -> None:
+            # Before answering, so a client that got its answer sees it counted.
+            emulator._record_media(MediaRequest(
                 method=self.command,
                 path=path,
                 status=status,
                 authorization="Authorization" in self.headers,
                 range=self.headers.get("Range"),
-            ),
-            sent,
-        )
+            ))
 
-    def _stream(self, file: Path) -> tuple[int, int]:
-        size = file.stat().st_size
+        if found == 403:
+            record(403)
+            self._send_error_xml(403, "AccessDenied", "Request has expired")
+            return
+        if isinstance(found, int):
+            record(404)
+            self._send_error_xml(404, "NoSuchKey", "The specified key does not exist.")
+            return
+        size = found.stat().st_size
         wanted = parse_range(self.headers.get("Range"), size)
-        if wanted == "unsatisfiable":
+        if isinstance(wanted, str):  # "unsatisfiable"
+            record(416)
             self._send(416, b"", "video/mp4", (("Content-Range", f"bytes */{size}"),))
-            return 416, 0
-        first, last = (0, size - 1) if wanted is None else wanted
+            return
         status = 200 if wanted is None else 206
+        first, last = (0, size - 1) if wanted is None else wanted
+        record(status)
+        emulator._count_media_bytes(self._stream(found, status, first, last, size))
+
+    def _stream(self, file: Path, status: int, first: int, last: int, size: int) -> int:
+        """Send ``file[first:last + 1]``; returns the body bytes sent."""
         count = last - first + 1
         self.send_response(status)
         self.send_header("Content-Type", "video/mp4")
@@ -323,14 +353,14 @@ class _MediaHandler(_Handler):
             self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
         self.end_headers()
         if self.command == "HEAD" or count == 0:
-            return status, 0
+            return 0
         try:
             with file.open("rb") as source:
-                return status, self.connection.sendfile(source, first, count)
+                return self.connection.sendfile(source, first, count)
         except OSError as exc:  # the client went away mid-body
             logger.debug("media body interrupted: %s", exc)
             self.close_connection = True
-            return status, 0
+            return 0
 
     def _send_error_xml(self, status: int, code: str, message: str) -> None:
         body = (
@@ -413,8 +443,7 @@ class Emulator:
         self._cdn = _Server((self.host, 0), _MediaHandler, self)
         for server, name in ((self._api, "api"), (self._cdn, "media")):
             thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                name=f"veo-nb-emulator-{name}", daemon=True,
+                target=server.serve, name=f"veo-nb-emulator-{name}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
@@ -425,12 +454,12 @@ class Emulator:
         """Stop both servers, close open connections, delete padded videos."""
         servers = [s for s in (self._api, self._cdn) if s is not None]
         for server in servers:
-            server.shutdown()
-            server.close_open_connections()
-            server.server_close()
+            server.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
+        for server in servers:
+            server.close()
         self._api = self._cdn = None
         self._media.close()
 
@@ -664,9 +693,12 @@ class Emulator:
             aspect_ratio = task.plan.aspect_ratio
         return self._media.path_for(aspect_ratio)
 
-    def _record_media(self, request: MediaRequest, sent: int) -> None:
+    def _record_media(self, request: MediaRequest) -> None:
         with self._lock:
             self._counts["media_requests"] += 1
             self._counts["media_auth_headers"] += request.authorization
-            self._counts["media_bytes_sent"] += sent
             self._media_log.append(request)
+
+    def _count_media_bytes(self, sent: int) -> None:
+        with self._lock:
+            self._counts["media_bytes_sent"] += sent
