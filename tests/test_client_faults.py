@@ -29,7 +29,7 @@ from veo_nb import (
     TaskStatus,
     ValidationError,
 )
-from veo_nb.client import VeoClient
+from veo_nb.client import VeoClient, parse_retry_after
 
 KEY = "sk-test-SECRET-KEY-9f8e7d"
 TASK = {"id": "vgen_abc123def456", "object": "video", "created": 1761635478,
@@ -509,3 +509,33 @@ def test_download_logs_have_no_query_strings(
     assert "/v.mp4" in caplog.text
     assert "CDNTOKEN" not in caplog.text
     assert os.listdir(tmp_path) == ["vgen_abc123def456.mp4"]
+
+
+def test_unwritable_destination_is_download_error(
+    srv: ScriptedServer, cdn: ScriptedServer, tmp_path: Path
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    with make(srv) as c, pytest.raises(DownloadError, match="could not save"):
+        c.download(video_task(cdn.url + "/v.mp4"), tmp_path / "a_file" / "v.mp4")
+    assert cdn.hits() == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("3", 3.0), ("0.25", 0.25), (" 7 ", 7.0), ("-3", 0.0), ("0", 0.0), (None, None), ("", None),
+     ("soon", None), ("nan", None), ("inf", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value) == expected
+
+
+def test_parse_retry_after_future_date() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after(formatdate(now + 90, usegmt=True), now=now) == pytest.approx(90, abs=1)
+
+
+def test_saved_video_is_world_readable(srv: ScriptedServer, cdn: ScriptedServer, tmp_path: Path) -> None:
+    cdn.script(Reply(200, b"video"))
+    with make(srv) as c:
+        path = c.download(video_task(cdn.url + "/v.mp4"), tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o644

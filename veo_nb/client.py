@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
@@ -160,8 +161,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
             when = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             return None
-        if when is None or when.tzinfo is None:
-            return None
+        if when.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+            when = when.replace(tzinfo=timezone.utc)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
@@ -349,10 +350,10 @@ class VeoClient:
         limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
             raise ValidationError(f"max_bytes must be a positive integer, got {max_bytes!r}")
-        target = self._target_path(dest, name or "video")
         attempt = 0
         while True:
             try:
+                target = self._target_path(dest, name or "video")
                 self._download_once(url, target, limit)
                 return target
             except (*_READ_ERRORS, _Truncated, _RetryableStatus) as exc:
@@ -366,6 +367,8 @@ class VeoClient:
                 self._sleep(self._backoff(attempt) if delay is None else delay)
                 attempt += 1
                 logger.debug("download retry %d of %s (%s)", attempt, _public_url(url), reason)
+            except OSError as exc:  # the local side: folder, disk full, permissions
+                raise DownloadError(f"could not save the video to {os.fspath(dest)!r}: {exc}") from exc
 
     def close(self) -> None:
         """Close pooled connections; interrupts pending retry waits."""
@@ -623,6 +626,7 @@ class VeoClient:
                         raise _Truncated(f"got {written} of {expected} bytes")
                     tmp.flush()
                     os.fsync(tmp.fileno())
+                os.chmod(tmp.name, 0o644)  # temp files are created 0600; a video is not a secret
                 os.replace(tmp.name, target)
                 done = True
                 logger.debug("saved %d bytes from %s to %s", written, where, target)
