@@ -358,12 +358,12 @@ class VeoClient:
                 return target
             except (*_READ_ERRORS, _Truncated, _RetryableStatus) as exc:
                 reason = str(exc) if isinstance(exc, (_Truncated, _RetryableStatus)) else type(exc).__name__
-                if attempt >= self._max_retries:
+                delay = exc.retry_after if isinstance(exc, _RetryableStatus) else None
+                if attempt >= self._max_retries or (delay or 0.0) > MAX_RETRY_AFTER_WAIT_S:
                     raise DownloadError(
                         f"could not download {_public_url(url)} after {attempt + 1} attempts: "
                         f"{self._redact(reason)}"
                     ) from exc
-                delay = exc.retry_after if isinstance(exc, _RetryableStatus) else None
                 self._sleep(self._backoff(attempt) if delay is None else delay)
                 attempt += 1
                 logger.debug("download retry %d of %s (%s)", attempt, _public_url(url), reason)
