@@ -1,10 +1,24 @@
-"""veo_nb: VEO video generation, pleasant inside Jupyter."""
+"""veo_nb: VEO video generation, pleasant inside Jupyter.
 
+- :func:`connect` gives a :class:`VeoClient` (the real service with
+  ``VEO_API_KEY``, otherwise an embedded emulator in demo mode).
+- :class:`Tracker` polls tasks within the API's rules, keeps their history in
+  SQLite and saves finished videos; :func:`generate` is the one-call path.
+- :func:`panel` shows a tracker as a live ipywidgets dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .client import VeoClient
+from .connect import connect
 from .errors import (
     APIConnectionError,
     APIError,
     AuthenticationError,
     DownloadError,
+    MissingAPIKeyError,
     NotFoundError,
     RateLimitError,
     ResultExpiredError,
@@ -14,17 +28,42 @@ from .errors import (
     VeoError,
 )
 from .models import Task, TaskStatus
+from .records import Event, TaskRecord
+from .store import Store, StoreError
+from .tracker import Tracker, generate
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    # The panel pulls in ipywidgets' frontend machinery: load it on first use,
+    # so scripts that only poll never pay for it.
+    if name in ("panel", "VeoPanel"):
+        from . import panel as _panel_module
+
+        return getattr(_panel_module, name)
+    raise AttributeError(f"module 'veo_nb' has no attribute {name!r}")
+
+
 __all__ = [
+    "connect",
+    "VeoClient",
+    "Tracker",
+    "generate",
+    "panel",
+    "VeoPanel",
+    "Store",
+    "StoreError",
     "Task",
     "TaskStatus",
+    "TaskRecord",
+    "Event",
     "VeoError",
     "ValidationError",
     "APIError",
     "APIConnectionError",
     "AuthenticationError",
+    "MissingAPIKeyError",
     "NotFoundError",
     "RateLimitError",
     "DownloadError",

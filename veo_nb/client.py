@@ -259,6 +259,11 @@ class VeoClient:
         return _origin(self._base_url)[1] == _origin(_spec.BASE_URL)[1]
 
     @property
+    def has_api_key(self) -> bool:
+        """Whether an API key is configured (the key itself is never exposed)."""
+        return self.__api_key.value is not None
+
+    @property
     def rate_limited_until(self) -> float:
         """A :func:`time.monotonic` value before which this client sends no API
         request, set from a 429's ``Retry-After`` (0.0 when never limited)."""
