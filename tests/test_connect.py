@@ -1,0 +1,46 @@
+"""connect(): the real service with a key, the embedded emulator without one."""
+
+from __future__ import annotations
+
+import pytest
+
+import veo_nb
+from veo_nb import _spec
+
+
+def test_without_a_key_connect_gives_a_working_demo_client(capsys: pytest.CaptureFixture[str]) -> None:
+    client = veo_nb.connect()
+    line = capsys.readouterr().out.strip()
+    assert client.demo and client.has_api_key
+    assert client.base_url.startswith("http://127.0.0.1:")
+    assert "demo mode" in line and "VEO_API_KEY" in line and line.count("\n") == 0
+    task = client.create_video("a lighthouse at dusk")
+    assert client.get_result(task.id).id == task.id
+    # One emulator per process, shared by every call.
+    assert veo_nb.connect(quiet=True).base_url == client.base_url
+    assert capsys.readouterr().out == ""
+
+
+def test_with_a_key_connect_targets_the_documented_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEO_API_KEY", "sk-test-not-real")
+    client = veo_nb.connect()
+    assert not client.demo
+    assert client.base_url == _spec.BASE_URL
+    assert client.is_documented_service
+    assert "sk-test-not-real" not in repr(client)
+
+
+def test_base_url_and_time_scale_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEO_API_KEY", "k")
+    monkeypatch.setenv("VEO_BASE_URL", "http://127.0.0.1:9/kyyReactApiServer/")
+    monkeypatch.setenv("VEO_TIME_SCALE", "0.5")
+    client = veo_nb.connect()
+    assert client.base_url == "http://127.0.0.1:9/kyyReactApiServer"
+    assert client.time_scale == 0.5 and not client.is_documented_service
+
+
+def test_veo_demo_forces_demo_mode_even_with_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEO_API_KEY", "sk-real-looking")
+    monkeypatch.setenv("VEO_DEMO", "1")
+    client = veo_nb.connect(quiet=True)
+    assert client.demo and client.base_url.startswith("http://127.0.0.1:")
