@@ -9,9 +9,10 @@ Two measurements, side by side:
    polling every 30 s after the create call. No HTTP: this counts the
    schedule itself, at full (real-service) scale.
 2. **Real, on the emulator.** The same comparison over HTTP on an emulator
-   whose clock runs 100× fast: a ``Tracker`` submits tasks with
-   ``[duration: s]`` directives while a plain fixed loop polls an identical
-   set; requests are counted by the emulator (``stats.polls_by_task``).
+   whose clock runs 100× fast: a ``Tracker`` submits tasks (reference-image
+   and first/last-frame mode, durations from their windows, fixed with
+   ``[duration: s]``) while a plain fixed loop polls an identical set;
+   requests are counted by the emulator (``stats.polls_by_task``).
 """
 
 from __future__ import annotations
@@ -76,13 +77,15 @@ def emulator_check(n: int = 12, time_scale: float = 0.01, seed: int = 2) -> tupl
     from veo_nb.tracker import Tracker
 
     rng = random.Random(seed)
-    low, high = ESTIMATES_S[Mode.TEXT]
-    durations = [round(rng.uniform(low, high), 1) for _ in range(n)]
+    image = "http://images.example/cat.png"
+    modes = [({"reference_images": [image]}, Mode.REFERENCE), ({"first_image": image}, Mode.FIRST_LAST)]
+    plans = [(kw, round(rng.uniform(*ESTIMATES_S[mode]), 1)) for i in range(n)
+             for kw, mode in [modes[i % 2]]]
     p = P * time_scale
     with Emulator(time_scale=time_scale, failure_rate=0.0, seed=seed) as emu, \
             tempfile.TemporaryDirectory() as tmp:
         client = emu.client()
-        fixed_ids = [client.create_video(f"fixed [duration: {d}]").id for d in durations]
+        fixed_ids = [client.create_video(f"fixed [duration: {d}]", **kw).id for kw, d in plans]
 
         def loop(task_id: str) -> None:
             while True:
@@ -96,7 +99,7 @@ def emulator_check(n: int = 12, time_scale: float = 0.01, seed: int = 2) -> tupl
         tracker = Tracker(client, store=Path(tmp) / "h.sqlite", media_dir=Path(tmp) / "v",
                           download=False)
         try:
-            ids = [tracker.submit(f"adaptive [duration: {d}]").task_id for d in durations]
+            ids = [tracker.submit(f"adaptive [duration: {d}]", **kw).id for kw, d in plans]
             tracker.wait(ids, timeout=60)
         finally:
             tracker.close()
@@ -142,7 +145,7 @@ def run() -> list[BenchResult]:
     fixed, ours = emulator_check()
     results.append(
         BenchResult(
-            name="requests per task (emulator over HTTP, text mode)",
+            name="requests per task (emulator over HTTP, both image modes)",
             value=ours,
             unit="requests",
             baseline=fixed,
