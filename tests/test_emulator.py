@@ -217,6 +217,23 @@ def test_bodies_that_are_not_a_json_object_get_400(api: Api, raw: bytes) -> None
     assert response.json()["error"]["type"] == "invalid_request"
 
 
+def test_oversized_and_chunked_bodies_are_refused(api: Api) -> None:
+    url = f"{api.emulator.base_url}/v1/veo/videos"
+    port = int(api.emulator.base_url.split(":")[2].split("/")[0])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:  # announce a huge body without sending it: refused before it is read
+        conn.putrequest("POST", "/kyyReactApiServer/v1/veo/videos")
+        conn.putheader("Content-Length", str(2 << 20))
+        conn.endheaders()
+        huge = conn.getresponse()
+        assert huge.status == 413 and huge.getheader("Connection") == "close"
+    finally:
+        conn.close()
+    chunked = api.session.post(url, data=iter([b'{"model": "veo_3_1_fast"}']), timeout=TIMEOUT)
+    assert chunked.status_code == 411
+    assert api.create().status_code == 200
+
+
 def test_valid_variants_are_accepted(api: Api) -> None:
     assert api.create(resolution="4k").status_code == 200
     assert api.create(image_urls=[URL, URL]).status_code == 200

@@ -274,9 +274,8 @@ class _ApiHandler(_Handler):
         emulator = self.server.emulator
         arrived = emulator._now()
         body = self._read_body()
-        if isinstance(body, _Reply):
+        if isinstance(body, _Reply):  # the body could not be read: the connection ends
             reply = body
-            self.close_connection = True
         else:
             reply = emulator._handle_api(
                 self.command, self.path, self.headers.get("Authorization"), body, arrived
@@ -287,17 +286,20 @@ class _ApiHandler(_Handler):
         self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
 
     def _read_body(self) -> bytes | _Reply:
+        close = ("Connection", "close")
         encoding = self.headers.get("Transfer-Encoding", "identity").strip().lower()
         if encoding != "identity":
-            return _error(411, "invalid_request", "send the body with a Content-Length")
+            return _error(411, "invalid_request", "send the body with a Content-Length", close)
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if length < 0:
-            return _error(400, "invalid_request", "invalid Content-Length header")
+            return _error(400, "invalid_request", "invalid Content-Length header", close)
         if length > MAX_BODY_BYTES:
-            return _error(413, "invalid_request", f"body larger than {MAX_BODY_BYTES} bytes")
+            return _error(
+                413, "invalid_request", f"body larger than {MAX_BODY_BYTES} bytes", close
+            )
         return self.rfile.read(length) if length else b""
 
 
@@ -679,11 +681,14 @@ class Emulator:
     def _media_file(self, path: str, now: float) -> Path | int:
         """The file behind a media path, or the HTTP status to answer instead."""
         match = _MEDIA_PATH.match(path)
+        if match is None:
+            return 404
+        task_id, token = unquote(match.group(1)), unquote(match.group(2))
         with self._lock:
-            task = self._tasks.get(unquote(match.group(1))) if match else None
+            task = self._tasks.get(task_id)
             if (
                 task is None
-                or not hmac.compare_digest(unquote(match.group(2)).encode(), task.token.encode())
+                or not hmac.compare_digest(token.encode(), task.token.encode())
                 or task.plan.status_at(now) != "completed"
                 or not task.plan.has_video
             ):
