@@ -11,8 +11,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
+from ._urls import check_http_url
 from .errors import ValidationError
 
 #: The documented base URL of the real service.
@@ -100,18 +99,6 @@ def normalize_resolution(value: Any) -> str:
     )
 
 
-def _image_url(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"{what} must be an http(s) URL string, got {value!r:.80}")
-    url = value.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValidationError(
-            f"{what} must be an http:// or https:// URL, got {url!r:.80}"
-        )
-    return url
-
-
 def request_mode(
     reference_images: Sequence[str] | str | None,
     first_image: str | None,
@@ -187,12 +174,12 @@ def build_create_payload(
                 f"got {len(refs)}: remove {len(refs) - spec.max_reference_images}"
             )
         payload["input_reference"] = [
-            _image_url(u, f"reference_images[{i}]") for i, u in enumerate(refs)
+            check_http_url(u, f"reference_images[{i}]") for i, u in enumerate(refs)
         ]
     if first_image:
-        payload["first_image"] = _image_url(first_image, "first_image")
+        payload["first_image"] = check_http_url(first_image, "first_image")
         if last_image:
-            payload["last_image"] = _image_url(last_image, "last_image")
+            payload["last_image"] = check_http_url(last_image, "last_image")
     return payload
 
 

@@ -39,7 +39,7 @@ from importlib.metadata import version as _dist_version
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -48,6 +48,7 @@ from urllib3.exceptions import NewConnectionError
 from . import _spec
 from ._log import logger
 from ._paths import video_path_in
+from ._urls import check_http_url, public_url
 from .errors import (
     APIConnectionError,
     APIError,
@@ -128,26 +129,6 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
-def _public_url(url: str) -> str:
-    """``url`` without query string, fragment or user info (for logs and messages):
-    CDN links carry access tokens in their query."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _check_http_url(url: Any, what: str) -> str:
-    if not isinstance(url, str) or not url.strip():
-        raise ValidationError(f"{what} must be an http(s) URL string, got {url!r:.80}")
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValidationError(
-            f"{what} must be an http:// or https:// URL, got {_public_url(url)!r:.120}"
-        )
-    return url
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta seconds (``"3"``,
     ``"0.5"``) or an HTTP date. ``None`` when absent or unreadable; never negative."""
@@ -202,7 +183,7 @@ class VeoClient:
             raise ValidationError(f"api_key must be a string, not {type(api_key).__name__}")
         self.__api_key = _Secret((api_key or "").strip() or None)
         url = base_url or os.environ.get(BASE_URL_ENV) or _spec.BASE_URL
-        self._base_url = _check_http_url(url, "base_url").rstrip("/")
+        self._base_url = check_http_url(url, "base_url").rstrip("/")
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
             raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
@@ -351,7 +332,7 @@ class VeoClient:
         else:
             url = task
             name = PurePosixPath(urlsplit(url).path).stem if isinstance(url, str) else ""
-        url = _check_http_url(url, "video_url")
+        url = check_http_url(url, "video_url")
         limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
             raise ValidationError(f"max_bytes must be a positive integer, got {max_bytes!r}")
@@ -366,12 +347,12 @@ class VeoClient:
                 delay = exc.retry_after if isinstance(exc, _RetryableStatus) else None
                 if attempt >= self._max_retries or (delay or 0.0) > MAX_RETRY_AFTER_WAIT_S:
                     raise DownloadError(
-                        f"could not download {_public_url(url)} after {attempt + 1} attempts: "
+                        f"could not download {public_url(url)} after {attempt + 1} attempts: "
                         f"{self._redact(reason)}"
                     ) from exc
                 self._sleep(self._backoff(attempt) if delay is None else delay)
                 attempt += 1
-                logger.debug("download retry %d of %s (%s)", attempt, _public_url(url), reason)
+                logger.debug("download retry %d of %s (%s)", attempt, public_url(url), reason)
             except OSError as exc:  # the local side: folder, disk full, permissions
                 raise DownloadError(f"could not save the video to {os.fspath(dest)!r}: {exc}") from exc
 
@@ -550,7 +531,7 @@ class VeoClient:
                 retry_after=retry_after,
             )
         if 300 <= status < 400:
-            location = _public_url(resp.headers.get("Location", ""))
+            location = public_url(resp.headers.get("Location", ""))
             message += f" — redirected to {location!r}; is base_url right?"
         return APIError(message, status_code=status, body_excerpt=excerpt)
 
@@ -574,7 +555,7 @@ class VeoClient:
             trusted = trusted and _origin(url) == api_origin
             key = self.__api_key.value
             headers = {"Authorization": f"Bearer {key}"} if trusted and key else {}
-            logger.debug("download GET %s", _public_url(url))
+            logger.debug("download GET %s", public_url(url))
             resp = self._session.get(
                 url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
             )
@@ -584,7 +565,7 @@ class VeoClient:
             nxt = urljoin(url, resp.headers["Location"])
             if urlsplit(nxt).scheme.lower() not in ("http", "https"):
                 raise DownloadError(
-                    f"refusing a redirect from {_public_url(url)} to a non-http(s) URL "
+                    f"refusing a redirect from {public_url(url)} to a non-http(s) URL "
                     f"({urlsplit(nxt).scheme}:)"
                 )
             url = nxt
@@ -594,7 +575,7 @@ class VeoClient:
         resp = self._open_media(url)
         with resp:
             status = resp.status_code
-            where = _public_url(resp.url or url)
+            where = public_url(resp.url or url)
             if status in _EXPIRED:
                 raise ResultExpiredError(
                     f"the video link {where} is gone (HTTP {status}): links expire 24 h "
