@@ -507,6 +507,7 @@ def test_emulator_command_prints_how_to_use_it_and_stops_on_ctrl_c() -> None:
         text = "\n".join(lines)
         base_url = re.search(r"export VEO_BASE_URL=(\S+)", text).group(1)  # type: ignore[union-attr]
         assert "export VEO_API_KEY=k1" in text and "media URL: http://127.0.0.1:" in text
+        assert "export VEO_TIME_SCALE=0.01" in text  # so connect() scales its polling
         response = requests.post(
             base_url + "/v1/veo/videos", json={"model": "veo_3_1_fast", "prompt": "x"},
             headers={"Authorization": "Bearer k1"}, timeout=TIMEOUT,

@@ -35,6 +35,8 @@ def _emulator(args: argparse.Namespace) -> int:
     print("Use it with:")
     print(f"  export VEO_BASE_URL={emulator.base_url}")
     print(f"  export VEO_API_KEY={emulator.api_key}")
+    if emulator.time_scale != 1.0:
+        print(f"  export VEO_TIME_SCALE={emulator.time_scale:g}")
     print("Press Ctrl-C to stop.", flush=True)
     try:
         threading.Event().wait()
