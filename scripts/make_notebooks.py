@@ -1,0 +1,530 @@
+"""Write notebooks/*.ipynb from the cell texts below, without outputs.
+
+The notebooks are generated so that what is committed is clean (no outputs,
+no execution counts, no saved widget state with base64 videos) and every
+change is a readable diff of this file. Edit the cells here, then::
+
+    .venv/bin/python scripts/make_notebooks.py          # rewrite notebooks/
+    .venv/bin/python scripts/make_notebooks.py --check  # exit 1 if they differ
+
+To keep an edit made in JupyterLab instead, copy the cell text back here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+LANGUAGE_INFO = {"name": "python"}
+
+
+def md(text: str) -> tuple[str, str]:
+    return ("markdown", text.strip("\n"))
+
+
+def code(text: str) -> tuple[str, str]:
+    return ("code", text.strip("\n"))
+
+
+# ---------------------------------------------------------------------------
+QUICKSTART = [
+    md("""
+# veo_nb quickstart
+
+Generate a few videos with VEO and watch them finish, live, in this notebook.
+Use **Run → Run All Cells**; everything below runs top to bottom.
+
+**Demo mode or the real service?**
+
+* **Demo mode (the default).** When no `VEO_API_KEY` is set, `veo_nb.connect()`
+  starts an *emulator* of the VEO service inside this notebook's kernel: the same
+  HTTP API, a clock that runs about 8× faster (tasks finish in 15–45 s instead of
+  2–5 minutes), sample test-pattern videos, nothing sent over the internet and
+  nothing billed.
+* **The real service.** Set `VEO_API_KEY` in the environment *before* starting
+  Jupyter (for example `export VEO_API_KEY=sk-...`) and the very same cells talk
+  to the real VEO API. Every task is then billed and takes 2–5 minutes.
+"""),
+    code("""
+import veo_nb
+
+client = veo_nb.connect()
+print("demo mode (emulator)" if client.demo else "real VEO service")
+"""),
+    md("""
+## 1. A tracker
+
+A `Tracker` submits tasks and follows them for you: it polls in the background
+(never more often than the service's 30-second rule allows), records every status
+change in a small SQLite file, and downloads each finished MP4 before its 24-hour
+link expires.
+
+The file lives in `veo_nb_data/` next to this notebook, so the history survives
+a kernel restart.
+"""),
+    code("""
+tracker = veo_nb.Tracker(client, store="veo_nb_data/quickstart.sqlite")
+tracker
+"""),
+    md("""
+## 2. Submit a few prompts
+
+`submit` returns straight away with the new task (its id and status); the video
+is generated on the service while you keep working.
+"""),
+    code("""
+submitted = [
+    tracker.submit("A red fox trotting through fresh snow at sunrise, cinematic"),
+    tracker.submit("A paper boat drifting down a rainy street, close-up"),
+    tracker.submit("Timelapse of clouds rolling over a mountain lake", aspect_ratio="9:16"),
+]
+[(task.id, task.status.value) for task in submitted]
+"""),
+    md("""
+In demo mode, a prompt can steer the emulator with a directive in square
+brackets, to show what unusual outcomes look like:
+
+* `[fail: <message>]` makes the task fail with exactly that message,
+* `[duration: <seconds>]` sets how long the task takes (in real-service seconds,
+  so `[duration: 400]` takes about 48 s here),
+* `[no-video]` completes without a video, as when a safety filter blocks it.
+
+The failing task below reports an error message **that contains HTML and a
+script**. veo_nb always shows the service's messages (and your prompts) as plain
+text, never as HTML: markup like this appears literally and can neither change
+the page nor run code.
+
+(These prompts only go to the emulator: with a real key this cell does nothing.)
+"""),
+    code("""
+if client.demo:
+    submitted.append(tracker.submit(
+        "[fail: <b>Blocked</b> by <script>window.veoXss = 1</script> policy "
+        "<img src=x onerror=\\"window.veoXss = 2\\">] A neon city street at night"
+    ))
+    submitted.append(tracker.submit("[duration: 400] A slow drone flight over an autumn forest"))
+"""),
+    md("""
+## 3. The live panel
+
+The panel refreshes by itself: statuses move from *queued* to *processing* to
+*completed* or *failed* without you running anything, finished videos play inline,
+and the **Gallery** and **History** tabs show all videos and every recorded event.
+"""),
+    code("""
+veo_nb.panel(tracker)
+"""),
+    md("""
+## 4. Wait for everything to finish
+
+`wait()` blocks until every task is done (the panel above keeps updating while it
+waits). You don't have to wait: polling runs in the background, so you can keep
+working in other cells instead.
+"""),
+    code("""
+finished = tracker.wait(timeout=600)
+for task in finished:
+    print(f"{task.id}  {task.status.value:<10}  {task.error or task.video_url or ''}")
+"""),
+    md("""
+## 5. The results as a DataFrame
+
+`tasks()` returns one row per task: prompt, model, status, timings, error message,
+and the path of the downloaded MP4.
+"""),
+    code("""
+df = tracker.tasks()
+df
+"""),
+    code("""
+df["status"].value_counts()
+"""),
+    md("""
+Next: `02_classroom_demo.ipynb` (a sweep across models, the gallery, timings and
+failures) and `03_history_analysis.ipynb` (history, success rates and export).
+"""),
+]
+
+# ---------------------------------------------------------------------------
+CLASSROOM = [
+    md("""
+# Classroom demo: a prompt sweep across models
+
+This notebook is written to be shown to a class. It submits a small *sweep* — the
+same prompts across every model, both aspect ratios, and the three request
+modes — then looks at the gallery, compares how long each model took, and
+explains what the different kinds of failure look like.
+
+It runs in **demo mode** on the built-in emulator unless `VEO_API_KEY` is set (see
+`01_quickstart.ipynb`). With a real key the sweep is cut down to two tasks,
+because every task is billed.
+"""),
+    code("""
+import itertools
+
+import pandas as pd
+
+import veo_nb
+
+client = veo_nb.connect()
+tracker = veo_nb.Tracker(client, store="veo_nb_data/classroom.sqlite")
+"""),
+    md("""
+## 1. The sweep as a DataFrame
+
+One row per task. The columns are the arguments of `tracker.submit`: `prompt`,
+`model`, `aspect_ratio`, `resolution`, and, for the image modes, `reference_images`
+(up to 3 image URLs) or `first_image` / `last_image`. `label` is a name of our own
+choosing that the panel and the DataFrames show.
+"""),
+    code("""
+prompts = {
+    "lighthouse": "A lighthouse on a cliff in a storm, waves crashing, dramatic light",
+    "kitchen": "Close-up of hands kneading bread dough in a sunny kitchen",
+}
+models = ["veo_3_1_fast", "veo_3_1_pro", "veo_3_1_pro_stable", "veo_3_1_fast_stable"]
+aspect_ratios = ["16:9", "9:16"]
+
+rows = [
+    {"label": f"{name} / {model} / {ratio}", "prompt": prompt, "model": model,
+     "aspect_ratio": ratio, "resolution": "720p"}
+    for (name, prompt), model, ratio in itertools.product(prompts.items(), models, aspect_ratios)
+]
+
+# The two image modes. (The emulator does not download these images; the real
+# service would, so use your own URLs there.)
+image = "https://example.com/images/{}.jpg"
+rows += [
+    {"label": "reference images / veo_3_1_pro", "model": "veo_3_1_pro",
+     "prompt": "The cat from the photos playing with a ball of yarn",
+     "reference_images": [image.format("cat1"), image.format("cat2")]},
+    {"label": "first+last frame / veo_3_1_fast", "model": "veo_3_1_fast",
+     "prompt": "Morph smoothly from the first frame to the last",
+     "first_image": image.format("sunrise"), "last_image": image.format("sunset")},
+]
+
+# Two that go wrong on purpose (emulator directives; see section 4).
+rows += [
+    {"label": "demo: fails", "prompt": "[fail] A crowded stadium at night"},
+    {"label": "demo: no video", "prompt": "[no-video] A street market in the rain"},
+]
+
+sweep = pd.DataFrame(rows)
+if not client.demo:
+    sweep = sweep[~sweep["label"].str.startswith("demo:")].head(2)
+sweep
+"""),
+    code("""
+submitted = tracker.submit_many(sweep)
+submitted[["label", "task_id", "error"]]
+"""),
+    md("""
+## 2. Watch it live
+
+Every row updates by itself. Finished videos play inline; the **Gallery** tab
+shows all of them side by side, and **History** lists every status change the
+tracker saw.
+"""),
+    code("""
+veo_nb.panel(tracker)
+"""),
+    code("""
+finished = tracker.wait(timeout=900)
+print(f"{len(finished)} tasks finished")
+"""),
+    md("""
+## 3. How long did each model take?
+
+`summary()` condenses the history per model: how many tasks, how many succeeded,
+and typical times. `tasks()` has the per-task timings (`queued_s`, `processing_s`,
+`total_s`, in seconds) if you want to dig further.
+
+(In demo mode the emulator picks durations at random within the documented
+2–5 minutes, scaled down — so differences between models here are chance, which is
+itself a useful lesson about small samples.)
+"""),
+    code("""
+tracker.summary()
+"""),
+    code("""
+tasks = tracker.tasks()
+times = tasks.groupby("model")["total_s"].describe()[["count", "mean", "min", "max"]]
+times
+"""),
+    md("""
+A plot, if `matplotlib` is installed (`pip install matplotlib`); otherwise the table
+above says the same.
+"""),
+    code("""
+try:
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("matplotlib is not installed: pip install matplotlib to see the plot")
+else:
+    ax = tasks.boxplot(column="total_s", by="model", rot=20, figsize=(8, 4))
+    ax.set_title("Seconds from submit to finished, per model")
+    ax.set_ylabel("seconds")
+    plt.suptitle("")
+    plt.show()
+"""),
+    md("""
+## 4. What failures look like, and why
+
+There are three different ways a request can go wrong.
+
+**a) Invalid requests are caught before anything is sent.** veo_nb checks each
+request against the model table. Here, `veo_3_1_fast_stable` cannot make 4K videos
+and takes no reference images: you get a `ValidationError` that says what to
+change, and no task is created (nothing is billed).
+"""),
+    code("""
+for kwargs in [
+    {"model": "veo_3_1_fast_stable", "resolution": "4K"},
+    {"model": "veo_3_1_fast_stable", "reference_images": ["https://example.com/a.jpg"]},
+    {"aspect_ratio": "4:3"},
+]:
+    try:
+        tracker.submit("A sailing boat at sea", **kwargs)
+    except veo_nb.ValidationError as exc:
+        print(f"{kwargs} -> ValidationError: {exc}")
+"""),
+    md("""
+**b) Tasks can fail on the service.** The task was accepted, ran for a while, and
+then reported `failed` with a message (a safety policy, an overloaded model, a
+timeout...). The message is in the `error` column. In demo mode some tasks fail at
+random, as they do on the real service, and `[fail]` forces one.
+
+**c) Tasks can complete without a video.** The service says `completed`, but
+there is no `video_url` — typically the output was blocked by a safety filter
+after it was generated. There is nothing to watch, so veo_nb counts the task as
+`failed` and says why in `error`. `[no-video]` forces one in demo mode.
+"""),
+    code("""
+failed = tasks[tasks["status"] == "failed"]
+failed[["label", "model", "error"]]
+"""),
+    md("""
+The history keeps what the service actually said: for a completed-without-video
+task the last status event reads `completed`, with the explanation in `detail`.
+"""),
+    code("""
+from veo_nb.tracker import NO_VIDEO_REASON
+
+no_video_ids = tasks.loc[tasks["error"] == NO_VIDEO_REASON, "task_id"]
+events = tracker.history()
+events[events["task_id"].isin(no_video_ids) & (events["kind"] == "status")][
+    ["task_id", "status", "observed_at", "detail"]
+]
+"""),
+]
+
+# ---------------------------------------------------------------------------
+HISTORY = [
+    md("""
+# History analysis
+
+Everything the tracker sees is stored in a SQLite file, so you can analyse it with
+pandas later: how long tasks took, how often they succeeded, and which status
+changes happened when. This notebook:
+
+1. makes some history to look at (a handful of tasks on the demo emulator, about a
+   minute), unless the store already has some,
+2. reads it with `tasks()`, `history()` and `summary()`,
+3. computes durations and success rates,
+4. exports it to CSV, Parquet and JSON.
+
+Runs in demo mode unless `VEO_API_KEY` is set (see `01_quickstart.ipynb`).
+"""),
+    code("""
+import pandas as pd
+
+import veo_nb
+
+client = veo_nb.connect()
+tracker = veo_nb.Tracker(client, store="veo_nb_data/history.sqlite")
+"""),
+    md("""
+## 1. Some history to analyse
+
+If the store is empty (the first run), submit a small batch and wait for it. Run the
+notebook again later and the new tasks add to the same history.
+"""),
+    code("""
+if client.demo or tracker.tasks().empty:
+    batch = pd.DataFrame({
+        "prompt": [
+            "A hummingbird hovering at a red flower, slow motion",
+            "Waves on a pebble beach at dusk",
+            "A steaming cup of coffee on a wooden table",
+            "A bicycle ride through a tulip field",
+            "Snow falling on a quiet village street",
+            "A chameleon changing colour on a branch",
+        ],
+        "model": ["veo_3_1_fast", "veo_3_1_pro", "veo_3_1_fast_stable",
+                  "veo_3_1_fast", "veo_3_1_pro", "veo_3_1_pro_stable"],
+    })
+    if not client.demo:
+        batch = batch.head(1)  # real tasks are billed
+    tracker.submit_many(batch)
+    tracker.wait(timeout=900)
+"""),
+    md("""
+## 2. Tasks, history and summary
+
+* `tasks()` — one row per task, with its latest status and timings.
+* `history()` — the event log: one row for each status change (and for poll errors
+  and downloads), with the time it was observed.
+* `summary()` — per model: counts, success rate and typical durations.
+"""),
+    code("""
+tasks = tracker.tasks()
+tasks.head()
+"""),
+    code("""
+events = tracker.history()
+events.head(10)
+"""),
+    code("""
+tracker.summary()
+"""),
+    md("""
+## 3. Durations
+
+`queued_s` is the time a task waited before processing started, `processing_s` the
+time it then took, `total_s` both. (The tracker only sees changes when it polls, so
+these are accurate to about one poll interval.)
+"""),
+    code("""
+done = tasks[tasks["status"].isin(["completed", "failed"])]
+done[["queued_s", "processing_s", "total_s"]].describe().round(1)
+"""),
+    md("""
+## 4. Success rates
+
+`summary()` above already has a `success_rate` per model (completed ÷ finished).
+Here is the same computed by hand from `tasks()`, to show how. A task that the
+service reported as completed but without a video (a safety filter) is counted
+as `failed` by veo_nb, since there is nothing to watch.
+"""),
+    code("""
+finished = tasks[tasks["status"].isin(["completed", "failed"])].copy()
+finished["succeeded"] = finished["status"] == "completed"
+rates = finished.groupby("model")["succeeded"].agg(tasks="count", succeeded="sum")
+rates["success_rate"] = (rates["succeeded"] / rates["tasks"]).round(2)
+rates
+"""),
+    md("""
+How a task's status changed over time, from the event log (status events only):
+"""),
+    code("""
+status_events = events[events["kind"] == "status"]
+status_events.pivot_table(index="task_id", columns="status", values="observed_at",
+                          aggfunc="first").head()
+"""),
+    md("""
+## 5. Plots
+
+With `matplotlib` installed (`pip install matplotlib`), pandas can plot directly.
+"""),
+    code("""
+try:
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("matplotlib is not installed: pip install matplotlib to see the plots")
+else:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    done["total_s"].plot.hist(ax=left, bins=10, title="Seconds from submit to finished")
+    rates["success_rate"].plot.bar(ax=right, rot=20, ylim=(0, 1), title="Success rate per model")
+    plt.tight_layout()
+    plt.show()
+"""),
+    md("""
+## 6. Export
+
+`export()` writes the task table to a file; the format follows the file's
+extension. CSV and JSON need nothing more; Parquet needs `pyarrow`.
+"""),
+    code("""
+from pathlib import Path
+
+out = Path("veo_nb_data/exports")
+out.mkdir(parents=True, exist_ok=True)
+
+tracker.export(out / "tasks.csv")
+tracker.export(out / "tasks.json")
+try:
+    import pyarrow  # noqa: F401
+except ImportError:
+    print("pyarrow is not installed: pip install pyarrow for Parquet")
+else:
+    tracker.export(out / "tasks.parquet")
+
+sorted(p.name for p in out.iterdir())
+"""),
+    code("""
+pd.read_csv(out / "tasks.csv").head()
+"""),
+    md("""
+## 7. The panel's History tab
+
+The panel shows the same history interactively (open its **History** tab).
+"""),
+    code("""
+veo_nb.panel(tracker)
+"""),
+]
+
+
+def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = dict(LANGUAGE_INFO)
+    for kind, text in cells:
+        cell = new_markdown_cell(text) if kind == "markdown" else new_code_cell(text)
+        cell.pop("id", None)
+        nb.cells.append(cell)
+    # Stable cell ids, so regenerating gives the same file.
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"
+    nbformat.validate(nb)
+    return nb
+
+
+NOTEBOOK_CELLS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_classroom_demo.ipynb": CLASSROOM,
+    "03_history_analysis.ipynb": HISTORY,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a notebook differs from what would be written")
+    args = parser.parse_args(argv)
+    NOTEBOOKS.mkdir(exist_ok=True)
+    stale = []
+    for name, cells in NOTEBOOK_CELLS.items():
+        text = nbformat.writes(build(cells)) + "\n"
+        path = NOTEBOOKS / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print("out of date (run scripts/make_notebooks.py): " + ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

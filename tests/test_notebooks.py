@@ -1,0 +1,88 @@
+"""The notebooks in notebooks/ run top to bottom on a real kernel, offline, in
+demo mode, and show the live panel; the committed files carry no outputs.
+
+Each notebook runs from a temporary copy of notebooks/ (so its veo_nb_data/
+folder lands there, not in the repository) with no VEO_* variable set (the
+suite's conftest removes them), so ``veo_nb.connect()`` starts the embedded
+emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.stem for p in paths]
+
+
+def test_there_are_notebooks() -> None:
+    names = {p.name for p in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_classroom_demo.ipynb",
+            "03_history_analysis.ipynb"} <= names, names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_notebook_is_clean(path: Path) -> None:
+    """No outputs, execution counts or saved widget state (base64 videos) in git."""
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"cell {i} of {path.name} has outputs"
+            assert cell.execution_count is None, f"cell {i} of {path.name} has a count"
+    assert "widgets" not in nb.metadata, f"{path.name} carries saved widget state"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert "/work/shared" not in path.read_text()
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbclient import NotebookClient
+
+    work = tmp_path / "notebooks"
+    shutil.copytree(REPO / "notebooks", work,
+                    ignore=shutil.ignore_patterns("veo_nb_data", ".ipynb_checkpoints"))
+    before = sorted(p.name for p in (REPO / "notebooks").iterdir())
+
+    assert "VEO_API_KEY" not in os.environ  # removed by tests/conftest.py
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+
+    nb = nbformat.read(work / path.name, as_version=4)
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3",
+        resources={"metadata": {"path": str(work)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, errors
+    views = [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
+    assert views, f"{path.name}: no widget view among the outputs (the panel was not shown)"
+    stderr = "".join(o.get("text", "") for o in outputs
+                     if o.output_type == "stream" and o.name == "stderr")
+    assert "Traceback" not in stderr, stderr
+
+    # The notebook's data went to the temporary copy, not the repository.
+    assert sorted(p.name for p in (REPO / "notebooks").iterdir()) == before
+    assert (work / "veo_nb_data").is_dir(), "expected the notebook's data next to it"
+
+    # Keep the executed copy for a person to look at when something is off.
+    (tmp_path / f"executed_{path.name}").write_text(json.dumps(nb, indent=1))
