@@ -6,6 +6,7 @@ host serving playable 8-second MP4s, with every duration multiplied by
 ``time_scale``. See :class:`Emulator` for the prompt directives.
 """
 
+from ._faults import FaultConfig
 from ._server import Emulator, EmulatorStats, MediaRequest
 
-__all__ = ["Emulator", "EmulatorStats", "MediaRequest"]
+__all__ = ["Emulator", "EmulatorStats", "FaultConfig", "MediaRequest"]

@@ -26,6 +26,7 @@ import secrets
 import selectors
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -47,6 +48,7 @@ from .._spec import (
     build_create_payload,
 )
 from ..errors import ValidationError
+from ._faults import FaultConfig, Faults
 from ._media import MediaLibrary, parse_range
 from ._tasks import TaskPlan, plan_task
 
@@ -93,6 +95,7 @@ class EmulatorStats:
     carried an ``Authorization`` header) and ``media_log`` (the last
     requests, oldest first) are recorded before the answer is sent;
     ``media_bytes_sent`` once a body has been sent.
+    ``faults``: faults injected, by kind (see :mod:`veo_nb.emulator._faults`).
     """
 
     requests_total: int = 0
@@ -110,6 +113,7 @@ class EmulatorStats:
     media_auth_headers: int = 0
     media_bytes_sent: int = 0
     media_log: tuple[MediaRequest, ...] = ()
+    faults: Mapping[str, int] = field(default_factory=dict)
 
 
 _COUNTERS = (
@@ -214,6 +218,14 @@ class _Server(ThreadingHTTPServer):
         self._wake_r.close()
         self._wake_w.close()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up (or a reset a fault injected) is normal: log
+        it at debug level; report anything else as the stdlib does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("connection from %s ended abruptly", client_address, exc_info=True)
+        else:
+            super().handle_error(request, client_address)
+
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
             self._open.add(request)
@@ -274,14 +286,17 @@ class _ApiHandler(_Handler):
         emulator = self.server.emulator
         arrived = emulator._now()
         body = self._read_body()
+        if not isinstance(body, _Reply) and emulator._faults.intercept_api(self):
+            return
         if isinstance(body, _Reply):  # the body could not be read: the connection ends
             reply = body
         else:
             reply = emulator._handle_api(
                 self.command, self.path, self.headers.get("Authorization"), body, arrived
             )
-        if emulator.latency_s:
-            time.sleep(emulator.latency_s)
+        delay = emulator.latency_s + emulator._faults.api_delay()
+        if delay:
+            time.sleep(delay)
         data = json.dumps(reply.body, separators=(",", ":")).encode()
         self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
 
@@ -325,6 +340,8 @@ class _MediaHandler(_Handler):
                 range=self.headers.get("Range"),
             ))
 
+        if emulator._faults.intercept_media(self, record):
+            return
         if found == 403:
             record(403)
             self._send_error_xml(403, "AccessDenied", "Request has expired")
@@ -358,7 +375,7 @@ class _MediaHandler(_Handler):
             return 0
         try:
             with file.open("rb") as source:
-                return self.connection.sendfile(source, first, count)
+                return self.server.emulator._faults.send_body(self, source, first, count)
         except OSError as exc:  # the client went away mid-body
             logger.debug("media body interrupted: %s", exc)
             self.close_connection = True
@@ -388,6 +405,10 @@ class Emulator:
     * ``queue_s``: (low, high) unscaled seconds a task stays ``queued``.
     * ``video_size_bytes``: pad served videos to this size with a trailing
       ``free`` box (still valid MP4s), to benchmark large downloads.
+    * ``faults``: a :class:`FaultConfig` (5xx, resets, truncated or slow
+      bodies, latency), injected in front of the service so tasks' true
+      lives are unchanged. :meth:`storm` adds a rate-limit storm,
+      :meth:`pause`/:meth:`resume` a down window on the same ports.
 
     Prompt directives (the prompt is stored as sent): ``[fail]``, ``[fail:
     <message>]`` (fails with exactly that message), ``[no-video]`` (completes
@@ -406,6 +427,7 @@ class Emulator:
         latency_s: float = 0.0,
         queue_s: tuple[float, float] = (3.0, 20.0),
         video_size_bytes: int | None = None,
+        faults: FaultConfig | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
@@ -431,6 +453,8 @@ class Emulator:
         self._violations_by_task: Counter[str] = Counter()
         self._media_log: deque[MediaRequest] = deque(maxlen=MEDIA_LOG_SIZE)
         self._clock_offset = 0.0
+        self._faults = Faults(faults)
+        self._ports = (port, 0)
         self._api: _Server | None = None
         self._cdn: _Server | None = None
         self._threads: list[threading.Thread] = []
@@ -441,8 +465,9 @@ class Emulator:
         """Start both servers (in daemon threads) and return ``self``."""
         if self._api is not None:
             raise RuntimeError("this emulator is already running")
-        self._api = _Server((self.host, self.port), _ApiHandler, self)
-        self._cdn = _Server((self.host, 0), _MediaHandler, self)
+        self._api = _Server((self.host, self._ports[0]), _ApiHandler, self)
+        self._cdn = _Server((self.host, self._ports[1]), _MediaHandler, self)
+        self._ports = (self._api.server_address[1], self._cdn.server_address[1])
         for server, name in ((self._api, "api"), (self._cdn, "media")):
             thread = threading.Thread(
                 target=server.serve, name=f"veo-nb-emulator-{name}", daemon=True
@@ -454,6 +479,27 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop both servers, close open connections, delete padded videos."""
+        self._close_servers()
+        self._media.close()
+
+    def pause(self) -> None:
+        """Go down: close both servers and every open connection (connections
+        are refused) but keep tasks, clock and ports for :meth:`resume`."""
+        if self._api is None:
+            raise RuntimeError("the emulator is not running")
+        self._close_servers()
+        self._faults.count("down")
+
+    def resume(self) -> Emulator:
+        """Come back up after :meth:`pause`, on the same ports."""
+        return self.start()
+
+    def storm(self, seconds: float) -> None:
+        """A rate-limit storm: every API request gets 429 with ``Retry-After``
+        for ``seconds`` (counted in ``stats.faults``, not as interval violations)."""
+        self._faults.storm(seconds)
+
+    def _close_servers(self) -> None:
         servers = [s for s in (self._api, self._cdn) if s is not None]
         for server in servers:
             server.stop()
@@ -463,7 +509,6 @@ class Emulator:
         for server in servers:
             server.close()
         self._api = self._cdn = None
-        self._media.close()
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -536,6 +581,7 @@ class Emulator:
                 violations_by_task=MappingProxyType(dict(self._violations_by_task)),
                 status_counts=MappingProxyType(dict(statuses)),
                 media_log=tuple(self._media_log),
+                faults=MappingProxyType(self._faults.counts),
             )
 
     def task_ids(self) -> list[str]:
