@@ -68,7 +68,9 @@ def browser(chromium_executable: str) -> Iterator[object]:
 
 
 @pytest.fixture()
-def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
+def page(browser: object, lab: LabServer) -> Iterator[object]:
+    """A fresh browser context on the session's JupyterLab; the kernels a test
+    started are shut down after it."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
     context.set_default_timeout(60_000)
     pg = context.new_page()
@@ -85,6 +87,7 @@ def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
         yield pg
     finally:
         context.close()
+        lab.shutdown_kernels()
 
 
 @pytest.fixture(scope="session")

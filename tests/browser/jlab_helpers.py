@@ -7,7 +7,9 @@ directory and HOME point into a temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -95,6 +97,7 @@ class LabServer:
     process: subprocess.Popen
     log_path: Path
     env: dict[str, str] = field(repr=False, default_factory=dict)
+    _workspaces: int = 0
 
     @property
     def base_url(self) -> str:
@@ -104,7 +107,24 @@ class LabServer:
         return f"{self.base_url}/{path.lstrip('/')}?token={self.token}"
 
     def notebook_url(self, relpath: str) -> str:
-        return self.url(f"lab/tree/{relpath}")
+        """The notebook in a workspace of its own, reset, so that no tab of an
+        earlier test is restored next to it."""
+        self._workspaces += 1
+        return (f"{self.base_url}/lab/workspaces/t{self._workspaces}/tree/{relpath}"
+                f"?reset&token={self.token}")
+
+    def api(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(self.url(path), method=method)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def shutdown_kernels(self) -> None:
+        """Shut down every session and kernel (a tracker in a kernel keeps polling)."""
+        for session in self.api("GET", "api/sessions") or []:
+            self.api("DELETE", f"api/sessions/{session['id']}")
+        for kernel in self.api("GET", "api/kernels") or []:
+            self.api("DELETE", f"api/kernels/{kernel['id']}")
 
     def log(self) -> str:
         try:
@@ -246,5 +266,7 @@ def run_all(page: Any) -> None:
 
 def run_all_via_menu(page: Any) -> None:
     """Run every cell through the Run menu, as a person would."""
-    page.click("text=Run", timeout=30_000)
-    page.click("text=Run All Cells", timeout=30_000)
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").filter(
+        has_text=re.compile(r"^Run$")).first.click(timeout=30_000)
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).first.click(
+        timeout=30_000)

@@ -1,0 +1,195 @@
+"""The quickstart notebook in a real JupyterLab, in a real Chromium.
+
+One Run All, then, without touching anything: the panel renders, statuses
+advance by themselves, a finished task's video loads (8 s long), the failed
+task's error that contains markup is shown as text and runs nothing, and a
+video that is playing keeps playing (same element, time advancing) while
+other rows update. Ends with a screenshot of the panel (docs/img/panel.png is
+written when missing or with VEO_NB_UPDATE_SCREENSHOT=1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from jlab_helpers import open_notebook, run_all_via_menu, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "img" / "panel.png"
+
+FOX = "A red fox trotting"
+SLOW = "slow drone flight"
+BLOCKED = "Blocked"
+TERMINAL = ("completed", "failed")
+
+pytestmark = pytest.mark.timeout(600)
+
+# JS run in the page. The panel is the widget output that mentions the first prompt.
+JS_PANEL = """() => {
+    const outs = [...document.querySelectorAll('.jp-OutputArea-output')];
+    return outs.find(o => o.querySelector('.jupyter-widgets')
+                          && o.innerText.includes('%s')) || null;
+}""" % FOX
+
+JS_PANEL_TEXT = """() => {
+    const p = (%s)();
+    return p ? p.innerText : '';
+}""" % JS_PANEL
+
+JS_ROW_TEXT = """(needle) => {
+    // The smallest element of the panel whose text holds the needle and a status word.
+    const p = (%s)();
+    if (!p) return '';
+    const words = ['queued', 'processing', 'completed', 'failed', 'unknown'];
+    let best = null;
+    for (const el of p.querySelectorAll('*')) {
+        const t = el.innerText || '';
+        if (t.includes(needle) && words.some(w => t.toLowerCase().includes(w))) {
+            if (!best || t.length < best.innerText.length) best = el;
+        }
+    }
+    return best ? best.innerText : '';
+}""" % JS_PANEL
+
+JS_LOADED_VIDEOS = """() => {
+    const p = (%s)();
+    if (!p) return [];
+    return [...p.querySelectorAll('video')]
+        .filter(v => v.readyState >= 1)
+        .map(v => ({readyState: v.readyState, duration: v.duration,
+                    src: (v.currentSrc || v.src || '').slice(0, 40)}));
+}""" % JS_PANEL
+
+JS_TAG_AND_PLAY = """async () => {
+    const p = (%s)();
+    const v = [...p.querySelectorAll('video')].find(v => v.readyState >= 1 && v.isConnected);
+    if (!v) return null;
+    v.__veoTag = 'watched';
+    v.__veoEvents = [];
+    for (const kind of ['emptied', 'loadstart', 'abort', 'pause']) {
+        v.addEventListener(kind, () => v.__veoEvents.push(kind));
+    }
+    v.__veoProgress = 0;
+    v.__veoLast = v.currentTime;
+    v.addEventListener('timeupdate', () => {
+        const d = v.currentTime - v.__veoLast;
+        if (d > 0 && d < 2) v.__veoProgress += d;
+        v.__veoLast = v.currentTime;
+    });
+    v.muted = true;
+    v.loop = true;   // an 8 s clip: loop so it is still playing when the slow row updates
+    await v.play();
+    return v;
+}""" % JS_PANEL
+
+
+def _statuses(text: str) -> set[str]:
+    low = text.lower()
+    return {w for w in ("queued", "processing", "completed", "failed") if w in low}
+
+
+def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
+    started = time.monotonic()
+    open_notebook(page, lab, "01_quickstart.ipynb")
+    run_all_via_menu(page)
+
+    # 1. The panel renders, with the tasks still in flight.
+    wait_for(lambda: page.evaluate(JS_PANEL_TEXT), timeout=180, what="the panel to render")
+    fox_first = wait_for(lambda: page.evaluate(JS_ROW_TEXT, FOX), timeout=60,
+                         what="the first task's row")
+    seen_fox = [_statuses(fox_first)]
+
+    # 2. Statuses advance with no user action, up to a loaded video.
+    def fox_done() -> bool:
+        row = page.evaluate(JS_ROW_TEXT, FOX)
+        seen_fox.append(_statuses(row))
+        return "completed" in row.lower() or "failed" in row.lower()
+
+    wait_for(fox_done, timeout=240, interval=0.5, what="the first task to finish")
+    assert any(s & {"queued", "processing"} for s in seen_fox), seen_fox
+
+    videos = wait_for(lambda: page.evaluate(JS_LOADED_VIDEOS), timeout=180,
+                      what="a finished task's <video> to load (readyState >= 1)")
+    assert all(abs(v["duration"] - 8.0) < 0.5 for v in videos), videos
+
+    # 3. A playing video keeps playing across refresh ticks while other rows update.
+    handle = page.evaluate_handle(JS_TAG_AND_PLAY)
+    assert handle.json_value() is not None, "no loaded video to play"
+    panel_before = page.evaluate(JS_PANEL_TEXT)
+    slow_before = page.evaluate(JS_ROW_TEXT, SLOW)
+    changes = 0
+    last = panel_before
+
+    def slow_row_finished() -> bool:
+        nonlocal changes, last
+        text = page.evaluate(JS_PANEL_TEXT)
+        if text != last:
+            changes += 1
+            last = text
+        row = page.evaluate(JS_ROW_TEXT, SLOW)
+        return bool(_statuses(row) & set(TERMINAL)) and changes > 0
+
+    wait_for(slow_row_finished, timeout=240, interval=0.5,
+             what="the slow task's row to update while the video plays")
+    # Play on for a few more seconds after the last row update.
+    t0 = handle.evaluate("v => v.__veoProgress")
+    time.sleep(3)
+    state = handle.evaluate("""v => ({
+        connected: v.isConnected, tag: v.__veoTag, paused: v.paused,
+        progress: v.__veoProgress, events: v.__veoEvents, readyState: v.readyState,
+        sameAsInPanel: [...document.querySelectorAll('video')].includes(v)})""")
+    assert state["connected"] and state["sameAsInPanel"], (
+        f"the playing <video> was replaced during refreshes: {state}")
+    assert state["tag"] == "watched"
+    assert not state["paused"], state
+    assert "emptied" not in state["events"] and "loadstart" not in state["events"], state
+    assert state["progress"] > t0 + 1.0, f"currentTime did not advance: {state}, before {t0}"
+    assert changes >= 1, "no row updated while the video played"
+    assert slow_before != page.evaluate(JS_ROW_TEXT, SLOW)
+
+    # 4. The failed task's markup is text, not HTML, and ran nothing.
+    blocked_row = wait_for(lambda: (lambda r: r if "failed" in r.lower() else "")(
+        page.evaluate(JS_ROW_TEXT, BLOCKED)), timeout=120, what="the failed task's row")
+    panel_text = page.evaluate(JS_PANEL_TEXT)
+    assert "<b>Blocked</b>" in panel_text, panel_text[-2000:]
+    assert "<script>" in panel_text
+    injected = page.evaluate("""() => {
+        const p = (%s)();
+        return {
+            bold: [...p.querySelectorAll('b, strong')].filter(
+                      b => b.innerText.trim() === 'Blocked').length,
+            scripts: p.querySelectorAll('script').length,
+            imgs: p.querySelectorAll('img[src="x"]').length,
+            flag: window.veoXss === undefined ? null : window.veoXss,
+        };
+    }""" % JS_PANEL)
+    assert injected == {"bold": 0, "scripts": 0, "imgs": 0, "flag": None}, injected
+    assert page.dialogs == [], page.dialogs
+    assert "Blocked" in blocked_row
+
+    # 5. Everything settles; keep a screenshot of the panel for the README.
+    def all_done() -> bool:
+        return all(_statuses(page.evaluate(JS_ROW_TEXT, n)) & set(TERMINAL)
+                   for n in (FOX, SLOW, BLOCKED))
+
+    wait_for(all_done, timeout=240, what="every task to finish")
+    panel = page.locator(".jp-OutputArea-output", has_text=FOX).filter(
+        has=page.locator(".jupyter-widgets")).first
+    panel.scroll_into_view_if_needed()
+    # Let the other videos load so the screenshot shows frames, not blanks.
+    wait_for(lambda: len(page.evaluate(JS_LOADED_VIDEOS)) >= 2, timeout=60,
+             what="a second loaded video")
+    shot = tmp_path / "panel.png"
+    panel.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    # The README's picture: written when missing or when asked for, so that an
+    # ordinary test run leaves the working tree unchanged.
+    if not SCREENSHOT.exists() or os.environ.get("VEO_NB_UPDATE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, SCREENSHOT)
+    print(f"whole test {time.monotonic() - started:.0f} s; screenshot {shot}")
