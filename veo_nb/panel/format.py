@@ -1,0 +1,200 @@
+"""Pure formatting for the panel: escaping, durations, badges, timing, tables.
+
+Every string that came from the service or the user goes through
+:func:`esc` before it reaches an HTML widget or attribute. No widgets here,
+so everything is cheap to test and shared by all views.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._schedule import documented_window
+from .._urls import is_http_url
+from ..errors import _excerpt
+from ..models import TaskStatus
+from ..records import TaskRecord, to_unix
+
+#: Icon, background and text colour of each status badge (the word is always shown too).
+STATUS_STYLE: dict[TaskStatus, tuple[str, str, str]] = {
+    TaskStatus.QUEUED: ("◷", "#eceff1", "#37474f"),
+    TaskStatus.PROCESSING: ("⟳", "#e3f2fd", "#0d47a1"),
+    TaskStatus.COMPLETED: ("✓", "#e8f5e9", "#1b5e20"),
+    TaskStatus.FAILED: ("✗", "#ffebee", "#b71c1c"),
+    TaskStatus.UNKNOWN: ("?", "#fff8e1", "#795548"),
+}
+#: Characters of a prompt shown in a row (the whole prompt is in the hover title).
+PROMPT_CHARS = 90
+#: Characters of an error message shown in a row.
+ERROR_CHARS = 600
+
+
+def esc(value: Any) -> str:
+    """``value`` as text safe inside HTML content and quoted attributes
+    (``None`` becomes ``""``)."""
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def short(value: Any, limit: int) -> str:
+    """One line of at most ``limit`` characters (control characters shown as
+    escapes), not yet escaped."""
+    return "" if value is None else _excerpt(value, limit)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration for people: ``"45s"``, ``"2m 05s"``, ``"3h 07m"``; ``"–"`` for None."""
+    if seconds is None:
+        return "–"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def badge_html(record: TaskRecord) -> str:
+    """A status badge that reads as text (icon + the status word) and colour."""
+    icon, background, colour = STATUS_STYLE[record.status]
+    return (
+        f'<span style="background:{background};color:{colour};border-radius:9px;'
+        f'padding:1px 8px;font-weight:600;white-space:nowrap">{icon} '
+        f"{esc(short(record.status_text, 40))}</span>"
+    )
+
+
+def id_html(task_id: str) -> str:
+    """The task id, selected whole by one click (easy to copy)."""
+    return (
+        f'<code style="user-select:all;-webkit-user-select:all;cursor:text" '
+        f'title="click to select, then copy">{esc(task_id)}</code>'
+    )
+
+
+def playable_url(record: TaskRecord, now: float) -> str | None:
+    """The record's video URL if it is http(s) and not yet expired, else None."""
+    url = record.video_url
+    if not is_http_url(url):
+        return None
+    expires = to_unix(record.url_expires_at)
+    return url if expires is None or now < expires else None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What the timing column of a row shows at one instant."""
+
+    progress: float  # 0..1 of the window's high end
+    bar_style: str  # a FloatProgress bar_style
+    text: str
+
+
+def timing(record: TaskRecord, now: float, time_scale: float) -> Timing:
+    """Elapsed time against the documented window of the task's mode (scaled),
+    an ETA, and for a finished video not yet saved the link's countdown."""
+    low, high = documented_window(record.mode, time_scale)
+    start = to_unix(record.created_at) or to_unix(record.first_seen_at)
+    if record.is_terminal:
+        took = record.total_s
+        progress = 1.0 if took is None else min(1.0, took / high) if high else 1.0
+        text = f"took {fmt_seconds(took)}"
+        if record.status is TaskStatus.COMPLETED and record.download_state != "saved":
+            expires = to_unix(record.url_expires_at)
+            if expires is not None:
+                left = expires - now
+                text += f" · link expires in {fmt_seconds(left)}" if left > 0 else " · link expired"
+        style = "success" if record.status is TaskStatus.COMPLETED else "danger"
+        return Timing(round(progress, 2), style, text)
+    elapsed = max(0.0, now - start) if start is not None else 0.0
+    progress = min(1.0, elapsed / high) if high else 0.0
+    if elapsed < low:
+        eta, style = f"ETA {fmt_seconds(low - elapsed)}–{fmt_seconds(high - elapsed)}", "info"
+    elif elapsed < high:
+        eta, style = f"ETA ≤ {fmt_seconds(high - elapsed)}", "info"
+    else:
+        eta, style = f"{fmt_seconds(elapsed - high)} over the estimate", "warning"
+    return Timing(round(progress, 2), style, f"{fmt_seconds(elapsed)} · {eta}")
+
+
+def row_html(record: TaskRecord) -> str:
+    """The text part of a task row: status badge, label, model, id, prompt
+    (shortened; whole on hover), error, download state and local path."""
+    prompt = record.prompt or ""
+    parts = [
+        badge_html(record),
+        f"<b>{esc(short(record.label, 60))}</b>" if record.label else "",
+        f'<span style="color:#666">{esc(short(record.model, 40))}</span>' if record.model else "",
+        id_html(record.task_id),
+    ]
+    lines = [" ".join(p for p in parts if p)]
+    if prompt:
+        lines.append(f'<span title="{esc(prompt)}">{esc(short(prompt, PROMPT_CHARS))}</span>')
+    if record.error:
+        lines.append(
+            f'<span style="color:#b71c1c">error: {esc(short(record.error, ERROR_CHARS))}</span>'
+        )
+    if record.download_state in ("failed", "expired") and record.download_error:
+        lines.append(
+            f'<span style="color:#b71c1c">download {esc(record.download_state)}: '
+            f"{esc(short(record.download_error, ERROR_CHARS))}</span>"
+        )
+    if record.download_state == "saved" and record.video_path:
+        lines.append(f'<span style="color:#666">saved: <code>{esc(record.video_path)}</code></span>')
+    elif record.download_state == "pending":
+        lines.append('<span style="color:#666">saving the video…</span>')
+    return '<div style="line-height:1.5">' + "<br>".join(lines) + "</div>"
+
+
+def status_counts_html(counts: dict[str, int]) -> str:
+    """``3 completed · 1 failed`` with each count in its status colour."""
+    if not counts:
+        return "no tasks yet"
+    out = []
+    for text, n in counts.items():
+        _, _, colour = STATUS_STYLE[TaskStatus.parse(text)]
+        out.append(f'<span style="color:{colour}"><b>{n}</b> {esc(short(text, 40))}</span>')
+    return " · ".join(out)
+
+
+#: Columns of the plain-text and HTML fallback tables: (title, width).
+TABLE_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("task", 24), ("label", 14), ("status", 10), ("time", 10), ("prompt", 40), ("error", 40),
+)
+
+
+def table_cells(record: TaskRecord, now: float) -> tuple[str, ...]:
+    """One row of the fallback tables, unescaped and shortened."""
+    if record.is_terminal:
+        elapsed = record.total_s
+    else:
+        start = to_unix(record.created_at) or to_unix(record.first_seen_at)
+        elapsed = None if start is None else now - start
+    values = (record.task_id, record.label, record.status_text, fmt_seconds(elapsed),
+              record.prompt, record.error)
+    return tuple(short(v or "", width) for v, (_, width) in zip(values, TABLE_COLUMNS))
+
+
+def text_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
+    """A plain-text table of at most ``limit`` records under ``title``."""
+    widths = [w for _, w in TABLE_COLUMNS]
+    lines = [title, "  ".join(t.ljust(w) for (t, _), w in zip(TABLE_COLUMNS, widths)).rstrip()]
+    for record in records[:limit]:
+        cells = table_cells(record, now)
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+    if len(records) > limit:
+        lines.append(f"… and {len(records) - limit} more")
+    return "\n".join(lines)
+
+
+def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
+    """The same table as :func:`text_table`, as escaped HTML."""
+    head = "".join(f"<th>{esc(t)}</th>" for t, _ in TABLE_COLUMNS)
+    rows = [
+        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r, now)) + "</tr>"
+        for r in records[:limit]
+    ]
+    more = f"<p>… and {len(records) - limit} more</p>" if len(records) > limit else ""
+    return (f"<p><b>{esc(title)}</b></p><table><tr>{head}</tr>{''.join(rows)}</table>{more}")
