@@ -31,7 +31,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError
@@ -302,7 +302,10 @@ class VeoClient:
         """
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValidationError(f"task_id must be a non-empty string, got {task_id!r:.80}")
-        path = _spec.RESULT_PATH.format(id=quote(task_id, safe=""))
+        segment = quote(task_id, safe="")
+        if segment in (".", ".."):  # a dot segment would be resolved away by the URL
+            segment = segment.replace(".", "%2E")
+        path = _spec.RESULT_PATH.format(id=segment)
         return self._call("GET", path, payload=None, idempotent=True)
 
     def download(
@@ -483,25 +486,10 @@ class VeoClient:
         return self._redact(message)
 
     def _parse_task(self, resp: requests.Response, method: str, path: str) -> Task:
-        text = resp.content.decode("utf-8", errors="replace")
-        excerpt = self._redact(_body_excerpt(text))
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise APIError(
-                f"{method} {path}: HTTP {resp.status_code} with a body that is not JSON "
-                f"(a proxy page or a cut-off response?): {excerpt}",
-                status_code=resp.status_code,
-                body_excerpt=excerpt,
-            ) from None
-        try:
-            return Task.from_json(data)
-        except APIError as exc:
-            raise APIError(
-                f"{method} {path}: {self._redact(str(exc))}",
-                status_code=resp.status_code,
-                body_excerpt=excerpt,
-            ) from None
+        return parse_task_body(
+            resp.content, status_code=resp.status_code, where=f"{method} {path}",
+            redact=self._redact,
+        )
 
     def _http_error(self, resp: requests.Response, method: str, path: str) -> APIError:
         status = resp.status_code
@@ -630,6 +618,59 @@ class _RetryableStatus(Exception):
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def parse_task_body(
+    body: bytes,
+    *,
+    status_code: int = 200,
+    where: str = "response",
+    redact: Callable[[str], str] = str,
+) -> Task:
+    """The :class:`~veo_nb.Task` in a successful API answer's ``body``.
+
+    Any bytes give a task or an :class:`~veo_nb.APIError` (never another
+    exception): not JSON, not an object, no id, nesting too deep. Lone UTF-16
+    surrogates (``"\\ud800"``, valid JSON but not valid text) become U+FFFD
+    so the task can be stored, logged and displayed. ``where`` starts error
+    messages; ``redact`` removes secrets from text quoted in them.
+    """
+    text = body.decode("utf-8", errors="replace")
+    excerpt = redact(_body_excerpt(text))
+    try:
+        data = json.loads(text)
+        if _SURROGATE_ESCAPE.search(text):
+            data = _replace_lone_surrogates(data)
+        return Task.from_json(data)
+    except (ValueError, RecursionError) as exc:
+        problem = (
+            "with a body nested too deeply" if isinstance(exc, RecursionError)
+            else "with a body that is not JSON (a proxy page or a cut-off response?)"
+        )
+        raise APIError(
+            f"{where}: HTTP {status_code} {problem}: {excerpt}",
+            status_code=status_code,
+            body_excerpt=excerpt,
+        ) from None
+    except APIError as exc:
+        raise APIError(
+            f"{where}: {redact(str(exc))}", status_code=status_code, body_excerpt=excerpt
+        ) from None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """``value`` (decoded JSON) with every lone surrogate in its strings
+    replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _never_sent(exc: BaseException) -> bool:

@@ -48,7 +48,7 @@ def _as_datetime(value: Any) -> datetime | None:
         return None
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if not math.isfinite(seconds):
         return None
@@ -63,7 +63,7 @@ def _as_float(value: Any) -> float | None:
         return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 
@@ -106,9 +106,9 @@ class Task:
         return sent if isinstance(sent, str) and sent else self.status.value
 
     def __repr__(self) -> str:
-        parts = [f"id={self.id!r}", f"status={self.status_text!r}"]
+        parts = [f"id={_excerpt(self.id, 80)!r}", f"status={_excerpt(self.status_text, 40)!r}"]
         if self.model:
-            parts.append(f"model={self.model!r}")
+            parts.append(f"model={_excerpt(self.model, 80)!r}")
         if self.error:
             parts.append(f"error={_excerpt(self.error, 80)!r}")
         if self.video_path:
