@@ -100,9 +100,14 @@ class TaskFailedError(VeoError):
 
 
 def _excerpt(text: Any, limit: int = 200) -> str:
-    """A one-line, bounded excerpt of a body for messages."""
+    """A one-line, bounded excerpt of a body for messages: whitespace runs
+    become one space, invisible or control characters (NUL, ANSI escapes,
+    RTL overrides) are shown as escapes such as ``\\x1b`` or ``\\u202e``."""
     flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    if flat.isprintable():
+        return flat
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
 
 
 __all__ = [

@@ -51,6 +51,7 @@ from .errors import (
     TaskTimeoutError,
     ValidationError,
     VeoError,
+    _excerpt,
 )
 from .models import Task, TaskStatus
 from .records import Event, TaskRecord, from_unix, to_unix, utcnow
@@ -1016,21 +1017,24 @@ class Tracker:
 
     def __repr__(self) -> str:
         counts = self._counts()
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+        parts = ", ".join(f"{n} {_excerpt(s, 40)}" for s, n in sorted(counts.items())) or "no tasks"
         state = "polling" if self.running else "not polling"
         return f"<Tracker: {sum(counts.values())} tasks ({parts}); {state}; store {self._key}>"
 
     def _repr_html_(self) -> str:
         rows = self.records()[-20:]
-        esc = html.escape
+
+        def esc(text: str, limit: int = 80) -> str:
+            return html.escape(_excerpt(text, limit))
+
         lines = [f"<p><b>veo_nb Tracker</b> — {esc(repr(self))}</p>",
                  "<table><tr><th>task</th><th>label</th><th>status</th>"
                  "<th>download</th><th>error</th></tr>"]
         for r in rows:
             lines.append(
                 f"<tr><td>{esc(r.task_id)}</td><td>{esc(r.label or '')}</td>"
-                f"<td>{esc(r.status_text)}</td><td>{esc(r.download_state)}</td>"
-                f"<td>{esc((r.error or '')[:200])}</td></tr>"
+                f"<td>{esc(r.status_text, 40)}</td><td>{esc(r.download_state)}</td>"
+                f"<td>{esc(r.error or '', 200)}</td></tr>"
             )
         lines.append("</table>")
         return "\n".join(lines)
