@@ -230,7 +230,10 @@ class VeoPanel(widgets.VBox):
             self._rows.clear()
             self.gallery.close()
             self._videos.close()
-            close_tree(self)
+            for child in self.children:
+                close_tree(child)
+            self.layout.close()
+            super().close()
 
     # ------------------------------------------------------------------ drawing
 

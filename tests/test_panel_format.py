@@ -1,0 +1,81 @@
+"""Pure helpers of the panel: escaping, durations, timing, pasted ids."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from veo_nb.models import TaskStatus
+from veo_nb.panel.controls import split_ids
+from veo_nb.panel.format import (
+    badge_html,
+    esc,
+    fmt_seconds,
+    html_table,
+    playable_url,
+    row_html,
+    text_table,
+    timing,
+)
+from veo_nb.records import TaskRecord
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def rec(**kw) -> TaskRecord:
+    base = dict(task_id="vgen_1", prompt="a fox", model="veo_3_1_fast", mode="text",
+                created_at=T0, first_seen_at=T0)
+    return TaskRecord(**{**base, **kw})
+
+
+def test_esc_and_durations():
+    assert esc('<a href="x">\'') == "&lt;a href=&quot;x&quot;&gt;&#x27;"
+    assert esc(None) == ""
+    assert [fmt_seconds(s) for s in (None, -3, 0, 59.4, 61, 3599, 3600 * 2 + 7 * 60)] == [
+        "–", "0s", "0s", "59s", "1m 01s", "59m 59s", "2h 07m"]
+
+
+def test_split_ids_keeps_order_without_duplicates():
+    assert split_ids(" a,b\n\tc;  a ,, ") == ["a", "b", "c"]
+    assert split_ids("  ") == []
+
+
+def test_timing_against_the_documented_window():
+    start = T0.timestamp()
+    early = timing(rec(status=TaskStatus.QUEUED), start + 60, 1.0)
+    assert early.text == "1m 00s · ETA 1m 00s–4m 00s" and early.bar_style == "info"
+    assert early.progress == 0.2
+    late = timing(rec(status=TaskStatus.PROCESSING), start + 200, 1.0)
+    assert late.text == "3m 20s · ETA ≤ 1m 40s"
+    over = timing(rec(status=TaskStatus.PROCESSING), start + 400, 1.0)
+    assert over.bar_style == "warning" and over.progress == 1.0 and "over the estimate" in over.text
+    scaled = timing(rec(status=TaskStatus.PROCESSING, mode="first_last"), start + 1.0, 0.01)
+    assert scaled.text == "1s · ETA 1s–2s"
+    done = rec(status=TaskStatus.COMPLETED, finished_at=T0 + timedelta(seconds=150),
+               video_url="https://cdn.example/v.mp4", url_expires_at=T0 + timedelta(hours=24),
+               download_state="pending")
+    t = timing(done, start + 3600, 1.0)
+    assert t.text == "took 2m 30s · link expires in 23h 00m" and t.bar_style == "success"
+    assert timing(replace(done, download_state="saved"), start + 3600, 1.0).text == "took 2m 30s"
+    assert "link expired" in timing(done, start + 90000, 1.0).text
+
+
+def test_only_live_http_urls_play():
+    done = rec(status=TaskStatus.COMPLETED, url_expires_at=T0 + timedelta(hours=1),
+               video_url="https://cdn.example/v.mp4")
+    assert playable_url(done, T0.timestamp()) == "https://cdn.example/v.mp4"
+    assert playable_url(done, T0.timestamp() + 7200) is None
+    assert playable_url(replace(done, video_url="javascript:alert(1)"), T0.timestamp()) is None
+    assert playable_url(replace(done, video_url="file:///etc/passwd"), T0.timestamp()) is None
+
+
+def test_every_server_or_user_string_is_escaped():
+    nasty = '"><script>alert(1)</script>'
+    r = rec(task_id=f"id{nasty}", label=nasty, prompt=nasty, model=nasty, error=nasty,
+            status=TaskStatus.UNKNOWN, status_text=nasty, download_state="failed",
+            download_error=nasty)
+    for html in (row_html(r), badge_html(r), html_table("t" + nasty, [r], 0.0, 5)):
+        assert "<script>" not in html and nasty not in html
+        assert "&lt;script&gt;" in html
+    assert nasty in text_table("t", [r], 0.0, 5)
+    assert "… and 1 more" in text_table("t", [r, r], 0.0, 1)
