@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
+
+#: A download in progress is a hidden ``.<random>.part`` file next to its video.
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".part"
+#: A partial file untouched this long belongs to no live download.
+STALE_PARTIAL_S = 60.0
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _MAX_STEM = 80
@@ -32,3 +38,19 @@ def video_path_in(folder: str | Path, task_id: str) -> Path:
     if path.parent != root:  # pragma: no cover - safe_video_name forbids it
         raise ValueError(f"refusing a video path outside {root}")
     return path
+
+
+def remove_stale_partials(folder: str | Path, older_than_s: float = STALE_PARTIAL_S) -> int:
+    """Delete the partial downloads in ``folder`` left by a killed process
+    (untouched for ``older_than_s`` seconds; younger ones may belong to a
+    download running in another process). Returns how many were deleted."""
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for path in Path(folder).glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to delete
+            continue
+    return removed

@@ -47,7 +47,7 @@ from urllib3.exceptions import NewConnectionError
 
 from . import _spec
 from ._log import logger
-from ._paths import video_path_in
+from ._paths import PARTIAL_PREFIX, PARTIAL_SUFFIX, video_path_in
 from ._urls import check_http_url, public_url
 from .errors import (
     APIConnectionError,
@@ -583,7 +583,7 @@ class VeoClient:
                 )
             identity = resp.headers.get("Content-Encoding", "identity").lower() in ("", "identity")
             tmp = tempfile.NamedTemporaryFile(
-                dir=target.parent, delete=False, prefix=".", suffix=".part"
+                dir=target.parent, delete=False, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX
             )
             done = False
             try:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _schedule, records as _records
 from ._log import logger
-from ._paths import video_path_in
+from ._paths import remove_stale_partials, video_path_in
 from ._spec import MIN_POLL_INTERVAL_S, URL_LIFETIME_S, build_create_payload
 from .errors import (
     DownloadError,
@@ -152,7 +152,9 @@ class Tracker:
     ``store``: a :class:`~veo_nb.store.Store`, a path, or ``None`` for
     ``./veo_nb_data/history.sqlite``. A new tracker on an existing store
     resumes its unfinished tasks and pending downloads.
-    ``media_dir``: where videos are saved (default ``./veo_nb_data/videos/``).
+    ``media_dir``: where videos are saved (default ``./veo_nb_data/videos/``);
+    partial downloads a killed process left there (hidden ``.part`` files
+    untouched for a minute) are deleted.
     ``poll_interval``: seconds between two polls of one task (default 30 s ×
     the client's ``time_scale``); raised to 30 s, with a warning, for the
     documented service, which rate-limits faster polling.
@@ -229,6 +231,9 @@ class Tracker:
             store = DEFAULT_DATA_DIR / "history.sqlite"
         self.store: Store = store if isinstance(store, Store) else Store(store)
         self.media_dir = Path(media_dir if media_dir is not None else DEFAULT_DATA_DIR / "videos")
+        removed = remove_stale_partials(self.media_dir)
+        if removed:
+            logger.info("veo_nb: removed %d partial download(s) left in %s", removed, self.media_dir)
         self._key = str(Path(self.store.path).resolve())
 
         self._lock = threading.RLock()
