@@ -7,8 +7,11 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+
+import requests
 
 from veo_nb import TaskRecord
 from veo_nb.emulator import Emulator
@@ -49,8 +52,31 @@ def truth_mismatch(emu: Emulator, rec: TaskRecord) -> str | None:
     return None
 
 
+def served_sha256(url: str) -> str:
+    """SHA-256 of the body the media host serves at ``url`` (asked again
+    until a whole body arrives, since the host may be injecting faults)."""
+    for _ in range(100):
+        try:
+            resp = requests.get(url, timeout=30)
+        except requests.RequestException:
+            continue
+        if resp.ok and len(resp.content) == int(resp.headers["Content-Length"]):
+            return hashlib.sha256(resp.content).hexdigest()
+    raise AssertionError(f"the media host never served a whole body at {url}")
+
+
+def mismatches(emu: Emulator, records: list[TaskRecord], media_dir: Path) -> list[str]:
+    """Every disagreement of ``records`` with the emulator's truth and with
+    the videos its media host serves (checked concurrently)."""
+    with ThreadPoolExecutor(16) as pool:
+        found = [*pool.map(lambda r: truth_mismatch(emu, r), records),
+                 *pool.map(lambda r: video_mismatch(r, media_dir), records)]
+    return [m for m in found if m]
+
+
 def video_mismatch(rec: TaskRecord, media_dir: Path) -> str | None:
-    """Why a completed task's saved video is not the intact one, or None."""
+    """Why a completed task's saved video is not what the media host serves
+    for it, or None."""
     if rec.status_text != "completed":
         return None
     if rec.download_state != "saved" or not rec.video_path:
@@ -58,7 +84,7 @@ def video_mismatch(rec: TaskRecord, media_dir: Path) -> str | None:
     path = Path(rec.video_path)
     if path.parent != media_dir.resolve():
         return f"{rec.task_id}: saved outside the media folder: {path}"
-    if sha256(path) != SAMPLE_SHA256[rec.aspect_ratio or "16:9"]:
+    if sha256(path) != served_sha256(rec.video_url or ""):
         return f"{rec.task_id}: {path.name} is not the video the host serves"
     return None
 

@@ -10,12 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from reliability_helpers import (
-    captured_logs,
-    truth_mismatch,
-    video_mismatch,
-    wait_until,
-)
+from reliability_helpers import captured_logs, mismatches, wait_until
 from veo_nb import Tracker, VeoError
 from veo_nb.emulator import Emulator, FaultConfig
 
@@ -54,8 +49,7 @@ def _poller(tracker: Tracker) -> threading.Thread:
 
 def _check_all(emu: Emulator, tracker: Tracker, ids: list[str]) -> None:
     records = [tracker.record(i) for i in ids]
-    assert [m for r in records if (m := truth_mismatch(emu, r))] == []
-    assert [m for r in records if (m := video_mismatch(r, tracker.media_dir))] == []
+    assert mismatches(emu, records, tracker.media_dir) == []
     assert emu.stats.interval_violations == 0
 
 
