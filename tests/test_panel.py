@@ -230,7 +230,7 @@ def test_pause_stops_polling_and_resume_restarts_it(tracker, make_panel, veo_emu
     assert p.pause_button.description == "Pause"
     p.pause_button.click()
     assert not tracker.running
-    assert p.pause_button.description == "Resume" and "paused" in p.header.value
+    assert p.pause_button.description == "Resume" and "paused" in p.polling.value
     time.sleep(0.5)  # a poll already in flight may still land
     before = veo_emulator.stats.polls_by_task.get(task.id, 0)
     time.sleep(1.5)  # five poll intervals
@@ -238,7 +238,7 @@ def test_pause_stops_polling_and_resume_restarts_it(tracker, make_panel, veo_emu
     p.pause_button.click()
     assert tracker.running and p.pause_button.description == "Pause"
     until(lambda: veo_emulator.stats.polls_by_task.get(task.id, 0) > before)
-    until(lambda: "next poll in" in p.header.value)
+    until(lambda: "next poll in" in p.polling.value)
 
 
 def test_re_creating_the_panel_adds_no_pollers_or_ui_threads(tracker, make_panel):
@@ -278,7 +278,7 @@ def test_one_changed_task_only_sends_messages_for_its_row(tracker, make_panel):
     until(lambda: video_of(p, slow) is not None, timeout=DEADLINE)
     time.sleep(1.5)  # a few more ticks after the change
     row = p._rows[slow]
-    allowed = tree_comm_ids(row.widget) | tree_comm_ids(video_of(p, slow)) | {p.header.comm.comm_id}
+    allowed = tree_comm_ids(row.widget) | tree_comm_ids(video_of(p, slow)) | {p.header.comm.comm_id, p.polling.comm.comm_id}
     sent = traffic.since(mark)
     assert sent, "no messages for the changed row"
     strangers = [m for m in sent if m.comm_id not in allowed]

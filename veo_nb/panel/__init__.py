@@ -137,6 +137,7 @@ class VeoPanel(widgets.VBox):
         self._videos = VideoCache(capacity=3 * page_size + gallery_page_size)
 
         self.header = widgets.HTML()
+        self.polling = widgets.Label(style={"text_color": "#555"})
         self.message = widgets.HTML()
         self.refresh_button = widgets.Button(description="Refresh now", icon="refresh")
         self.pause_button = widgets.Button(icon="pause")
@@ -161,7 +162,7 @@ class VeoPanel(widgets.VBox):
         ])
         self.tabs = widgets.Tab([tasks_tab, self.gallery.widget, self.history.widget],
                                 titles=("Tasks", "Gallery", "History"))
-        super().__init__([self.header, self.tabs])
+        super().__init__([self.header, self.polling, self.tabs])
 
         self.refresh_button.on_click(lambda _: self.refresh_now())
         self.pause_button.on_click(lambda _: self.toggle_polling())
@@ -287,21 +288,22 @@ class VeoPanel(widgets.VBox):
                 self._rows.pop(task_id).close()
 
     def _update_header(self, now: float) -> None:
+        # Two widgets: the counts change with statuses, the poll countdown every tick.
         counts = Counter(r.status_text for r in self._records)
+        demo = (' · <span style="background:#fff3cd;padding:1px 6px;border-radius:4px">'
+                "demo mode: embedded emulator, nothing is billed</span>"
+                if getattr(self.tracker.client, "demo", False) else "")
+        set_if_changed(self.header, "value", (
+            f"<b>veo_nb</b> · {len(self._records)} tasks: "
+            f"{status_counts_html(dict(sorted(counts.items())))}{demo}"
+        ))
         if self.tracker.running:
             due = self.tracker.next_poll_at()
             polling = ("auto-refresh on · nothing to poll" if due is None else
                        f"auto-refresh on · next poll in {fmt_seconds(due.timestamp() - now)}")
         else:
             polling = "auto-refresh paused (polling stopped)"
-        demo = (' · <span style="background:#fff3cd;padding:1px 6px;border-radius:4px">'
-                "demo mode: embedded emulator, nothing is billed</span>"
-                if getattr(self.tracker.client, "demo", False) else "")
-        set_if_changed(self.header, "value", (
-            f'<div style="padding:4px 0"><b>veo_nb</b> · {len(self._records)} tasks: '
-            f"{status_counts_html(dict(sorted(counts.items())))}"
-            f'<br><span style="color:#555">{esc(polling)}{demo}</span></div>'
-        ))
+        set_if_changed(self.polling, "value", polling)
 
     def _filter_changed(self) -> None:
         self.pager.page = 0
