@@ -65,13 +65,15 @@ def served_sha256(url: str) -> str:
     raise AssertionError(f"the media host never served a whole body at {url}")
 
 
-def mismatches(emu: Emulator, records: list[TaskRecord], media_dir: Path) -> list[str]:
-    """Every disagreement of ``records`` with the emulator's truth and with
-    the videos its media host serves (checked concurrently)."""
+def mismatches(emu: Emulator, records: list[TaskRecord],
+               media_dir: Path) -> tuple[list[str], list[str]]:
+    """The disagreements of ``records`` with the emulator's truth (lost or
+    wrong tasks), then with the videos its media host serves (lost or broken
+    videos); checked concurrently."""
     with ThreadPoolExecutor(16) as pool:
-        found = [*pool.map(lambda r: truth_mismatch(emu, r), records),
-                 *pool.map(lambda r: video_mismatch(r, media_dir), records)]
-    return [m for m in found if m]
+        tasks = list(pool.map(lambda r: truth_mismatch(emu, r), records))
+        videos = list(pool.map(lambda r: video_mismatch(r, media_dir), records))
+    return [m for m in tasks if m], [m for m in videos if m]
 
 
 def video_mismatch(rec: TaskRecord, media_dir: Path) -> str | None:

@@ -136,7 +136,7 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
             wait_until(lambda: all(tracker.record(i).download_state in ("saved", "none")
                                    for i in ids), what="every video saved")
             records = [tracker.record(i) for i in ids]
-        assert mismatches(emu, records, media) == []
+        assert mismatches(emu, records, media) == ([], [])
 
 
 @pytest.mark.parametrize("processes", [2, 4])

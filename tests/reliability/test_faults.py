@@ -49,7 +49,7 @@ def _poller(tracker: Tracker) -> threading.Thread:
 
 def _check_all(emu: Emulator, tracker: Tracker, ids: list[str]) -> None:
     records = [tracker.record(i) for i in ids]
-    assert mismatches(emu, records, tracker.media_dir) == []
+    assert mismatches(emu, records, tracker.media_dir) == ([], [])
     assert emu.stats.interval_violations == 0
 
 

@@ -1,0 +1,142 @@
+"""Soak test: the fault mix for SOAK_SECONDS seconds (default 600), then the figures.
+
+A tracker subprocess keeps submitting tasks to a faulty emulator (5xx,
+resets, truncated and slow downloads, latency); this process kills it with
+SIGKILL and starts a new one every few seconds, adds rate-limit storms and
+takes the emulator down and back up on the same ports. At the end a last
+tracker finishes every task, and every acknowledged task is compared with
+the emulator's truth and every video with what its media host serves.
+
+Exits 1 when a must-be-zero figure (tasks lost, videos lost, interval
+violations) is not zero. Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "reliability"))
+
+from reliability_helpers import mismatches, wait_until  # noqa: E402
+
+from veo_nb import Tracker  # noqa: E402
+from veo_nb.emulator import Emulator, FaultConfig  # noqa: E402
+
+SCALE = 0.01
+FAULTS = FaultConfig(seed=20, error_rate=0.10, reset_rate=0.05, truncate_rate=0.05,
+                     drip_rate=0.05, drip_s=0.3, latency_s=0.002, jitter_s=0.01)
+CHILD = r"""
+import sys, time
+from veo_nb import Tracker, VeoClient, VeoError
+base, key, scale, store, media = sys.argv[1:6]
+tracker = Tracker(VeoClient(key, base, time_scale=float(scale)), store=store, media_dir=media)
+tracker.start()
+for i in range(100_000):
+    try:
+        task = tracker.submit(f"soak {time.time():.3f} [duration: {120 + i % 180}]")
+    except VeoError:
+        time.sleep(0.1)
+        continue
+    print(task.id, flush=True)
+    time.sleep(0.2)
+"""
+
+
+class Child:
+    """One tracker subprocess; the ids it acknowledged are added to ``acked``."""
+
+    def __init__(self, emu: Emulator, store: Path, media: Path, acked: set[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(SCALE), str(store),
+             str(media)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, args=(acked,), daemon=True)
+        self._reader.start()
+
+    def _read(self, acked: set[str]) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            acked.add(line.strip())
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=60)
+
+
+def main() -> int:
+    seconds = float(os.environ.get("SOAK_SECONDS", "600"))
+    rng = random.Random(1)
+    acked: set[str] = set()
+    kills = outages = storms = 0
+    with tempfile.TemporaryDirectory() as tmp, \
+            Emulator(time_scale=SCALE, failure_rate=0.15, seed=2, faults=FAULTS) as emu:
+        store, media = Path(tmp) / "h.sqlite", Path(tmp) / "videos"
+        end = time.monotonic() + seconds
+        child = Child(emu, store, media, acked)
+        while time.monotonic() < end:
+            time.sleep(min(rng.uniform(2.0, 8.0), max(0.0, end - time.monotonic())))
+            event = rng.random()
+            if event < 0.6:
+                child.kill()
+                kills += 1
+                child = Child(emu, store, media, acked)
+            elif event < 0.8:
+                emu.storm(rng.uniform(0.5, 2.0))
+                storms += 1
+            else:
+                emu.pause()
+                time.sleep(rng.uniform(1.0, 3.0))
+                emu.resume()
+                outages += 1
+            print(f"[{seconds - (end - time.monotonic()):6.0f} s] {len(acked)} tasks, "
+                  f"{kills} kills, {storms} storms, {outages} outages", flush=True)
+        child.kill()
+        ids = sorted(acked)
+        with Tracker(emu.client(), store=store, media_dir=media) as tracker:
+            tracker.start()
+            tracker.wait(ids, timeout=600)
+            wait_until(lambda: all(tracker.record(i).download_state in ("saved", "none")
+                                   for i in ids), timeout=600, what="every video saved")
+            records = [tracker.record(i) for i in ids]
+            stored = {r.task_id for r in tracker.store.records(tracked_only=False)}
+        lost_tasks, lost_videos = mismatches(emu, records, media)
+        stats = emu.stats
+    figures = {
+        "seconds": seconds,
+        "tasks acknowledged": len(ids),
+        "tasks created on the emulator": stats.creates,
+        "created but never recorded (killed between create and save)":
+            len(set(emu.task_ids()) - stored),
+        "tracker kills": kills,
+        "storms": storms,
+        "outages": outages,
+        "API requests answered": stats.requests_total,
+        "media requests": stats.media_requests,
+        "completed videos": sum(r.status_text == "completed" for r in records),
+        "tasks lost": len(lost_tasks),
+        "videos lost": len(lost_videos),
+        "interval violations": stats.interval_violations,
+    }
+    for name, value in figures.items():
+        print(f"{name:>62}: {value}")
+    for kind, count in sorted(stats.faults.items()):
+        print(f"{'faults injected: ' + kind:>62}: {count}")
+    for problem in (lost_tasks + lost_videos)[:20]:
+        print("  problem:", problem)
+    must_be_zero = ("tasks lost", "videos lost", "interval violations")
+    return 1 if any(figures[name] for name in must_be_zero) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
