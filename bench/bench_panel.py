@@ -10,7 +10,7 @@ Setup, kept honest:
 * A real :class:`~veo_nb.Tracker` resumes the store (its poller runs;
   ``expected_duration`` keeps the 495 others from being polled during the
   run) and a real panel shows it, with every widget comm replaced by a
-  recording one (:func:`veo_nb.panel.traffic.record_traffic`: JSON bytes of
+  recording one (:func:`veo_nb.widgets.traffic.record_traffic`: JSON bytes of
   each message plus binary buffers).
 * One change: ``tracker.track(id)`` re-arms one of the five; the poller polls
   it over HTTP, and it turns *completed* (with a video link). Then, at least
@@ -70,8 +70,8 @@ def _until(cond, timeout: float = 60.0) -> None:
 
 def run() -> list[BenchResult]:
     from veo_nb.emulator import Emulator
-    from veo_nb.panel import VeoPanel
-    from veo_nb.panel.traffic import record_traffic
+    from veo_nb import VeoPanel
+    from veo_nb.widgets.traffic import record_traffic
     from veo_nb.tracker import Tracker
 
     with tempfile.TemporaryDirectory() as folder, \

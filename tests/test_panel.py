@@ -17,10 +17,10 @@ import ipywidgets as widgets
 import pandas as pd
 import pytest
 
-import veo_nb.panel as panel_mod
+import veo_nb.widgets as panel_mod
 from veo_nb.emulator import Emulator
-from veo_nb.panel import VeoPanel, panel
-from veo_nb.panel.traffic import record_traffic
+from veo_nb import VeoPanel, panel
+from veo_nb.widgets.traffic import record_traffic
 from veo_nb.tracker import Tracker
 
 DEADLINE = 30.0
@@ -330,3 +330,26 @@ def test_no_ipython_widgets_frontend_still_gives_a_table(tracker):
         assert not threads(panel_mod.UI_THREAD_NAME)
     finally:
         p.close()
+
+
+def test_package_level_panel_and_tracker_panel_are_the_same_view(veo_emulator, tmp_path) -> None:
+    """``veo_nb.panel`` is the function in a fresh import, and ``tracker.panel()``
+    builds the same view (re-running it replaces the previous panel)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import veo_nb, inspect; print(inspect.isfunction(veo_nb.panel))"],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "True"
+    tracker = Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite",
+                      media_dir=tmp_path / "v")
+    try:
+        first = tracker.panel(refresh_every=None)
+        second = tracker.panel(refresh_every=None)
+        assert isinstance(second, VeoPanel) and second.tracker is tracker
+        assert first is not second
+        second.close()
+    finally:
+        tracker.close()

@@ -6,8 +6,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from veo_nb.models import TaskStatus
-from veo_nb.panel.controls import split_ids
-from veo_nb.panel.format import (
+from veo_nb.widgets.controls import split_ids
+from veo_nb.widgets.format import (
     badge_html,
     esc,
     fmt_seconds,

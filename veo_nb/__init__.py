@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .client import VeoClient
@@ -39,9 +40,8 @@ def __getattr__(name: str) -> Any:
     # The panel pulls in ipywidgets' frontend machinery: load it on first use,
     # so scripts that only poll never pay for it.
     if name in ("panel", "VeoPanel"):
-        from . import panel as _panel_module
-
-        return getattr(_panel_module, name)
+        widgets = importlib.import_module(f"{__name__}.widgets")
+        return getattr(widgets, name)
     raise AttributeError(f"module 'veo_nb' has no attribute {name!r}")
 
 

@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from .client import VeoClient
+    from .widgets import VeoPanel
 
 #: Where the tracker keeps its history and videos unless told otherwise.
 DEFAULT_DATA_DIR = Path("veo_nb_data")
@@ -310,6 +311,12 @@ class Tracker:
         if what not in frames:
             raise ValidationError(f"what must be one of {', '.join(frames)}, got {what!r}")
         return _records.export(frames[what](), path)
+
+    def panel(self, **options: Any) -> VeoPanel:
+        """A live panel over this tracker: the same as ``veo_nb.panel(self, **options)``."""
+        from .widgets import panel
+
+        return panel(self, **options)
 
     def on_change(self, callback: Callable[[Task], Any]) -> Callable[[], None]:
         """Call ``callback(task)`` for every change (status, download saved or

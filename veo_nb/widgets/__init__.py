@@ -18,10 +18,8 @@ frontend the panel shows a plain-text (and escaped HTML) table.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
-import types
 import weakref
 from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -359,14 +357,3 @@ def panel(tracker: Tracker | None = None, *, replace: bool = True, **options: An
 
 
 __all__ = ["panel", "VeoPanel"]
-
-
-class _CallablePanelModule(types.ModuleType):
-    """``veo_nb.panel`` is both this package and the function: importing the
-    package makes ``veo_nb.panel`` the module, so the module calls :func:`panel`."""
-
-    def __call__(self, tracker: Tracker | None = None, **options: Any) -> VeoPanel:
-        return panel(tracker, **options)
-
-
-sys.modules[__name__].__class__ = _CallablePanelModule
