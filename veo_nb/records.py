@@ -64,6 +64,8 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 EXPORT_SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".json")
 
 _UTC_NS = "datetime64[ns, UTC]"
+#: |microseconds| a ``datetime64[ns]`` can hold (about the years 1677-2262).
+_NS_LIMIT_US = float(pd.Timestamp.max.value // 1000)
 
 
 def utcnow() -> datetime:
@@ -242,9 +244,11 @@ def from_unix(value: float | None) -> datetime | None:
 
 
 def utc_column(seconds: Any) -> pd.Series:
-    """A ``datetime64[ns, UTC]`` column from unix seconds (NaN/None → NaT),
-    exact to the microsecond (until the year 2106, where float seconds run out)."""
+    """A ``datetime64[ns, UTC]`` column from unix seconds (NaN/None, and
+    times outside what it can hold, → NaT), exact to the microsecond (until
+    the year 2106, where float seconds run out)."""
     micros = np.round(np.asarray(seconds, dtype="float64") * 1e6)
+    micros = np.where(np.abs(micros) < _NS_LIMIT_US, micros, np.nan)  # beyond 1677-2262: NaT
     return pd.Series(pd.to_datetime(micros, unit="us", utc=True).astype(_UTC_NS))
 
 
