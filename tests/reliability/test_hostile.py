@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import ipywidgets
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import veo_nb
 from reliability_helpers import SAMPLE_SHA256, sha256, wait_until
 from scripted_server import Recorded, Reply, ScriptedServer
 from veo_nb import Task, TaskRecord, Tracker, VeoClient, VeoError
@@ -195,18 +197,34 @@ def test_hostile_strings_are_escaped_and_bounded_but_kept_raw(
     with Tracker(service.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
                  download=False) as tracker:
         tracker.track_many(list(bodies))
+        view = veo_nb.panel(tracker)
+        view.update()
+        widget_html = [w.value for w in _widgets_of(view) if isinstance(w, ipywidgets.HTML)]
+        view.close()
         page = tracker._repr_html_()
         text = repr(tracker)
         frame = tracker.tasks().set_index("task_id")
         tasks = [tracker.get(i) for i in bodies]
-    assert "<script" not in page and "<img" not in page and "&lt;script&gt;" in page
-    for shown in (page, text, *map(repr, tasks)):
+    assert "&lt;script&gt;" in page and any("&lt;script&gt;" in h for h in widget_html)
+    for html in (page, *widget_html):
+        assert "<script" not in html and "<img" not in html
+    for shown in (page, text, *map(repr, tasks), *widget_html):
         assert not set(shown) & set("\x00\x1b\x07\u202e\u202c\ufeff\u200b"), shown[:300]
         assert len(shown) < 20_000
     assert frame.loc["huge", "error"] == huge + MARKUP  # the data keeps the raw value
     assert frame.loc["weird", "error"] == WEIRD
     assert frame.loc["weird", "status_text"] == WEIRD
     assert frame.loc["long-status", "status"] == "unknown"
+
+
+def _widgets_of(root: ipywidgets.Widget) -> list[ipywidgets.Widget]:
+    """``root`` and every widget below it."""
+    found, stack = [], [root]
+    while stack:
+        widget = stack.pop()
+        found.append(widget)
+        stack.extend(c for c in getattr(widget, "children", ()) if isinstance(c, ipywidgets.Widget))
+    return found
 
 
 @pytest.mark.parametrize("url", [
