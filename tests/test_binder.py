@@ -66,7 +66,7 @@ def test_binder_environment_runs_the_quickstart(tmp_path: Path) -> None:
     home.mkdir()
     env = {
         k: v for k, v in os.environ.items()
-        if not k.startswith(("VEO_", "PYTHON", "JUPYTER", "VIRTUAL_ENV", "PIP_REQUIRE"))
+        if not k.startswith(("VEO_", "PYTHON", "JUPYTER", "VIRTUAL_ENV", "PIP_REQUIRE", "MPL"))
     }
     env.update(
         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -77,7 +77,6 @@ def test_binder_environment_runs_the_quickstart(tmp_path: Path) -> None:
         JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter" / "runtime"),
         IPYTHONDIR=str(tmp_path / "ipython"),
         MPLCONFIGDIR=str(tmp_path / "mpl"),
-        MPLBACKEND="Agg",
         PIP_DISABLE_PIP_VERSION_CHECK="1",
         PYTHONDONTWRITEBYTECODE="1",
     )

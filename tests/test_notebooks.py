@@ -9,6 +9,7 @@ emulator.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -60,7 +61,7 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
     before = sorted(p.name for p in (REPO / "notebooks").iterdir())
 
     assert "VEO_API_KEY" not in os.environ  # removed by tests/conftest.py
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws PNGs
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
 
@@ -76,6 +77,9 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
     assert not errors, errors
     views = [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
     assert views, f"{path.name}: no widget view among the outputs (the panel was not shown)"
+    if path.name != "01_quickstart.ipynb" and importlib.util.find_spec("matplotlib"):
+        assert any("image/png" in o.get("data", {}) for o in outputs), (
+            f"{path.name}: matplotlib is installed but no plot was drawn")
     stderr = "".join(o.get("text", "") for o in outputs
                      if o.output_type == "stream" and o.name == "stderr")
     assert "Traceback" not in stderr, stderr
