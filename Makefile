@@ -24,6 +24,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The reliability fault mix (faults, restarts, SIGKILLed trackers) for
+# SOAK_SECONDS seconds (default 600); fails if a task, a video or the 30 s rule is lost.
+soak: $(STAMP)
+	$(BIN)/python scripts/soak.py
+
 emulator: $(STAMP)
 	$(BIN)/veo-nb emulator
 
