@@ -22,10 +22,16 @@ from jlab_helpers import open_notebook, run_all_via_menu, wait_for
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "img" / "panel.png"
 
+# Text that identifies each row of the quickstart's tasks.
 FOX = "A red fox trotting"
-SLOW = "slow drone flight"
+BOAT = "A paper boat drifting"
+CLOUDS = "Timelapse of clouds"
 BLOCKED = "Blocked"
+SLOW = "slow drone flight"
+ROWS = (FOX, BOAT, CLOUDS, BLOCKED, SLOW)
+EXTRA = "An extra task so that a row updates"
 TERMINAL = ("completed", "failed")
+IN_FLIGHT = {"queued", "processing"}
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -88,6 +94,14 @@ JS_TAG_AND_PLAY = """async () => {
 }""" % JS_PANEL
 
 
+JS_KERNEL_EXECUTE = """(code) => {
+    // Run code in the notebook's kernel without a cell (JupyterLab's own API).
+    const nb = window.jupyterapp.shell.currentWidget;
+    nb.sessionContext.session.kernel.requestExecute({code: code});
+    return true;
+}"""
+
+
 def _screenshot_panel(page, path: Path) -> None:
     """The whole panel in one picture: JupyterLab scrolls the notebook inside
     its own container, so make the viewport tall enough for the panel first."""
@@ -119,20 +133,25 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     open_notebook(page, lab, "01_quickstart.ipynb")
     run_all_via_menu(page)
 
-    # 1. The panel renders, with the tasks still in flight.
+    # 1. The panel renders, with tasks still in flight.
     wait_for(lambda: page.evaluate(JS_PANEL_TEXT), timeout=180, what="the panel to render")
-    fox_first = wait_for(lambda: page.evaluate(JS_ROW_TEXT, FOX), timeout=60,
-                         what="the first task's row")
-    seen_fox = [_statuses(fox_first)]
+    wait_for(lambda: all(page.evaluate(JS_ROW_TEXT, n) for n in ROWS), timeout=90,
+             what="a row for every submitted task")
+    seen: dict[str, list[set[str]]] = {n: [] for n in ROWS}
+
+    def observe() -> None:
+        for n in ROWS:
+            seen[n].append(_statuses(page.evaluate(JS_ROW_TEXT, n)))
 
     # 2. Statuses advance with no user action, up to a loaded video.
-    def fox_done() -> bool:
-        row = page.evaluate(JS_ROW_TEXT, FOX)
-        seen_fox.append(_statuses(row))
-        return "completed" in row.lower() or "failed" in row.lower()
+    def first_task_done() -> bool:
+        observe()
+        return bool(seen[FOX][-1] & set(TERMINAL))
 
-    wait_for(fox_done, timeout=240, interval=0.5, what="the first task to finish")
-    assert any(s & {"queued", "processing"} for s in seen_fox), seen_fox
+    wait_for(first_task_done, timeout=240, interval=0.5, what="the first task to finish")
+    advanced = [n for n, states in seen.items()
+                if any(s & IN_FLIGHT for s in states) and states[-1] & set(TERMINAL)]
+    assert advanced, f"no row was seen going from queued/processing to finished: {seen}"
 
     videos = wait_for(lambda: page.evaluate(JS_LOADED_VIDEOS), timeout=180,
                       what="a finished task's <video> to load (readyState >= 1)")
@@ -149,25 +168,33 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     # 3. A playing video keeps playing across refresh ticks while other rows update.
     handle = page.evaluate_handle(JS_TAG_AND_PLAY)
     assert handle.json_value() is not None, "no loaded video to play"
-    panel_before = page.evaluate(JS_PANEL_TEXT)
-    slow_before = page.evaluate(JS_ROW_TEXT, SLOW)
-    changes = 0
-    last = panel_before
+    watch = [n for n in ROWS if _statuses(page.evaluate(JS_ROW_TEXT, n)) & IN_FLIGHT]
+    if not watch:
+        # Every task already finished (demo tasks also fail at random, so the
+        # slow one may have ended early): give the panel a row to update.
+        page.evaluate(JS_KERNEL_EXECUTE, f'tracker.submit("[duration: 250] {EXTRA}")')
+        watch = [EXTRA]
+    before = {n: page.evaluate(JS_ROW_TEXT, n) for n in watch}
+    row_changes = 0
+    last = dict(before)
 
-    def slow_row_finished() -> bool:
-        nonlocal changes, last
-        text = page.evaluate(JS_PANEL_TEXT)
-        if text != last:
-            changes += 1
-            last = text
-        row = page.evaluate(JS_ROW_TEXT, SLOW)
-        return bool(_statuses(row) & set(TERMINAL)) and changes > 0
+    def a_watched_row_finished() -> bool:
+        nonlocal row_changes
+        done = False
+        for n in watch:
+            text = page.evaluate(JS_ROW_TEXT, n)
+            if text != last[n]:
+                row_changes += 1
+                last[n] = text
+            done = done or bool(_statuses(text) & set(TERMINAL))
+        return done
 
-    wait_for(slow_row_finished, timeout=240, interval=0.5,
-             what="the slow task's row to update while the video plays")
-    # Play on for a few more seconds after the last row update.
+    wait_for(a_watched_row_finished, timeout=240, interval=0.5,
+             what=f"one of the rows {watch} to finish while the video plays")
+    # The video plays on after the last row update, and was never replaced.
     t0 = handle.evaluate("v => v.__veoProgress")
-    time.sleep(3)
+    wait_for(lambda: handle.evaluate("v => v.__veoProgress") > t0 + 1.0, timeout=30,
+             what="the watched video's currentTime to advance after the row updates")
     state = handle.evaluate("""v => ({
         connected: v.isConnected, tag: v.__veoTag, paused: v.paused,
         progress: v.__veoProgress, events: v.__veoEvents, readyState: v.readyState,
@@ -177,9 +204,7 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     assert state["tag"] == "watched"
     assert not state["paused"], state
     assert "emptied" not in state["events"] and "loadstart" not in state["events"], state
-    assert state["progress"] > t0 + 1.0, f"currentTime did not advance: {state}, before {t0}"
-    assert changes >= 1, "no row updated while the video played"
-    assert slow_before != page.evaluate(JS_ROW_TEXT, SLOW)
+    assert row_changes >= 1, f"no other row updated while the video played: {before}"
 
     # 4. The failed task's markup is text, not HTML, and ran nothing.
     blocked_row = wait_for(lambda: (lambda r: r if "failed" in r.lower() else "")(
@@ -207,4 +232,5 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
                    for n in (FOX, SLOW, BLOCKED))
 
     wait_for(all_done, timeout=240, what="every task to finish")
+    assert page.evaluate("() => window.veoXss === undefined")
     print(f"whole test {time.monotonic() - started:.0f} s; screenshot {shot}")
