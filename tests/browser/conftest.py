@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from jlab_helpers import CHROMIUM_ARGS, LabServer, chromium_path, start_lab
+# The helpers sit next to this file; make them importable whatever pytest's
+# import mode is.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from jlab_helpers import CHROMIUM_ARGS, LabServer, chromium_path, start_lab  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
