@@ -334,8 +334,9 @@ Everything the tracker sees is stored in a SQLite file, so you can analyse it wi
 pandas later: how long tasks took, how often they succeeded, and which status
 changes happened when. This notebook:
 
-1. makes some history to look at (a handful of tasks on the demo emulator, about a
-   minute), unless the store already has some,
+1. makes some history to look at: in demo mode it adds a handful of tasks on the
+   emulator each run (under a minute); with a real key only when the store is
+   still empty, and then just one task,
 2. reads it with `tasks()`, `history()` and `summary()`,
 3. computes durations and success rates,
 4. exports it to CSV, Parquet and JSON.
@@ -353,8 +354,9 @@ tracker = veo_nb.Tracker(client, store="veo_nb_data/history.sqlite")
     md("""
 ## 1. Some history to analyse
 
-If the store is empty (the first run), submit a small batch and wait for it. Run the
-notebook again later and the new tasks add to the same history.
+In demo mode, submit a small batch and wait for it; each run of the notebook adds
+to the same history file, so the tables below grow. With a real key this only
+happens when the store is empty.
 """),
     code("""
 if client.demo or tracker.tasks().empty:
@@ -448,8 +450,9 @@ else:
     md("""
 ## 6. Export
 
-`export()` writes the task table to a file; the format follows the file's
-extension. CSV and JSON need nothing more; Parquet needs `pyarrow`.
+`export()` writes a table to a file; the format follows the file's extension.
+CSV and JSON need nothing more; Parquet needs `pyarrow`. `what=` picks the table:
+`"tasks"` (the default), `"history"` or `"summary"`.
 """),
     code("""
 from pathlib import Path
@@ -459,6 +462,8 @@ out.mkdir(parents=True, exist_ok=True)
 
 tracker.export(out / "tasks.csv")
 tracker.export(out / "tasks.json")
+tracker.export(out / "history.csv", what="history")
+tracker.export(out / "summary.csv", what="summary")
 try:
     import pyarrow  # noqa: F401
 except ImportError:

@@ -90,3 +90,14 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
 
     # Keep the executed copy for a person to look at when something is off.
     (tmp_path / f"executed_{path.name}").write_text(json.dumps(nb, indent=1))
+
+
+def test_notebooks_match_their_generator() -> None:
+    """notebooks/*.ipynb are written by scripts/make_notebooks.py: edit the cells
+    there and run it, so the committed files stay clean and reviewable."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_notebooks.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
