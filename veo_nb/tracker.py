@@ -609,20 +609,30 @@ class Tracker:
             return self._start_poll(task_id, state)
 
     def _poll_guarded(self, task_id: str) -> Task | None:
+        return self._guarded(task_id, self._poll, "polling", "due", "polling")
+
+    def _guarded(self, task_id: str, job: Callable[[str], Task | None], what: str,
+                 due_attr: str, busy_attr: str) -> Task | None:
+        """Run ``job(task_id)`` on a worker thread so that nothing it raises
+        kills that thread or the task: an unexpected error is logged and the
+        job retried one poll interval later (``due_attr``); ``busy_attr`` is
+        cleared and waiters are woken whatever happens."""
         changed: Task | None = None
         try:
-            changed = self._poll(task_id)
+            changed = job(task_id)
         except Exception:  # noqa: BLE001 - one task's bug must not stop the others
-            logger.exception("veo_nb: polling %s failed unexpectedly", task_id)
+            logger.exception("veo_nb: %s %s failed unexpectedly", what, task_id)
             with self._lock:
                 state = self._states.get(task_id)
-                if state is not None and state.due is not None:
-                    state.due = time.time() + self._poll_interval
+                # A poll is only retried while the task is still scheduled
+                # (due is None once it finished or was given up on).
+                if state is not None and (due_attr != "due" or state.due is not None):
+                    setattr(state, due_attr, time.time() + self._poll_interval)
         finally:
             with self._lock:
                 state = self._states.get(task_id)
                 if state is not None:
-                    state.polling = False
+                    setattr(state, busy_attr, False)
                 self._cond.notify_all()
             self._wake.set()
         if changed is not None:
@@ -803,24 +813,7 @@ class Tracker:
             state.dl_due = now
 
     def _download_guarded(self, task_id: str) -> None:
-        changed: Task | None = None
-        try:
-            changed = self._download_once(task_id)
-        except Exception:  # noqa: BLE001 - never lose the download thread silently
-            logger.exception("veo_nb: downloading %s failed unexpectedly", task_id)
-            with self._lock:
-                state = self._states.get(task_id)
-                if state is not None:
-                    state.dl_due = time.time() + self._poll_interval
-        finally:
-            with self._lock:
-                state = self._states.get(task_id)
-                if state is not None:
-                    state.downloading = False
-                self._cond.notify_all()
-            self._wake.set()
-        if changed is not None:
-            self._notify(changed)
+        self._guarded(task_id, self._download_once, "downloading", "dl_due", "downloading")
 
     def _download_once(self, task_id: str) -> Task | None:
         with self._lock:
