@@ -16,7 +16,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	cd notebooks && VEO_DEMO=1 ../$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 01_quickstart.ipynb
+	cd notebooks && VEO_DEMO=1 ../$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 \
+	    $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) 01_quickstart.ipynb
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -79,3 +79,12 @@ def test_every_server_or_user_string_is_escaped():
         assert "&lt;script&gt;" in html
     assert nasty in text_table("t", [r], 0.0, 5)
     assert "… and 1 more" in text_table("t", [r, r], 0.0, 1)
+
+
+def test_saved_paths_are_shown_relative_to_the_notebook_folder(tmp_path, monkeypatch) -> None:
+    from veo_nb.widgets.format import shown_path
+
+    monkeypatch.chdir(tmp_path)
+    inside = tmp_path / "veo_nb_data" / "videos" / "vgen_1.mp4"
+    assert shown_path(str(inside)) == "veo_nb_data/videos/vgen_1.mp4"
+    assert shown_path("/elsewhere/v.mp4") == "/elsewhere/v.mp4"

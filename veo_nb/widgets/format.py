@@ -8,6 +8,7 @@ so everything is cheap to test and shared by all views.
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,16 @@ def fmt_seconds(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m {s % 60:02d}s"
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the working directory (the notebook's folder) when
+    it lies below it, so the panel shows ``veo_nb_data/videos/…``."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def badge_html(record: TaskRecord) -> str:
@@ -142,7 +153,9 @@ def row_html(record: TaskRecord) -> str:
             f"{esc(short(record.download_error, ERROR_CHARS))}</span>"
         )
     if record.download_state == "saved" and record.video_path:
-        lines.append(f'<span style="color:#666">saved: <code>{esc(record.video_path)}</code></span>')
+        lines.append(
+            f'<span style="color:#666">saved: <code>{esc(shown_path(record.video_path))}</code></span>'
+        )
     elif record.download_state == "pending":
         lines.append('<span style="color:#666">saving the video…</span>')
     return '<div style="line-height:1.5">' + "<br>".join(lines) + "</div>"

@@ -28,6 +28,8 @@ DOWNLOAD_GRACE_S = 5.0
 MAX_INLINE_BYTES = 200 * 1024 * 1024
 #: Pixel width of an inline video.
 VIDEO_WIDTH = "320"
+#: Tallest an inline video may be (portrait videos are letterboxed).
+VIDEO_MAX_HEIGHT = "240px"
 
 
 def set_if_changed(widget: widgets.Widget, name: str, value: Any) -> None:
@@ -87,7 +89,9 @@ class VideoCache:
         return built
 
     def _build(self, record: TaskRecord, now: float) -> widgets.Video | None:
-        layout = {"width": f"{VIDEO_WIDTH}px"}
+        # A 9:16 video would stand 570 px tall at this width: cap the height
+        # (the frame letterboxes inside the box).
+        layout = {"width": f"{VIDEO_WIDTH}px", "max_height": VIDEO_MAX_HEIGHT}
         if record.download_state == "saved" and record.video_path:
             path = Path(record.video_path)
             try:
