@@ -37,6 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
+from ..errors import ValidationError
+
 if TYPE_CHECKING:  # pragma: no cover
     from ._server import _Handler
 
@@ -71,9 +73,9 @@ class FaultConfig:
             if f.name == "seed":
                 continue
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{f.name} must be a number >= 0, got {value!r}")
+                raise ValidationError(f"{f.name} must be a number >= 0, got {value!r}")
             if f.name.endswith("_rate") and value > 1:
-                raise ValueError(f"{f.name} must be between 0 and 1, got {value!r}")
+                raise ValidationError(f"{f.name} must be between 0 and 1, got {value!r}")
 
 
 def _reset(handler: _Handler) -> None:
@@ -112,7 +114,7 @@ class Faults:
     def storm(self, seconds: float) -> None:
         """Answer every API request with 429 + ``Retry-After`` for ``seconds``."""
         if not seconds > 0:
-            raise ValueError(f"a storm lasts a positive number of seconds, got {seconds!r}")
+            raise ValidationError(f"a storm lasts a positive number of seconds, got {seconds!r}")
         with self._lock:
             self._storm_until = max(self._storm_until, time.monotonic() + seconds)
             self._counts["storms"] += 1

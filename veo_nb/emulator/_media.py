@@ -14,6 +14,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from ..errors import ValidationError
+
 MEDIA_DIR = Path(__file__).resolve().parent / "media"
 #: The sample clip for each aspect ratio.
 SAMPLES = {"16:9": MEDIA_DIR / "sample_16x9.mp4", "9:16": MEDIA_DIR / "sample_9x16.mp4"}
@@ -34,7 +36,7 @@ def pad_mp4(source: Path, dest: Path, size: int) -> None:
         dest.write_bytes(data)
         return
     if pad < 8:
-        raise ValueError(
+        raise ValidationError(
             f"video_size_bytes must be the sample's size ({len(data)}) or at least "
             f"{len(data) + 8} bytes, got {size}"
         )

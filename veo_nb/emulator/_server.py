@@ -430,13 +430,13 @@ class Emulator:
         faults: FaultConfig | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
-            raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
+            raise ValidationError(f"time_scale must be a positive number, got {time_scale!r}")
         if not 0.0 <= failure_rate <= 1.0:
-            raise ValueError(f"failure_rate must be between 0 and 1, got {failure_rate!r}")
+            raise ValidationError(f"failure_rate must be between 0 and 1, got {failure_rate!r}")
         if latency_s < 0:
-            raise ValueError(f"latency_s must be >= 0, got {latency_s!r}")
+            raise ValidationError(f"latency_s must be >= 0, got {latency_s!r}")
         if not 0.0 <= queue_s[0] <= queue_s[1]:
-            raise ValueError(f"queue_s must be (low, high) with 0 <= low <= high, got {queue_s!r}")
+            raise ValidationError(f"queue_s must be (low, high) with 0 <= low <= high, got {queue_s!r}")
         self.time_scale = float(time_scale)
         self.failure_rate = float(failure_rate)
         self.api_key = api_key or "emu-" + secrets.token_urlsafe(18)
@@ -603,7 +603,7 @@ class Emulator:
         """Move the emulator's clock forward by ``seconds`` (already scaled):
         tasks progress and links expire as if that much time had passed."""
         if seconds < 0:
-            raise ValueError("the clock only moves forward")
+            raise ValidationError("the clock only moves forward")
         with self._lock:
             self._clock_offset += seconds
 

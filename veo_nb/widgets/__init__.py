@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..errors import ValidationError
 from .._log import logger
 from ..records import TaskRecord
 from .controls import ExportBar, SubmitForm, TrackForm
@@ -120,9 +121,9 @@ class VeoPanel(widgets.VBox):
     def __init__(self, tracker: Tracker, *, page_size: int = 20, gallery_page_size: int = 6,
                  refresh_every: float | None = 1.0, start: bool = True) -> None:
         if page_size < 1 or gallery_page_size < 1:
-            raise ValueError("page_size and gallery_page_size must be at least 1")
+            raise ValidationError("page_size and gallery_page_size must be at least 1")
         if refresh_every is not None and not refresh_every > 0:
-            raise ValueError(f"refresh_every must be positive seconds or None, got {refresh_every!r}")
+            raise ValidationError(f"refresh_every must be positive seconds or None, got {refresh_every!r}")
         self.tracker = tracker
         self.page_size = page_size
         self.refresh_every = refresh_every
