@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import veo_nb
@@ -44,3 +46,17 @@ def test_veo_demo_forces_demo_mode_even_with_a_key(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("VEO_DEMO", "1")
     client = veo_nb.connect(quiet=True)
     assert client.demo and client.base_url.startswith("http://127.0.0.1:")
+
+
+def test_demo_failure_rate_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEO_DEMO_FAILURE_RATE", "0")
+    client = veo_nb.connect(quiet=True)
+    tasks = [client.create_video(f"a calm sea, take {i} [duration: 1]") for i in range(20)]
+    deadline = time.monotonic() + 60
+    results = []
+    for task in tasks:
+        while (result := client.get_result(task.id)).status.value not in ("completed", "failed"):
+            assert time.monotonic() < deadline, result
+            time.sleep(client.time_scale * 31)
+        results.append(result)
+    assert all(r.status.value == "completed" for r in results)

@@ -14,6 +14,8 @@ from .client import VeoClient
 #: Demo mode's clock runs this much faster than the real service: 2–5 min
 #: become about 15–45 s (including the short queued phase).
 DEMO_TIME_SCALE = 0.12
+#: Share of demo tasks that fail at random, as some do on the real service.
+DEMO_FAILURE_RATE = 0.1
 
 _lock = threading.Lock()
 _demo_emulator: Any = None
@@ -30,7 +32,7 @@ def _embedded_emulator(time_scale: float, failure_rate: float) -> Any:
 
     with _lock:
         emu = _demo_emulator
-        if emu is None or emu.time_scale != time_scale:
+        if emu is None or (emu.time_scale, emu.failure_rate) != (time_scale, failure_rate):
             emu = Emulator(time_scale=time_scale, failure_rate=failure_rate).start()
             atexit.register(emu.stop)
             _demo_emulator = emu
@@ -43,7 +45,7 @@ def connect(
     *,
     demo: bool | None = None,
     time_scale: float | None = None,
-    failure_rate: float = 0.1,
+    failure_rate: float | None = None,
     quiet: bool = False,
     **client_kwargs: Any,
 ) -> VeoClient:
@@ -54,7 +56,9 @@ def connect(
     - Without one, or with ``demo=True`` / ``VEO_DEMO=1``, it starts an
       embedded emulator on 127.0.0.1 (one per process, shared by every call)
       whose clock runs :data:`DEMO_TIME_SCALE` times as fast, and says so in
-      one line. ``failure_rate`` is the share of demo tasks that fail.
+      one line. ``failure_rate`` is the share of demo tasks that fail at
+      random (default ``VEO_DEMO_FAILURE_RATE``, else 0.1; prompts with
+      ``[fail]`` fail whatever it is).
 
     ``time_scale`` (or ``VEO_TIME_SCALE``) tells a client of a standalone
     ``veo-nb emulator`` how fast that emulator's clock runs. Other keyword
@@ -70,6 +74,8 @@ def connect(
         if client.has_api_key:
             return client
         client.close()
+    if failure_rate is None:
+        failure_rate = float(os.environ.get("VEO_DEMO_FAILURE_RATE") or DEMO_FAILURE_RATE)
     emu = _embedded_emulator(time_scale or DEMO_TIME_SCALE, failure_rate)
     if not quiet:
         low = round(120 * emu.time_scale)

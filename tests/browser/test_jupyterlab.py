@@ -170,8 +170,8 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     assert handle.json_value() is not None, "no loaded video to play"
     watch = [n for n in ROWS if _statuses(page.evaluate(JS_ROW_TEXT, n)) & IN_FLIGHT]
     if not watch:
-        # Every task already finished (demo tasks also fail at random, so the
-        # slow one may have ended early): give the panel a row to update.
+        # Every task already finished (on a slow machine the slow one may have
+        # ended by now): give the panel a row to update.
         page.evaluate(JS_KERNEL_EXECUTE, f'tracker.submit("[duration: 250] {EXTRA}")')
         watch = [EXTRA]
     before = {n: page.evaluate(JS_ROW_TEXT, n) for n in watch}
