@@ -7,10 +7,18 @@ import time
 import pytest
 
 import veo_nb
-from veo_nb import _spec
+from veo_nb import _connect, _spec
 
 
-def test_without_a_key_connect_gives_a_working_demo_client(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def fresh_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No demo emulator started yet in this process (as in a new kernel)."""
+    monkeypatch.setattr(_connect, "_demo_emulator", None)
+
+
+def test_without_a_key_connect_gives_a_working_demo_client(
+    fresh_demo: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = veo_nb.connect()
     line = capsys.readouterr().out.strip()
     assert client.demo and client.has_api_key
@@ -18,8 +26,8 @@ def test_without_a_key_connect_gives_a_working_demo_client(capsys: pytest.Captur
     assert "demo mode" in line and "VEO_API_KEY" in line and line.count("\n") == 0
     task = client.create_video("a lighthouse at dusk")
     assert client.get_result(task.id).id == task.id
-    # One emulator per process, shared by every call.
-    assert veo_nb.connect(quiet=True).base_url == client.base_url
+    # One emulator per process, shared by every call, announced once.
+    assert veo_nb.connect().base_url == client.base_url
     assert capsys.readouterr().out == ""
 
 
@@ -41,11 +49,14 @@ def test_base_url_and_time_scale_come_from_the_environment(monkeypatch: pytest.M
     assert client.time_scale == 0.5 and not client.is_documented_service
 
 
-def test_veo_demo_forces_demo_mode_even_with_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_veo_demo_forces_demo_mode_even_with_a_key(
+    fresh_demo: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("VEO_API_KEY", "sk-real-looking")
     monkeypatch.setenv("VEO_DEMO", "1")
-    client = veo_nb.connect(quiet=True)
+    client = veo_nb.connect()
     assert client.demo and client.base_url.startswith("http://127.0.0.1:")
+    assert "VEO_DEMO is set" in capsys.readouterr().out
 
 
 def test_demo_failure_rate_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

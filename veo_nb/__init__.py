@@ -13,7 +13,7 @@ import importlib
 from typing import Any
 
 from .client import VeoClient
-from .connect import connect
+from ._connect import connect
 from .errors import (
     APIConnectionError,
     APIError,

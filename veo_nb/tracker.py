@@ -185,7 +185,7 @@ class Tracker:
         max_video_bytes: int | None = None,
     ) -> None:
         if client is None:
-            from .connect import connect
+            from ._connect import connect
 
             client = connect()
         self.client = client
