@@ -7,14 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 from veo_nb.models import TaskStatus
 from veo_nb.widgets.controls import split_ids
+from veo_nb._tables import esc, fmt_seconds, html_table, text_table
 from veo_nb.widgets.format import (
     badge_html,
-    esc,
-    fmt_seconds,
-    html_table,
     playable_url,
     row_html,
-    text_table,
     timing,
 )
 from veo_nb.records import TaskRecord

@@ -23,7 +23,6 @@ event loop.
 
 from __future__ import annotations
 
-import html
 import math
 import sys
 import threading
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from . import _schedule, records as _records
 from ._log import logger
 from ._paths import remove_stale_partials, video_path_in
+from ._tables import html_table
 from ._spec import MIN_POLL_INTERVAL_S, URL_LIFETIME_S, build_create_payload
 from .errors import (
     DownloadError,
@@ -72,6 +72,8 @@ NOT_FOUND_REASON = "the service does not know this id (404)"
 #: ``status_text`` of a tracked id before its first poll.
 NOT_POLLED = "not polled yet"
 _GAVE_UP = "gave up polling"
+#: Tasks shown by the tracker's HTML representation (the most recent ones).
+REPR_ROWS = 20
 #: Parallel downloads per tracker.
 DOWNLOAD_WORKERS = 4
 _DEFAULT = object()
@@ -1027,22 +1029,11 @@ class Tracker:
         return f"<Tracker: {sum(counts.values())} tasks ({parts}); {state}; store {self._key}>"
 
     def _repr_html_(self) -> str:
-        rows = self.records()[-20:]
-
-        def esc(text: str, limit: int = 80) -> str:
-            return html.escape(_excerpt(text, limit))
-
-        lines = [f"<p><b>veo_nb Tracker</b> — {esc(repr(self))}</p>",
-                 "<table><tr><th>task</th><th>label</th><th>status</th>"
-                 "<th>download</th><th>error</th></tr>"]
-        for r in rows:
-            lines.append(
-                f"<tr><td>{esc(r.task_id)}</td><td>{esc(r.label or '')}</td>"
-                f"<td>{esc(r.status_text, 40)}</td><td>{esc(r.download_state)}</td>"
-                f"<td>{esc(r.error or '', 200)}</td></tr>"
-            )
-        lines.append("</table>")
-        return "\n".join(lines)
+        # The last REPR_ROWS tasks as an escaped table (the panel's fallback table).
+        records = self.records()
+        shown = html_table(f"veo_nb {self!r}", records[-REPR_ROWS:], time.time(), REPR_ROWS)
+        hidden = len(records) - REPR_ROWS
+        return shown if hidden <= 0 else f"<p>… {hidden} earlier tasks</p>{shown}"
 
 
 def _missing(value: Any) -> bool:

@@ -30,7 +30,8 @@ from ..errors import ValidationError
 from .._log import logger
 from ..records import TaskRecord
 from .controls import ExportBar, SubmitForm, TrackForm
-from .format import esc, fmt_seconds, html_table, status_counts_html, text_table
+from .._tables import esc, fmt_seconds, html_table, text_table
+from .format import status_counts_html
 from .rows import RowView, VideoCache, close_tree, set_if_changed
 from .views import GalleryView, HistoryView, Pager
 

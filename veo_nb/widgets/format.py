@@ -1,21 +1,19 @@
-"""Pure formatting for the panel: escaping, durations, badges, timing, tables.
+"""Pure formatting for the panel: badges, timing, rows (escaping and the
+fallback tables come from :mod:`veo_nb._tables`).
 
 Every string that came from the service or the user goes through
-:func:`esc` before it reaches an HTML widget or attribute. No widgets here,
-so everything is cheap to test and shared by all views.
+:func:`~veo_nb._tables.esc` before it reaches an HTML widget or attribute.
+No widgets here, so everything is cheap to test.
 """
 
 from __future__ import annotations
 
-import html
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .._schedule import documented_window
 from .._urls import is_http_url
-from ..errors import _excerpt
+from .._tables import esc, fmt_seconds, short
 from ..models import TaskStatus
 from ..records import TaskRecord, to_unix
 
@@ -31,30 +29,6 @@ STATUS_STYLE: dict[TaskStatus, tuple[str, str, str]] = {
 PROMPT_CHARS = 90
 #: Characters of an error message shown in a row.
 ERROR_CHARS = 600
-
-
-def esc(value: Any) -> str:
-    """``value`` as text safe inside HTML content and quoted attributes
-    (``None`` becomes ``""``)."""
-    return "" if value is None else html.escape(str(value), quote=True)
-
-
-def short(value: Any, limit: int) -> str:
-    """One line of at most ``limit`` characters (control characters shown as
-    escapes), not yet escaped."""
-    return "" if value is None else _excerpt(value, limit)
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    """A duration for people: ``"45s"``, ``"2m 05s"``, ``"3h 07m"``; ``"–"`` for None."""
-    if seconds is None:
-        return "–"
-    s = max(0, int(round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 def shown_path(path: str) -> str:
@@ -172,42 +146,3 @@ def status_counts_html(counts: dict[str, int]) -> str:
     return " · ".join(out)
 
 
-#: Columns of the plain-text and HTML fallback tables: (title, width).
-TABLE_COLUMNS: tuple[tuple[str, int], ...] = (
-    ("task", 24), ("label", 14), ("status", 10), ("time", 10), ("prompt", 40), ("error", 40),
-)
-
-
-def table_cells(record: TaskRecord, now: float) -> tuple[str, ...]:
-    """One row of the fallback tables, unescaped and shortened."""
-    if record.is_terminal:
-        elapsed = record.total_s
-    else:
-        start = to_unix(record.created_at) or to_unix(record.first_seen_at)
-        elapsed = None if start is None else now - start
-    values = (record.task_id, record.label, record.status_text, fmt_seconds(elapsed),
-              record.prompt, record.error)
-    return tuple(short(v or "", width) for v, (_, width) in zip(values, TABLE_COLUMNS))
-
-
-def text_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
-    """A plain-text table of at most ``limit`` records under ``title``."""
-    widths = [w for _, w in TABLE_COLUMNS]
-    lines = [title, "  ".join(t.ljust(w) for (t, _), w in zip(TABLE_COLUMNS, widths)).rstrip()]
-    for record in records[:limit]:
-        cells = table_cells(record, now)
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
-    if len(records) > limit:
-        lines.append(f"… and {len(records) - limit} more")
-    return "\n".join(lines)
-
-
-def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
-    """The same table as :func:`text_table`, as escaped HTML."""
-    head = "".join(f"<th>{esc(t)}</th>" for t, _ in TABLE_COLUMNS)
-    rows = [
-        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r, now)) + "</tr>"
-        for r in records[:limit]
-    ]
-    more = f"<p>… and {len(records) - limit} more</p>" if len(records) > limit else ""
-    return (f"<p><b>{esc(title)}</b></p><table><tr>{head}</tr>{''.join(rows)}</table>{more}")

@@ -9,7 +9,8 @@ import ipywidgets as widgets
 
 from ..models import TaskStatus
 from ..records import TaskRecord
-from .format import PROMPT_CHARS, esc, playable_url, short
+from .._tables import esc, short
+from .format import PROMPT_CHARS, playable_url
 from .rows import VideoCache, close_tree, set_if_changed
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -1,0 +1,83 @@
+"""Records as plain text and as escaped HTML: the fallback tables shown by
+``repr`` and ``_repr_html_`` of the tracker and the panel, and the escaping
+and formatting helpers every view shares. No widgets, no I/O.
+
+Every string that came from the service or the user goes through
+:func:`esc` before it reaches HTML, and through :func:`short` (bounded, control
+characters shown as escapes) before it is shown at all.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import _excerpt
+from .records import TaskRecord, to_unix
+
+
+def esc(value: Any) -> str:
+    """``value`` as text safe inside HTML content and quoted attributes
+    (``None`` becomes ``""``)."""
+    return "" if value is None else html.escape(str(value), quote=True)
+
+
+def short(value: Any, limit: int) -> str:
+    """One line of at most ``limit`` characters (control characters shown as
+    escapes), not yet escaped."""
+    return "" if value is None else _excerpt(value, limit)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """A duration for people: ``"45s"``, ``"2m 05s"``, ``"3h 07m"``; ``"–"`` for None."""
+    if seconds is None:
+        return "–"
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+#: Columns of the plain-text and HTML fallback tables: (title, width).
+TABLE_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("task", 24), ("label", 14), ("status", 10), ("time", 10), ("video", 8), ("prompt", 40),
+    ("error", 40),
+)
+
+
+def table_cells(record: TaskRecord, now: float) -> tuple[str, ...]:
+    """One row of the fallback tables, unescaped and shortened."""
+    if record.is_terminal:
+        elapsed = record.total_s
+    else:
+        start = to_unix(record.created_at) or to_unix(record.first_seen_at)
+        elapsed = None if start is None else now - start
+    values = (record.task_id, record.label, record.status_text, fmt_seconds(elapsed),
+              record.download_state, record.prompt, record.error)
+    return tuple(short(v or "", width) for v, (_, width) in zip(values, TABLE_COLUMNS))
+
+
+def text_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
+    """A plain-text table of at most ``limit`` records under ``title``."""
+    widths = [w for _, w in TABLE_COLUMNS]
+    lines = [title, "  ".join(t.ljust(w) for (t, _), w in zip(TABLE_COLUMNS, widths)).rstrip()]
+    for record in records[:limit]:
+        cells = table_cells(record, now)
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+    if len(records) > limit:
+        lines.append(f"… and {len(records) - limit} more")
+    return "\n".join(lines)
+
+
+def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
+    """The same table as :func:`text_table`, as escaped HTML."""
+    head = "".join(f"<th>{esc(t)}</th>" for t, _ in TABLE_COLUMNS)
+    rows = [
+        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r, now)) + "</tr>"
+        for r in records[:limit]
+    ]
+    more = f"<p>… and {len(records) - limit} more</p>" if len(records) > limit else ""
+    return (f"<p><b>{esc(title)}</b></p><table><tr>{head}</tr>{''.join(rows)}</table>{more}")
