@@ -119,7 +119,7 @@ def test_a_failed_tasks_markup_is_escaped(tracker, make_panel):
     text = until(lambda: (t := row_text(p, task.id)) and "failed" in t and t)
     assert "error: &lt;img src=x onerror=alert(1)&gt;" in text
     assert "<img" not in text
-    assert f'title="[fail: &lt;img src=x onerror=alert(1)&gt;] a neon street"' in text
+    assert 'title="[fail: &lt;img src=x onerror=alert(1)&gt;] a neon street"' in text
     assert p._rows[task.id].bar.bar_style == "danger"
 
     bundle = p._repr_mimebundle_()

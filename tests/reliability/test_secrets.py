@@ -23,7 +23,6 @@ from reliability_helpers import captured_logs, wait_until
 from scripted_server import Reply, ScriptedServer
 from veo_nb import Tracker, VeoClient, VeoError
 from veo_nb.emulator import Emulator
-from veo_nb import panel as show_panel
 
 KEY = "sk-veo-Zq8XsecretK3yW1thSymb0ls+/=-_~x42"
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_quickstart.ipynb"
