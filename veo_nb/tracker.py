@@ -125,6 +125,11 @@ class _TokenBucket:
             time.sleep(wait)
 
 
+def _given_up(record: TaskRecord) -> bool:
+    """Whether the tracker gave up polling this (unfinished) task."""
+    return not record.is_terminal and (record.error or "").startswith(_GAVE_UP)
+
+
 def _t0(record: TaskRecord) -> float:
     """Unix time of a task's age 0. The service's ``created`` is whole seconds,
     so when we saw the task within a second of it (we created it), our own
@@ -381,7 +386,7 @@ class Tracker:
                     changes["label"] = label
                 if prompt is not None:
                     changes["prompt"] = prompt
-                if rec.error and rec.error.startswith(_GAVE_UP) and not rec.is_terminal:
+                if _given_up(rec):
                     changes["error"] = None
                 self._states[task_id] = state
                 state.record = replace(rec, **changes)
@@ -1000,8 +1005,7 @@ class Tracker:
         last = to_unix(rec.last_polled_at) or (None if never else to_unix(rec.first_seen_at))
         state = _TaskState(rec, t0=t0, last_age=None if last is None else last - t0,
                            deadline=self._give_up_after)
-        gave_up = bool(rec.error and rec.error.startswith(_GAVE_UP))
-        if not rec.is_terminal and not gave_up:
+        if not rec.is_terminal and not _given_up(rec):
             # past its deadline: one last poll, which records the giving up
             state.due = self._next_due(state) or time.time()
         return state
@@ -1018,7 +1022,7 @@ class Tracker:
     def _counts(self) -> Counter[str]:
         with self._lock:
             return Counter(
-                "gave up" if (r.error or "").startswith(_GAVE_UP) else r.status_text
+                "gave up" if _given_up(r) else r.status_text
                 for r in (s.record for s in self._states.values()) if r.tracked
             )
 
