@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 from veo_nb.models import TaskStatus
 from veo_nb.widgets.controls import split_ids
+from veo_nb._schedule import documented_window
 from veo_nb._tables import esc, fmt_seconds, html_table, text_table
 from veo_nb.widgets.format import (
     badge_html,
@@ -39,22 +40,23 @@ def test_split_ids_keeps_order_without_duplicates():
 
 def test_timing_against_the_documented_window():
     start = T0.timestamp()
-    early = timing(rec(status=TaskStatus.QUEUED), start + 60, 1.0)
+    TEXT = documented_window("text", 1.0)  # (120, 300): what the tracker gives a text task
+    early = timing(rec(status=TaskStatus.QUEUED), start + 60, TEXT)
     assert early.text == "1m 00s · ETA 1m 00s–4m 00s" and early.bar_style == "info"
     assert early.progress == 0.2
-    late = timing(rec(status=TaskStatus.PROCESSING), start + 200, 1.0)
+    late = timing(rec(status=TaskStatus.PROCESSING), start + 200, TEXT)
     assert late.text == "3m 20s · ETA ≤ 1m 40s"
-    over = timing(rec(status=TaskStatus.PROCESSING), start + 400, 1.0)
+    over = timing(rec(status=TaskStatus.PROCESSING), start + 400, TEXT)
     assert over.bar_style == "warning" and over.progress == 1.0 and "over the estimate" in over.text
-    scaled = timing(rec(status=TaskStatus.PROCESSING, mode="first_last"), start + 1.0, 0.01)
+    scaled = timing(rec(status=TaskStatus.PROCESSING, mode="first_last"), start + 1.0, documented_window("first_last", 0.01))
     assert scaled.text == "1s · ETA 1s–2s"
     done = rec(status=TaskStatus.COMPLETED, finished_at=T0 + timedelta(seconds=150),
                video_url="https://cdn.example/v.mp4", url_expires_at=T0 + timedelta(hours=24),
                download_state="pending")
-    t = timing(done, start + 3600, 1.0)
+    t = timing(done, start + 3600, TEXT)
     assert t.text == "took 2m 30s · link expires in 23h 00m" and t.bar_style == "success"
-    assert timing(replace(done, download_state="saved"), start + 3600, 1.0).text == "took 2m 30s"
-    assert "link expired" in timing(done, start + 90000, 1.0).text
+    assert timing(replace(done, download_state="saved"), start + 3600, TEXT).text == "took 2m 30s"
+    assert "link expired" in timing(done, start + 90000, TEXT).text
 
 
 def test_only_live_http_urls_play():

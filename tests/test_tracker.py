@@ -370,3 +370,13 @@ def test_store_object_is_not_closed(tmp_path, veo_emulator):
     tr.close()
     assert store.records() == []
     store.close()
+
+
+def test_expected_window_follows_expected_duration_or_the_documented_estimate(make_tracker):
+    documented = make_tracker()
+    task = documented.submit("a quiet harbour [duration: 130]")
+    assert documented.expected_window(task.id) == pytest.approx((120 * 0.01, 300 * 0.01))
+    documented.close()
+    custom = make_tracker(expected_duration=(2.0, 4.0))
+    task = custom.submit("a quiet harbour [duration: 130]", first_image="https://img.example/a.png")
+    assert custom.expected_window(task.id) == (2.0, 4.0)

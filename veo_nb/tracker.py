@@ -741,15 +741,25 @@ class Tracker:
                 self._dl_pool.submit(self._download_guarded, task_id)
         return new.task if changed else None
 
-    def _next_due(self, state: _TaskState) -> float | None:
-        rec = state.record
+    def expected_window(self, task_id: str) -> tuple[float, float]:
+        """``(low, high)``: seconds after creation within which ``task_id`` is
+        expected to finish. ``expected_duration`` when given; otherwise the
+        documented estimate of the task's mode × ``time_scale``, whose ``low``
+        is refined once 5 tasks of the same model and mode have finished.
+        The schedule polls by it and the panel's progress bars show it."""
+        return self._window(self.record(task_id))
+
+    def _window(self, rec: TaskRecord) -> tuple[float, float]:
         if self._expected is not None:
-            low, high = self._expected
-        else:
-            low, high = _schedule.learned_window(
-                _schedule.documented_window(rec.mode, self.time_scale),
-                self._observed.get((rec.model, rec.mode), ()),
-            )
+            return self._expected
+        with self._lock:
+            observed = list(self._observed.get((rec.model, rec.mode), ()))
+        return _schedule.learned_window(
+            _schedule.documented_window(rec.mode, self.time_scale), observed
+        )
+
+    def _next_due(self, state: _TaskState) -> float | None:
+        low, high = self._window(state.record)
         age = _schedule.next_poll_age(state.last_age, low=low, high=high,
                                       poll_interval=self._poll_interval,
                                       give_up_age=state.deadline)
@@ -900,11 +910,7 @@ class Tracker:
 
     def _default_timeout(self, ids: Sequence[str]) -> float:
         with self._lock:
-            highs = [
-                self._expected[1] if self._expected else
-                _schedule.documented_window(self._states[i].record.mode, self.time_scale)[1]
-                for i in ids if i in self._states
-            ]
+            highs = [self._window(self._states[i].record)[1] for i in ids if i in self._states]
         return _schedule.default_wait_timeout(max(highs, default=0.0), self._poll_interval)
 
     def _iter_finished(self, ids: list[str], timeout: Any, *, ordered: bool) -> Iterator[Task]:

@@ -277,7 +277,7 @@ class VeoPanel(widgets.VBox):
             if row is None:
                 row = self._rows[record.task_id] = RowView(record.task_id)
             self._rows.move_to_end(record.task_id)
-            row.update(record, now, self.tracker.time_scale, self._videos,
+            row.update(record, now, self.tracker.expected_window(record.task_id), self._videos,
                        newly_shown=record.task_id in newly)
         if ids != self._shown:
             self.rows_box.children = tuple(self._rows[i].widget for i in ids)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .._schedule import documented_window
 from .._urls import is_http_url
 from .._tables import esc, fmt_seconds, short
 from ..models import TaskStatus
@@ -77,10 +76,11 @@ class Timing:
     text: str
 
 
-def timing(record: TaskRecord, now: float, time_scale: float) -> Timing:
-    """Elapsed time against the documented window of the task's mode (scaled),
-    an ETA, and for a finished video not yet saved the link's countdown."""
-    low, high = documented_window(record.mode, time_scale)
+def timing(record: TaskRecord, now: float, window: tuple[float, float]) -> Timing:
+    """Elapsed time against ``window`` (the tracker's expected ``(low, high)``
+    finishing window of the task), an ETA, and for a finished video not yet
+    saved the link's countdown."""
+    low, high = window
     start = to_unix(record.created_at) or to_unix(record.first_seen_at)
     if record.is_terminal:
         took = record.total_s

@@ -149,13 +149,13 @@ class RowView:
                                   align_items="center"),
         )
 
-    def update(self, record: TaskRecord, now: float, time_scale: float,
+    def update(self, record: TaskRecord, now: float, window: tuple[float, float],
                videos: VideoCache, *, newly_shown: bool) -> None:
         """Bring the row to ``record`` at time ``now``, touching only what changed."""
         if record is not self.record:
             set_if_changed(self.info, "value", row_html(record))
             self.record = record
-        shown = timing(record, now, time_scale)
+        shown = timing(record, now, window)
         set_if_changed(self.bar, "value", shown.progress)
         set_if_changed(self.bar, "bar_style", shown.bar_style)
         set_if_changed(self.clock, "value", shown.text)
