@@ -221,18 +221,15 @@ class Store:
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
-    def _write(self, record: TaskRecord | None, events: Iterable[Event]) -> None:
-        """Upsert ``record`` (if any) and append ``events`` in one transaction."""
-        record_row = None if record is None else _record_row(record)
-        event_rows = [_event_row(e) for e in events]
+    def _transact(self, body: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``body(connection)`` in one write transaction (retried while
+        another process holds the write lock)."""
 
         def transaction() -> None:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                if record_row is not None:
-                    conn.execute(_UPSERT, record_row)
-                conn.executemany(_INSERT_EVENT, event_rows)
+                body(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -240,6 +237,18 @@ class Store:
                 raise
 
         self._retry(transaction)
+
+    def _write(self, record: TaskRecord | None, events: Iterable[Event]) -> None:
+        """Upsert ``record`` (if any) and append ``events`` in one transaction."""
+        record_row = None if record is None else _record_row(record)
+        event_rows = [_event_row(e) for e in events]
+
+        def body(conn: sqlite3.Connection) -> None:
+            if record_row is not None:
+                conn.execute(_UPSERT, record_row)
+            conn.executemany(_INSERT_EVENT, event_rows)
+
+        self._transact(body)
 
     def save(self, record: TaskRecord, events: Iterable[Event] = ()) -> None:
         """Insert or update ``record`` and append ``events``, in one transaction.
@@ -254,6 +263,16 @@ class Store:
     def append_events(self, events: Iterable[Event]) -> None:
         """Append ``events`` in one transaction."""
         self._write(None, events)
+
+    def delete(self, task_ids: Iterable[str]) -> None:
+        """Erase the records and events of ``task_ids``, in one transaction."""
+        rows = [(i,) for i in task_ids]
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM events WHERE task_id = ?", rows)
+            conn.executemany("DELETE FROM tasks WHERE task_id = ?", rows)
+
+        self._transact(body)
 
     def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of ``task_id``, or None."""

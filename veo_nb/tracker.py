@@ -268,6 +268,12 @@ class Tracker:
         return self._poll_interval
 
     @property
+    def store_key(self) -> str:
+        """Identifies the store (its resolved path): trackers and panels with
+        the same key share one history."""
+        return self._key
+
+    @property
     def running(self) -> bool:
         """True while this tracker's background poller runs."""
         thread = self._thread
@@ -488,13 +494,29 @@ class Tracker:
 
     def untrack(self, task_id: str) -> None:
         """Stop following ``task_id`` (it stays in the store's history)."""
+        self.remove([task_id])
+
+    def remove(self, task_ids: Iterable[str] | str, *, delete: bool = False) -> int:
+        """Stop following ``task_ids`` and hide them from ``tasks()`` and the
+        panel; with ``delete=True`` also erase their records and events from
+        the store (for typos and test runs; the service keeps the tasks).
+        Returns how many were removed; unknown ids raise :class:`KeyError`."""
+        ids = [task_ids] if isinstance(task_ids, str) else list(dict.fromkeys(task_ids))
         with self._lock:
-            state = self._states.pop(task_id, None)
-            if state is None:
-                raise KeyError(f"{task_id!r} is not tracked")
-            state.record = replace(state.record, tracked=False, next_poll_at=None)
-            self.store.save(state.record, [Event(task_id, "note", detail="untracked")])
+            unknown = [i for i in ids if i not in self._states]
+            if unknown:
+                raise KeyError(f"not tracked: {', '.join(map(repr, unknown))}")
+            states = [self._states.pop(i) for i in ids]
+            for state in states:
+                state.record = replace(state.record, tracked=False, next_poll_at=None)
             self._cond.notify_all()
+        if delete:
+            self.store.delete(ids)
+        else:
+            for state in states:
+                self.store.save(state.record, [Event(state.record.task_id, "note",
+                                                      detail="untracked")])
+        return len(states)
 
     # ------------------------------------------------------------------ polling
 
