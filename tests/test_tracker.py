@@ -380,3 +380,34 @@ def test_expected_window_follows_expected_duration_or_the_documented_estimate(ma
     custom = make_tracker(expected_duration=(2.0, 4.0))
     task = custom.submit("a quiet harbour [duration: 130]", first_image="https://img.example/a.png")
     assert custom.expected_window(task.id) == (2.0, 4.0)
+
+
+def test_remove_untracks_or_deletes(make_tracker):
+    tr = make_tracker()
+    a, b, c = (tr.submit(f"r{i} [duration: 150]") for i in range(3))
+    assert tr.remove([a.id, b.id]) == 2
+    assert [r.task_id for r in tr.records()] == [c.id]
+    assert tr.store.get(a.id).tracked is False
+    tr.remove(c.id, delete=True)
+    assert tr.store.get(c.id) is None
+    assert c.id not in set(tr.history().task_id)
+    with pytest.raises(KeyError, match="not tracked"):
+        tr.remove("nope")
+
+
+def test_worker_errors_become_events_without_flooding(make_tracker, monkeypatch):
+    tr = make_tracker()
+    task = tr.submit("boom [duration: 150]")
+
+    def broken(task_id, task):
+        raise ZeroDivisionError("a bug in applying a poll")
+
+    monkeypatch.setattr(tr, "_apply", broken)
+    tr.start()
+    until(lambda: tr.recent_errors(), timeout=20)
+    time.sleep(1.0)  # several more polls fail the same way
+    errors = tr.recent_errors()
+    assert len(errors) == 1 and errors[0].task_id == task.id and errors[0].kind == "error"
+    assert "ZeroDivisionError: a bug in applying a poll" in errors[0].detail
+    h = tr.history()
+    assert list(h[h.kind == "error"].task_id) == [task.id]

@@ -34,7 +34,7 @@ from .models import Task, TaskStatus, _as_float, _as_text
 #: Values of :attr:`TaskRecord.download_state`.
 DOWNLOAD_STATES: tuple[str, ...] = ("none", "pending", "saved", "failed", "expired")
 #: Values of :attr:`Event.kind`.
-EVENT_KINDS: tuple[str, ...] = ("status", "poll_error", "download", "gave_up", "note")
+EVENT_KINDS: tuple[str, ...] = ("status", "poll_error", "download", "gave_up", "note", "error")
 #: Categories of the ``status`` column, in order.
 STATUS_CATEGORIES: tuple[str, ...] = tuple(s.value for s in TaskStatus)
 #: The ordered categorical dtype of every ``status`` column.
@@ -216,8 +216,9 @@ class Event:
     ``kind`` is one of :data:`EVENT_KINDS`: ``"status"`` (a status was
     observed; ``status`` is the string as sent), ``"poll_error"`` (a poll
     failed; ``http_status`` and ``attempt`` say how), ``"download"``,
-    ``"gave_up"`` or ``"note"``. ``detail`` is free text (an error message,
-    a path).
+    ``"gave_up"``, ``"note"`` or ``"error"`` (an unexpected error of a worker
+    thread; ``task_id`` is empty when no task was involved). ``detail`` is
+    free text (an error message, a path).
     """
 
     task_id: str

@@ -29,7 +29,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -76,6 +76,10 @@ _GAVE_UP = "gave up polling"
 REPR_ROWS = 20
 #: Parallel downloads per tracker.
 DOWNLOAD_WORKERS = 4
+#: Unexpected worker errors kept by :meth:`Tracker.recent_errors`.
+RECENT_ERRORS = 50
+#: The same unexpected error of one task is recorded at most this often (seconds).
+ERROR_EVENT_GAP_S = 300.0
 _DEFAULT = object()
 _TERMINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED)
 
@@ -249,6 +253,8 @@ class Tracker:
         self._states: dict[str, _TaskState] = {}
         self._observed: dict[tuple[str | None, str | None], list[float]] = {}
         self._callbacks: list[Callable[[Task], Any]] = []
+        self._errors: deque[Event] = deque(maxlen=RECENT_ERRORS)
+        self._error_seen: dict[tuple[str, str, str], float] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -266,6 +272,11 @@ class Tracker:
     def poll_interval(self) -> float:
         """Seconds between two polls of one task (never less)."""
         return self._poll_interval
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
 
     @property
     def store_key(self) -> str:
@@ -589,13 +600,10 @@ class Tracker:
             self._wake.clear()
             try:
                 _, wake_at = self._dispatch()
-            except RuntimeError as exc:  # the pools refuse work at interpreter exit
-                if self._closed or "shutdown" in str(exc):
-                    return
-                logger.exception("veo_nb poller: dispatch failed; trying again")
-                wake_at = time.time() + self._poll_interval
-            except Exception:  # noqa: BLE001 - the poller must survive anything
-                logger.exception("veo_nb poller: dispatch failed; trying again")
+            except Exception as exc:  # noqa: BLE001 - the poller must survive anything
+                if self._closed or (isinstance(exc, RuntimeError) and "shutdown" in str(exc)):
+                    return  # the pools refuse work at interpreter exit
+                self._record_error("", "the poller's dispatch", exc)
                 wake_at = time.time() + self._poll_interval
             timeout = self._poll_interval * 10 if wake_at is None else wake_at - time.time()
             self._wake.wait(max(0.0, timeout))
@@ -649,8 +657,8 @@ class Tracker:
         changed: Task | None = None
         try:
             changed = job(task_id)
-        except Exception:  # noqa: BLE001 - one task's bug must not stop the others
-            logger.exception("veo_nb: %s %s failed unexpectedly", what, task_id)
+        except Exception as exc:  # noqa: BLE001 - one task's bug must not stop the others
+            self._record_error(task_id, what, exc)
             with self._lock:
                 state = self._states.get(task_id)
                 # A poll is only retried while the task is still scheduled
@@ -1038,6 +1046,34 @@ class Tracker:
             state.due = self._next_due(state) or time.time()
         return state
 
+    def recent_errors(self) -> list[Event]:
+        """The newest unexpected errors of the tracker's worker threads (a bug,
+        a broken store), oldest first, as ``"error"`` events; they are also in
+        :meth:`history` (``task_id`` is empty when no task was involved). The
+        same error of one task is recorded at most once per
+        :data:`ERROR_EVENT_GAP_S` seconds, so a failing task cannot flood it."""
+        with self._lock:
+            return list(self._errors)
+
+    def _record_error(self, task_id: str, action: str, exc: BaseException) -> None:
+        """Log an unexpected worker error and keep it as an ``"error"`` event."""
+        logger.error("veo_nb: %s%s failed unexpectedly", action,
+                     f" of {task_id}" if task_id else "", exc_info=exc)
+        key = (task_id, action, type(exc).__name__)
+        now = time.monotonic()
+        with self._lock:
+            last = self._error_seen.get(key)
+            if last is not None and now - last < ERROR_EVENT_GAP_S:
+                return
+            self._error_seen[key] = now
+            event = Event(task_id, "error", None,
+                          detail=_excerpt(f"{action} failed: {type(exc).__name__}: {exc}", 500))
+            self._errors.append(event)
+        try:
+            self.store.append_events([event])
+        except Exception:  # noqa: BLE001 - the store itself may be what is broken
+            logger.exception("veo_nb: could not record the error in the store")
+
     def _notify(self, task: Task) -> None:
         with self._lock:
             callbacks = list(self._callbacks)
@@ -1072,6 +1108,20 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+_default: Tracker | None = None
+
+
+def default_tracker() -> Tracker:
+    """The process's tracker on the default store, made on first use (with
+    :func:`veo_nb.connect`) and reused afterwards until it is closed: what
+    ``veo_nb.panel()`` shows when given no tracker."""
+    global _default
+    with _registry_lock:
+        if _default is None or _default.closed:
+            _default = Tracker()
+        return _default
+
+
 def generate(prompt: str, *, tracker: Tracker | None = None, timeout: Any = _DEFAULT,
              label: str | None = None, **create_kwargs: Any) -> Task:
     """Create one video, wait for it, save it, and return the finished task
@@ -1103,4 +1153,4 @@ def generate(prompt: str, *, tracker: Tracker | None = None, timeout: Any = _DEF
             tracker.close()
 
 
-__all__ = ["Tracker", "generate", "NO_VIDEO_REASON", "NOT_FOUND_REASON"]
+__all__ = ["Tracker", "default_tracker", "generate", "NO_VIDEO_REASON", "NOT_FOUND_REASON"]
