@@ -3,7 +3,17 @@ user's VEO_* settings, so nothing reaches a real service or a real key."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+# The helpers sit next to this file; make them importable whatever pytest's
+# import mode is.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import pg_cluster  # noqa: E402
 
 _ENV = ("VEO_API_KEY", "VEO_BASE_URL", "VEO_DEMO", "VEO_TIME_SCALE", "VEO_LOG")
 
@@ -12,3 +22,25 @@ _ENV = ("VEO_API_KEY", "VEO_BASE_URL", "VEO_DEMO", "VEO_TIME_SCALE", "VEO_LOG")
 def _clean_veo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of the database ``veo`` on a throwaway PostgreSQL server, started
+    once per session and stopped (folder removed) at its end. Skips when the
+    server binaries or psycopg are missing; fails instead under CI=true."""
+    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_db_url(pg_url: str) -> Iterator[str]:
+    """URL of a fresh, empty database on the session's server, dropped after the test."""
+    url = pg_cluster.new_database(pg_url)
+    try:
+        yield url
+    finally:
+        pg_cluster.drop_database(url)
