@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import veo_nb
+
 from scripted_server import Reply, ScriptedServer
 from veo_nb import (
     AuthenticationError,
@@ -243,3 +245,31 @@ def test_many_threads_share_one_client(veo_emulator: Emulator) -> None:
     assert len({t.id for t in tasks}) == 32
     assert all(r.status is TaskStatus.COMPLETED for r in results)
     assert veo_emulator.stats.interval_violations == 0
+
+
+def test_documented_service_ignores_a_scaled_clock(monkeypatch):
+    with pytest.warns(UserWarning, match="time_scale=0.01 ignored"):
+        client = VeoClient(api_key="k", time_scale=0.01)
+    assert client.time_scale == 1.0 and client.min_poll_interval_s == 30.0
+    monkeypatch.setenv("VEO_API_KEY", "k")
+    monkeypatch.setenv("VEO_TIME_SCALE", "0.01")  # left over from the emulator
+    with pytest.warns(UserWarning, match="ignored"):
+        assert veo_nb.connect().time_scale == 1.0
+    other = VeoClient(api_key="k", base_url="http://127.0.0.1:9/x", time_scale=0.01)
+    assert other.time_scale == 0.01
+
+
+@pytest.mark.parametrize("a, b", [
+    ("http://localhost:8080/api", "http://127.0.0.1:8080/other"),
+    ("HTTPS://Example.COM/x", "https://example.com:443/y"),
+    ("http://[::1]:5000", "http://127.0.0.2:5000"),
+])
+def test_service_is_the_normalised_origin(a, b):
+    assert VeoClient(api_key="k", base_url=a).service == VeoClient(api_key="k", base_url=b).service
+
+
+def test_service_differs_by_port_and_can_be_named():
+    one = VeoClient(api_key="k", base_url="http://127.0.0.1:8080")
+    two = VeoClient(api_key="k", base_url="http://127.0.0.1:8081")
+    assert one.service != two.service
+    assert VeoClient(api_key="k", base_url="http://127.0.0.1:8080", service="emulator:x").service == "emulator:x"

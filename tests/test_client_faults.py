@@ -77,6 +77,22 @@ def test_auth_errors_not_retried_and_redacted(srv: ScriptedServer, status: int, 
     assert srv.requests[0].headers["Authorization"] == f"Bearer {KEY}"
 
 
+def key_fragments(text: str, size: int = 6) -> list[str]:
+    """Every run of ``size`` characters of KEY found in ``text``."""
+    return [KEY[i:i + size] for i in range(len(KEY) - size + 1) if KEY[i:i + size] in text]
+
+
+@pytest.mark.parametrize("pad", [150, 170, 185, 195])
+def test_key_echo_cut_by_the_excerpt_is_still_redacted(srv: ScriptedServer, pad: int) -> None:
+    # the key straddles the 200-character excerpt limit: redacting after
+    # truncation left its first half in the message
+    srv.script(Reply.json({"error": "x" * pad + f" Authorization: Bearer {KEY} rejected"}, 401))
+    with make(srv) as c, pytest.raises(AuthenticationError) as info:
+        c.get_result("vgen_1")
+    for text in (str(info.value), info.value.body_excerpt):
+        assert key_fragments(text) == []
+
+
 def test_404_is_not_found(srv: ScriptedServer) -> None:
     srv.script(Reply.json({"error": "task not found"}, 404))
     with make(srv) as c, pytest.raises(NotFoundError, match="task not found") as info:
@@ -102,13 +118,49 @@ def test_json_error_message_extracted(srv: ScriptedServer) -> None:
     assert srv.hits() == 1
 
 
+def gaps(srv: ScriptedServer) -> list[float]:
+    """Seconds between consecutive requests, as the server saw them."""
+    times = [r.at for r in srv.requests]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_5xx_retried_then_succeeds(srv: ScriptedServer, status: int) -> None:
     srv.script(Reply.text("oops", status), Reply.text("oops", status), OK)
     with make(srv) as c:
         task = c.get_result("vgen_abc123def456")
+        interval = c.min_poll_interval_s
     assert task.status is TaskStatus.PROCESSING
     assert srv.hits() == 3
+    # the service may have counted each answered poll: never a retry within the interval
+    assert min(gaps(srv)) >= interval
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [Reply.text("oops", 503), Reply(reset=True), Reply(200, b"{}", reset_after_headers=True),
+     Reply(200, json.dumps(TASK).encode(), delay_s=1.0)],
+    ids=["503", "reset", "reset-after-headers", "read-timeout"],
+)
+def test_retry_sent_false_raises_at_once_a_poll_that_may_have_arrived(
+    srv: ScriptedServer, broken: Reply
+) -> None:
+    srv.script(broken, OK)
+    with make(srv, timeout=0.3) as c, pytest.raises(APIError) as info:
+        c.get_result("vgen_1", retry_sent=False)
+    assert info.value.reached is True
+    time.sleep(0.05)
+    assert srv.hits() == 1
+
+
+def test_refused_connection_is_marked_not_reached() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    c = VeoClient(api_key=KEY, base_url=f"http://127.0.0.1:{port}", max_retries=0)
+    with c, pytest.raises(APIConnectionError) as info:
+        c.get_result("vgen_1", retry_sent=False)
+    assert info.value.reached is False
 
 
 def test_5xx_exhausted_raises_api_error_with_excerpt(srv: ScriptedServer) -> None:
@@ -261,7 +313,9 @@ def test_get_result_retries_broken_connections(srv: ScriptedServer, kind: str) -
     srv.script(broken, OK)
     with make(srv) as c:
         assert c.get_result("vgen_abc123def456").id == "vgen_abc123def456"
+        interval = c.min_poll_interval_s
     assert srv.hits() == 2
+    assert gaps(srv)[0] >= interval
 
 
 def test_get_result_connection_errors_exhausted(srv: ScriptedServer) -> None:
@@ -272,11 +326,14 @@ def test_get_result_connection_errors_exhausted(srv: ScriptedServer) -> None:
     assert srv.hits() == 3
 
 
-def test_read_timeout_retried(srv: ScriptedServer) -> None:
+def test_read_timeout_retried_one_interval_after_giving_up(srv: ScriptedServer) -> None:
+    # the service handled the slow poll: the retry must wait out the interval
     srv.script(Reply(200, json.dumps(TASK).encode(), delay_s=1.0), OK)
-    with make(srv, timeout=0.3) as c:
+    with make(srv, timeout=0.3, time_scale=0.02) as c:
         c.get_result("vgen_1")
+        interval = c.min_poll_interval_s
     assert srv.hits() == 2
+    assert gaps(srv)[0] >= interval + 0.25
 
 
 @pytest.mark.parametrize(

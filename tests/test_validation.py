@@ -198,3 +198,23 @@ def test_validation_happens_before_the_key_check(server: ScriptedServer) -> None
         with pytest.raises(ValidationError):
             keyless.create_video("a cat", model="nope")
     assert all(r.headers.get("Authorization") != "Bearer " for r in server.requests)
+
+
+@pytest.mark.parametrize("url", ["http://cdn.example:99999/v.mp4", "https://cdn.example:abc/v.mp4",
+                                 "http://cdn.example:0/v.mp4", "http://[bad/v.mp4", "http://[::1/x"])
+def test_bad_ports_and_brackets_are_validation_errors(url):
+    from veo_nb._urls import check_http_url, is_http_url, public_url
+
+    assert is_http_url(url) is False
+    with pytest.raises(ValidationError, match="video_url must be an http"):
+        check_http_url(url, "video_url")
+    assert "?" not in public_url(url + "?sig=SECRET") and "SECRET" not in public_url(url + "?sig=SECRET")
+
+
+def test_download_of_a_bad_port_link_is_a_validation_error(tmp_path):
+    from veo_nb import Task, TaskStatus, VeoClient
+
+    task = Task(id="vgen_1", status=TaskStatus.COMPLETED, video_url="http://cdn.example:99999/v.mp4")
+    with VeoClient(api_key="k", base_url="http://127.0.0.1:9") as client:
+        with pytest.raises(ValidationError, match="port"):
+            client.download(task, tmp_path)

@@ -31,6 +31,7 @@ import re
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -46,9 +47,10 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 from . import _spec
+from ._exit import on_exit
 from ._log import logger
 from ._paths import PARTIAL_PREFIX, PARTIAL_SUFFIX, video_path_in
-from ._urls import check_http_url, public_url
+from ._urls import check_http_url, is_http_url, origin, public_url, service_of
 from .errors import (
     APIConnectionError,
     APIError,
@@ -121,14 +123,6 @@ def _colab_secret(name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the default port filled in."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return scheme, (parts.hostname or "").lower(), port
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta seconds (``"3"``,
     ``"0.5"``) or an HTTP date. ``None`` when absent or unreadable; never negative."""
@@ -159,9 +153,10 @@ class VeoClient:
     call that needs it, with instructions.
 
     ``timeout`` is per HTTP request (seconds), ``max_retries`` the number of
-    retries after the first attempt, ``time_scale`` shrinks retry backoff
-    (the emulator runs at a fraction of real time). ``demo`` marks a client of
-    the embedded emulator.
+    retries after the first attempt, ``time_scale`` shrinks retry backoff and
+    the poll interval (the emulator runs at a fraction of real time; always
+    1.0 for the documented service). ``demo`` marks a client of the embedded
+    emulator; ``service`` names the service (see :attr:`service`).
 
     One client is safe to share between threads and keeps its connections
     alive; close it (or use it as a context manager) when done.
@@ -176,6 +171,7 @@ class VeoClient:
         max_retries: int = 4,
         time_scale: float = 1.0,
         demo: bool = False,
+        service: str | None = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get(API_KEY_ENV) or _colab_secret(API_KEY_ENV)
@@ -194,10 +190,20 @@ class VeoClient:
             or not time_scale > 0
         ):
             raise ValidationError(f"time_scale must be a positive number, got {time_scale!r}")
+        if service is not None and (not isinstance(service, str) or not service.strip()):
+            raise ValidationError(f"service must be a non-empty string or None, got {service!r:.80}")
         self._timeout = float(timeout)
         self._max_retries = max_retries
         self._time_scale = float(time_scale)
+        if self._time_scale != 1.0 and self.is_documented_service:
+            warnings.warn(
+                f"time_scale={self._time_scale:g} ignored for the real service {_spec.BASE_URL} "
+                "(its clock runs at real time; a left-over VEO_TIME_SCALE of the emulator?)",
+                stacklevel=2,
+            )
+            self._time_scale = 1.0
         self._demo = bool(demo)
+        self._service = service.strip() if service is not None else service_of(self._base_url)
         self._gate_lock = threading.Lock()
         self._rate_limited_until = 0.0
         self._closed = threading.Event()
@@ -206,6 +212,7 @@ class VeoClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = f"veo_nb/{_VERSION} python-requests/{requests.__version__}"
+        on_exit(self, VeoClient.close)  # stops downloads and retry waits at interpreter exit
 
     # ------------------------------------------------------------------ facts
 
@@ -230,6 +237,19 @@ class VeoClient:
         return self._time_scale
 
     @property
+    def min_poll_interval_s(self) -> float:
+        """The service's rule, scaled: never poll one task more often (seconds)."""
+        return _spec.MIN_POLL_INTERVAL_S * self._time_scale
+
+    @property
+    def service(self) -> str:
+        """Which service this client talks to: ``service=`` when given (the
+        demo emulator's stable id), else the normalised origin of
+        ``base_url`` (``localhost`` and ``127.0.0.1`` are one). The tracker
+        records it per task and only polls tasks of its own service."""
+        return self._service
+
+    @property
     def demo(self) -> bool:
         """True for a client of the embedded emulator (demo mode)."""
         return self._demo
@@ -237,7 +257,7 @@ class VeoClient:
     @property
     def is_documented_service(self) -> bool:
         """True when ``base_url`` points at the provider's documented host."""
-        return _origin(self._base_url)[1] == _origin(_spec.BASE_URL)[1]
+        return origin(self._base_url)[1] == origin(_spec.BASE_URL)[1]
 
     @property
     def has_api_key(self) -> bool:
@@ -293,12 +313,19 @@ class VeoClient:
         )
         return self._call("POST", _spec.CREATE_PATH, payload=payload, idempotent=False)
 
-    def get_result(self, task_id: str) -> Task:
+    def get_result(self, task_id: str, *, retry_sent: bool = True) -> Task:
         """The task's current state (``queued``, ``processing``, ``completed``
         with ``video_url``, or ``failed`` with ``error``).
 
         Poll a task at most every 30 s (the service rate-limits faster polling).
         Raises :class:`~veo_nb.NotFoundError` for an unknown id.
+
+        A failure before the request left (refused connection, DNS, connect
+        timeout) is retried at once, with backoff. A failure after which the
+        service may have handled the poll (a timeout, a reset, a 5xx) counts
+        as a poll: it is retried only after :attr:`min_poll_interval_s`, or,
+        with ``retry_sent=False``, raised at once (its ``reached`` is True) so
+        the caller can schedule the next poll itself.
         """
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValidationError(f"task_id must be a non-empty string, got {task_id!r:.80}")
@@ -306,7 +333,7 @@ class VeoClient:
         if segment in (".", ".."):  # a dot segment would be resolved away by the URL
             segment = segment.replace(".", "%2E")
         path = _spec.RESULT_PATH.format(id=segment)
-        return self._call("GET", path, payload=None, idempotent=True)
+        return self._call("GET", path, payload=None, idempotent=True, retry_sent=retry_sent)
 
     def download(
         self, task: Task | str, dest: str | os.PathLike[str], *, max_bytes: int | None = None
@@ -421,8 +448,14 @@ class VeoClient:
             self._sleep(remaining)
 
     def _call(
-        self, method: str, path: str, *, payload: dict[str, Any] | None, idempotent: bool
+        self, method: str, path: str, *, payload: dict[str, Any] | None, idempotent: bool,
+        retry_sent: bool = True,
     ) -> Task:
+        """Send one API request, retrying by these rules: a failure before the
+        request left (refused, DNS, connect timeout) is retried with backoff;
+        one after which the service may have handled it (timeouts, resets,
+        5xx) only for a read with ``retry_sent``, and never sooner than one
+        poll interval after that attempt; a 429 after its ``Retry-After``."""
         headers = {"Authorization": f"Bearer {self._require_key()}", "Accept": "application/json"}
         url = self._base_url + path
         attempt = 0
@@ -439,15 +472,19 @@ class VeoClient:
                     allow_redirects=False,
                 )
             except _READ_ERRORS as exc:
-                retry = idempotent or _never_sent(exc)
+                reached = not _never_sent(exc)
+                wait = self._retry_wait(attempt, reached=reached, idempotent=idempotent,
+                                        retry_sent=retry_sent)
                 logger.debug(
                     "%s %s failed: %s (attempt %d, %s)",
                     method, path, type(exc).__name__, attempt + 1,
-                    "retrying" if retry and attempt < self._max_retries else "giving up",
+                    "giving up" if wait is None else f"retrying in {wait:.2f} s",
                 )
-                if not retry or attempt >= self._max_retries:
-                    raise APIConnectionError(self._connection_message(method, path, exc, idempotent)) from exc
-                self._sleep(self._backoff(attempt))
+                if wait is None:
+                    raise APIConnectionError(
+                        self._connection_message(method, path, exc, idempotent), reached=reached
+                    ) from exc
+                self._sleep(wait)
                 attempt += 1
                 continue
             logger.debug(
@@ -458,20 +495,34 @@ class VeoClient:
                 return self._parse_task(resp, method, path)
             error = self._http_error(resp, method, path)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            if resp.status_code == 429 and retry_after is not None:
-                self._note_rate_limit(retry_after)
-            retryable = resp.status_code == 429 or (idempotent and resp.status_code >= 500)
-            if (
-                not retryable
-                or attempt >= self._max_retries
-                or (retry_after is not None and retry_after > MAX_RETRY_AFTER_WAIT_S)
-            ):
+            if resp.status_code == 429:
+                if retry_after is not None:
+                    self._note_rate_limit(retry_after)
+                # the service refused the request: retried after the shared gate
+                wait = 0.0 if retry_after is not None else self._backoff(attempt)
+                if attempt >= self._max_retries or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
+                    raise error
+            elif resp.status_code >= 500:
+                wait = self._retry_wait(attempt, reached=True, idempotent=idempotent,
+                                        retry_sent=retry_sent)
+                if wait is None or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
+                    raise error
+                wait = max(wait, retry_after or 0.0)
+            else:
                 raise error
-            if retry_after is None:
-                self._sleep(self._backoff(attempt))
-            elif resp.status_code != 429:  # a 429's wait happens at the shared gate
-                self._sleep(retry_after)
+            self._sleep(wait)
             attempt += 1
+
+    def _retry_wait(self, attempt: int, *, reached: bool, idempotent: bool,
+                    retry_sent: bool) -> float | None:
+        """Seconds before retrying a failed attempt, or None to give up."""
+        if attempt >= self._max_retries:
+            return None
+        if not reached:
+            return self._backoff(attempt)
+        if not (idempotent and retry_sent):
+            return None
+        return max(self._backoff(attempt), self.min_poll_interval_s)
 
     def _connection_message(
         self, method: str, path: str, exc: Exception, idempotent: bool
@@ -493,9 +544,11 @@ class VeoClient:
 
     def _http_error(self, resp: requests.Response, method: str, path: str) -> APIError:
         status = resp.status_code
-        text = resp.content.decode("utf-8", errors="replace")
-        excerpt = self._redact(_body_excerpt(text))
-        detail = self._redact(_excerpt(_server_message(text) or _body_excerpt(text), 200))
+        # Redact the whole body first: a key cut in half by an excerpt no
+        # longer matches, and its first half would leak.
+        text = self._redact(resp.content.decode("utf-8", errors="replace"))
+        excerpt = _body_excerpt(text)
+        detail = _excerpt(_server_message(text) or excerpt, 200)
         detail = detail or resp.reason or ""
         message = f"{method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
         if status in (401, 403):
@@ -537,10 +590,10 @@ class VeoClient:
     def _open_media(self, url: str) -> requests.Response:
         """GET ``url`` (streamed), following at most 5 redirects by hand so that
         every hop's scheme is checked and the key never leaves the API's origin."""
-        api_origin = _origin(self._base_url)
+        api_origin = origin(self._base_url)
         trusted = True  # every hop so far was on the API's own origin
         for _hop in range(_MAX_REDIRECTS + 1):
-            trusted = trusted and _origin(url) == api_origin
+            trusted = trusted and is_http_url(url) and origin(url) == api_origin
             key = self.__api_key.value
             headers = {"Authorization": f"Bearer {key}"} if trusted and key else {}
             logger.debug("download GET %s", public_url(url))
@@ -590,6 +643,8 @@ class VeoClient:
                 with tmp:
                     written = 0
                     for chunk in resp.iter_content(chunk_size=_CHUNK):
+                        if self._closed.is_set():
+                            raise DownloadError("the client was closed during the download")
                         written += len(chunk)
                         if written > limit:
                             raise DownloadError(
@@ -635,8 +690,8 @@ def parse_task_body(
     so the task can be stored, logged and displayed. ``where`` starts error
     messages; ``redact`` removes secrets from text quoted in them.
     """
-    text = body.decode("utf-8", errors="replace")
-    excerpt = redact(_body_excerpt(text))
+    text = redact(body.decode("utf-8", errors="replace"))  # before any excerpt cuts it
+    excerpt = _body_excerpt(text)
     try:
         data = json.loads(text)
         if _SURROGATE_ESCAPE.search(text):

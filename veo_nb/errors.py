@@ -27,15 +27,20 @@ class APIError(VeoError):
     we expect (e.g. a proxy's HTML error page).
 
     ``status_code`` is the HTTP status (``None`` when no response arrived),
-    ``body_excerpt`` a short, key-free excerpt of the body.
+    ``body_excerpt`` a short, key-free excerpt of the body. ``reached`` is
+    False only when the request provably never reached the service (a
+    refused connection, a DNS failure, a connect timeout): otherwise the
+    service may have handled it, so a poll counts against the 30 s rule.
     """
 
     def __init__(
-        self, message: str, *, status_code: int | None = None, body_excerpt: str = ""
+        self, message: str, *, status_code: int | None = None, body_excerpt: str = "",
+        reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.body_excerpt = body_excerpt
+        self.reached = reached
 
 
 class APIConnectionError(APIError):
