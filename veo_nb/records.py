@@ -342,10 +342,34 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     return frame
 
 
+#: A CSV cell starting with one of these is a formula to a spreadsheet.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell that a spreadsheet would run as a formula
+    (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return:
+    prompts, labels and server errors are untrusted) prefixed with ``'``, as
+    OWASP's CSV-injection guidance advises. Only for CSV: DataFrames, Parquet
+    and JSON keep the exact text."""
+    out = frame.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):
+            continue
+        risky = column.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES))
+        if risky.any():
+            out[name] = column.astype(object).where(~risky, "'" + column.astype(str))
+    return out
+
+
 def export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` to ``path``, the format chosen by the suffix: ``.csv``,
     ``.parquet`` (needs pyarrow) or ``.json`` (records, ISO dates). Parent
-    folders are created. Returns the path written."""
+    folders are created. Returns the path written.
+
+    In CSV only, text that a spreadsheet would run as a formula gets a leading
+    ``'`` (see :func:`csv_safe`); the other formats keep every string exact."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
@@ -360,7 +384,7 @@ def export(frame: pd.DataFrame, path: str | Path) -> Path:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
-        frame.to_csv(path, index=False)
+        csv_safe(frame).to_csv(path, index=False)
     elif suffix == ".parquet":
         frame.to_parquet(path, index=False)
     else:
