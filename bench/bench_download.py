@@ -66,7 +66,7 @@ def run() -> list[BenchResult]:
     from veo_nb.client import VeoClient
 
     with emulator_process(time_scale=TIME_SCALE, failure_rate=0.0,
-                          video_size_bytes=SIZE) as emu, tempfile.TemporaryDirectory() as tmp:
+                          video_size=SIZE) as emu, tempfile.TemporaryDirectory() as tmp:
         client = VeoClient(emu["api_key"], emu["base_url"], time_scale=TIME_SCALE)
         task = client.create_video("big [duration: 125]")
         while not (task := client.get_result(task.id)).is_terminal:

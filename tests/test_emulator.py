@@ -132,7 +132,8 @@ def test_plans_follow_the_documented_estimates() -> None:
     for mode, extra in payloads.items():
         low, high = ESTIMATES_S[mode]
         for _ in range(200):
-            payload = {"model": "veo_3_1_fast", "prompt": "x", "aspect_ratio": "16:9", **extra}
+            payload = {"model": "veo_3_1_fast", "prompt": "x", "aspect_ratio": "16:9",
+                       "resolution": "720p", **extra}
             plan = plan_task(
                 rng, task_id="vgen_0", created=0, payload=payload, now=100.0,
                 time_scale=0.5, failure_rate=0.5, queue_s=(3.0, 20.0),

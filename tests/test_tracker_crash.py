@@ -32,7 +32,7 @@ time.sleep(60)
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_sigkill_mid_download(tmp_path):
     size = 300 * 1024 * 1024  # sparse on the emulator side; takes a moment to copy
-    with Emulator(time_scale=0.01, failure_rate=0.0, video_size_bytes=size) as emu:
+    with Emulator(time_scale=0.01, failure_rate=0.0, video_size=size) as emu:
         client = emu.client()
         task = client.create_video("big [duration: 125]")
         emu.advance(2.0)  # finished

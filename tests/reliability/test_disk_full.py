@@ -103,7 +103,7 @@ print(json.dumps({"videos": videos, "others": others, "full": full, "after": aft
 @pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
 def test_disk_full_fails_clearly_then_resumes(tmp_path: Path) -> None:
     store, media = tmp_path / "h.sqlite", tmp_path / "videos"
-    with Emulator(time_scale=SCALE, failure_rate=0.0, seed=5, video_size_bytes=VIDEO_BYTES) as emu:
+    with Emulator(time_scale=SCALE, failure_rate=0.0, seed=5, video_size=VIDEO_BYTES) as emu:
         child = subprocess.run(
             [sys.executable, "-c", CHILD, str(Path(__file__).parent), emu.base_url, emu.api_key,
              str(SCALE), str(store), str(media), str(LIMIT_BYTES)],

@@ -403,8 +403,13 @@ class Emulator:
     * ``seed``: makes ids, durations and failures reproducible (None = random).
     * ``latency_s``: sleep added to every API response (benchmarks).
     * ``queue_s``: (low, high) unscaled seconds a task stays ``queued``.
-    * ``video_size_bytes``: pad served videos to this size with a trailing
-      ``free`` box (still valid MP4s), to benchmark large downloads.
+    * ``video_size``: how big served videos are. ``"realistic"`` (default):
+      about what the service sends for the task's resolution (4 MB for
+      720p, 12 MB for 1080p, 40 MB for 4K; exact figures in
+      ``veo_nb.emulator._media.REALISTIC_SIZES``); ``"sample"``: the small
+      clips as they are (about 20 KB); a number: that many bytes. Videos
+      are padded with a trailing ``free`` box, so they stay valid 8-second
+      MP4s; which clip a task gets depends on a hash of its prompt.
     * ``faults``: a :class:`FaultConfig` (5xx, resets, truncated or slow
       bodies, latency), injected in front of the service so tasks' true
       lives are unchanged. :meth:`storm` adds a rate-limit storm,
@@ -426,7 +431,7 @@ class Emulator:
         seed: int | None = None,
         latency_s: float = 0.0,
         queue_s: tuple[float, float] = (3.0, 20.0),
-        video_size_bytes: int | None = None,
+        video_size: str | int = "realistic",
         faults: FaultConfig | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
@@ -445,7 +450,7 @@ class Emulator:
         self.latency_s = float(latency_s)
         self.queue_s = (float(queue_s[0]), float(queue_s[1]))
         self._rng = random.Random(seed)
-        self._media = MediaLibrary(video_size_bytes)
+        self._media = MediaLibrary(video_size)
         self._lock = threading.Lock()
         self._tasks: dict[str, _Task] = {}
         self._counts: Counter[str] = Counter()
@@ -741,8 +746,8 @@ class Emulator:
                 return 404
             if now >= task.plan.end + self.url_lifetime_s:
                 return 403
-            aspect_ratio = task.plan.aspect_ratio
-        return self._media.path_for(aspect_ratio)
+            plan = task.plan
+        return self._media.path_for(plan.prompt, plan.aspect_ratio, plan.resolution)
 
     def _record_media(self, request: MediaRequest) -> None:
         with self._lock:

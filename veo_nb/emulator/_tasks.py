@@ -81,6 +81,7 @@ class TaskPlan:
     model: str
     prompt: str
     aspect_ratio: str
+    resolution: str
     mode: Mode
     started_at: float
     processing_at: float
@@ -147,6 +148,7 @@ def plan_task(
         model=payload["model"],
         prompt=prompt,
         aspect_ratio=payload["aspect_ratio"],
+        resolution=payload["resolution"],
         mode=mode,
         started_at=now,
         processing_at=now + queued * time_scale,
