@@ -24,7 +24,7 @@ import requests
 from veo_nb._spec import ESTIMATES_S, Mode
 from veo_nb.emulator import Emulator
 from veo_nb.emulator._server import _retry_after
-from veo_nb.emulator._tasks import Directives, plan_task
+from veo_nb.emulator._tasks import Directives, plan_task, seconds_text
 
 TIMEOUT = 10
 RESULT_KEYS = {"id", "object", "created", "model", "status", "video_url", "error"}
@@ -313,6 +313,23 @@ def test_fail_directive_fails_with_a_realistic_message(api: Api) -> None:
     assert body["status"] == "failed"
     assert isinstance(body["error"], str) and len(body["error"]) > 10
     assert body["video_url"] is None and "actualDuration" not in body
+
+
+@pytest.mark.parametrize(("time_scale", "said"), [(0.12, "72"), (0.01, "6"), (1.0, "600")])
+def test_time_in_failure_messages_runs_on_the_scaled_clock(time_scale: float, said: str) -> None:
+    with Emulator(time_scale=time_scale, failure_rate=0, seed=3) as emulator:
+        api = Api(emulator)
+        ids = [api.create_id(f"a cat {i} [fail]") for i in range(40)]
+        emulator.advance(1000 * time_scale)
+        errors = {api.result(task_id).json()["error"] for task_id in ids}
+    timeouts = {e for e in errors if "timed out" in e}
+    assert timeouts == {f"Generation timed out after {said} seconds."}
+    assert len(errors) >= 3  # the other realistic messages are still drawn
+
+
+def test_seconds_in_messages_are_rounded_sensibly() -> None:
+    assert [seconds_text(s) for s in (600.0, 72.0, 71.6, 10.0, 7.8, 6.0, 0.6, 0.06)] == [
+        "600", "72", "72", "10", "7.8", "6", "0.6", "0.06"]
 
 
 def test_fail_directive_with_a_message_fails_with_exactly_it(api: Api) -> None:

@@ -20,7 +20,10 @@ _FAIL = re.compile(r"\[\s*fail\s*(?::\s*((?:[^\[\]]|\[[^\[\]]*\])*?)\s*)?\]", re
 _NO_VIDEO = re.compile(r"\[\s*no[-_ ]video\s*\]", re.IGNORECASE)
 _DURATION = re.compile(r"\[\s*duration\s*:\s*(\d+(?:\.\d*)?|\.\d+)\s*s?\s*\]", re.IGNORECASE)
 
-#: Failure messages of the kind the real service reports, for every mode.
+#: The service gives up on a generation after this long (seconds, unscaled).
+GENERATION_TIMEOUT_S = 600.0
+#: Failure messages of the kind the real service reports, for every mode
+#: ({timeout_s} is :data:`GENERATION_TIMEOUT_S` on the emulator's clock).
 _MESSAGES_ANY = (
     "Video generation failed: the prompt was flagged by the content safety policy. "
     "Please revise the prompt and try again.",
@@ -29,7 +32,7 @@ _MESSAGES_ANY = (
     "Internal error while generating the video. Please retry later.",
     "Upstream model overloaded (RESOURCE_EXHAUSTED): quota exceeded for "
     "veo generation, please retry later.",
-    "Generation timed out after 600 seconds.",
+    "Generation timed out after {timeout_s} seconds.",
 )
 #: Extra failure messages for requests that carry images ({url} is one of them).
 _MESSAGES_IMAGES = (
@@ -140,7 +143,7 @@ def plan_task(
     error: str | None = None
     end = total
     if fails:
-        error = directives.fail_message or _failure_message(rng, payload, mode)
+        error = directives.fail_message or _failure_message(rng, payload, mode, time_scale)
         end = queued + rng.uniform(0.1, 0.9) * (total - queued)
     return TaskPlan(
         task_id=task_id,
@@ -158,9 +161,19 @@ def plan_task(
     )
 
 
-def _failure_message(rng: random.Random, payload: dict[str, Any], mode: Mode) -> str:
+def seconds_text(seconds: float) -> str:
+    """``seconds`` as a message would say it: whole seconds from 10 s up
+    (``"72"``), two significant digits below (``"6"``, ``"0.6"``)."""
+    return str(round(seconds)) if seconds >= 10 else f"{seconds:.2g}"
+
+
+def _failure_message(
+    rng: random.Random, payload: dict[str, Any], mode: Mode, time_scale: float
+) -> str:
+    timeout_s = seconds_text(GENERATION_TIMEOUT_S * time_scale)
     if mode is Mode.TEXT:
-        return rng.choice(_MESSAGES_ANY)
+        return rng.choice(_MESSAGES_ANY).format(timeout_s=timeout_s)
     urls = list(payload.get("input_reference") or [])
     urls += [payload[k] for k in ("first_image", "last_image") if payload.get(k)]
-    return rng.choice(_MESSAGES_ANY + _MESSAGES_IMAGES).format(url=rng.choice(urls))
+    template = rng.choice(_MESSAGES_ANY + _MESSAGES_IMAGES)
+    return template.format(url=rng.choice(urls), timeout_s=timeout_s)
