@@ -1,13 +1,19 @@
 """Fault injection for the emulator: what a flaky network, a proxy and an
 overloaded service do to a client.
 
-Pass ``Emulator(faults=FaultConfig(...))``. Every fault is decided with a
+Pass ``Emulator(faults=FaultConfig(...))``. Every fault is decided with one
 seeded :class:`random.Random` and counted (``Emulator.stats.faults``).
 
-A fault happens *in front of* the service, like a failing proxy or load
+Most faults happen *in front of* the service, like a failing proxy or load
 balancer: the request never reaches the task logic, so it is not counted as
-a poll and cannot change a task. A task's true life (``Emulator.peek``) is
-therefore the same with or without faults, and tests can compare against it.
+a poll and cannot change a task. Two happen *behind* it, after the service
+handled an API request (a create really created its task, a poll was
+counted and its time recorded for the polling rule), to the answer on its
+way back: it is lost, or it comes late. Either way a task's true life
+(``Emulator.peek``) is the same with or without faults, and tests can
+compare against it; answers lost or late let the reliability suite catch
+clients that retry too fast (the retry is a poll too soon, answered 429 and
+counted as an interval violation) or create a task twice.
 
 Kinds (the keys of ``stats.faults``):
 
@@ -18,6 +24,11 @@ Kinds (the keys of ``stats.faults``):
   connection closes.
 * ``drip``: a media body is dribbled out slowly (over ``drip_s`` seconds).
 * ``latency``: an API answer delayed by ``latency_s`` plus up to ``jitter_s``.
+* ``lost_answer`` (behind the service): the API request was handled, then
+  the connection is reset instead of sending the answer.
+* ``slow_answer`` (behind the service): the API request was handled when it
+  arrived, and its answer is sent ``slow_answer_s`` seconds later, so a
+  client with a shorter timeout gives up on a request that took effect.
 * ``storm_429``: a 429 with ``Retry-After`` during a rate-limit storm
   (:meth:`Emulator.storm`); ``storms`` counts the storms.
 * ``down``: a down window (:meth:`Emulator.pause`; connections are refused
@@ -54,8 +65,11 @@ class FaultConfig:
 
     ``error_rate`` and ``reset_rate`` apply to API and media requests;
     ``truncate_rate`` and ``drip_rate`` to media bodies; ``latency_s`` and
-    ``jitter_s`` (seconds) to API answers. ``seed`` makes the faults
-    reproducible (None = random).
+    ``jitter_s`` (seconds) to API answers. ``lost_answer_rate`` and
+    ``slow_answer_rate`` apply to API requests the service handled: their
+    answer is lost (connection reset) or held for ``slow_answer_s`` seconds
+    (the default outlasts :class:`veo_nb.VeoClient`'s 30 s timeout).
+    ``seed`` makes the faults reproducible (None = random).
     """
 
     seed: int | None = None
@@ -66,6 +80,9 @@ class FaultConfig:
     drip_s: float = 0.5
     latency_s: float = 0.0
     jitter_s: float = 0.0
+    lost_answer_rate: float = 0.0
+    slow_answer_rate: float = 0.0
+    slow_answer_s: float = 35.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -189,6 +206,21 @@ class Faults:
         self.count("latency")
         with self._lock:
             return latency + self._rng.uniform(0.0, jitter)
+
+    def after_service(self, handler: _Handler) -> float | None:
+        """Decide what happens to the answer of an API request the service
+        handled: None when it is lost (the connection was reset), else the
+        seconds to hold it (0.0 without these faults)."""
+        lost, slow = self.config.lost_answer_rate, self.config.slow_answer_rate
+        fault = self._draw(lost, slow) if lost or slow else None
+        if fault == 0:
+            self.count("lost_answer")
+            _reset(handler)
+            return None
+        if fault == 1:
+            self.count("slow_answer")
+            return self.config.slow_answer_s
+        return 0.0
 
     def send_body(self, handler: _Handler, source: BinaryIO,
                   first: int, count: int) -> int:

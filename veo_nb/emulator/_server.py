@@ -288,13 +288,17 @@ class _ApiHandler(_Handler):
         body = self._read_body()
         if not isinstance(body, _Reply) and emulator._faults.intercept_api(self):
             return
+        delay = emulator.latency_s + emulator._faults.api_delay()
         if isinstance(body, _Reply):  # the body could not be read: the connection ends
             reply = body
         else:
             reply = emulator._handle_api(
                 self.command, self.path, self.headers.get("Authorization"), body, arrived
             )
-        delay = emulator.latency_s + emulator._faults.api_delay()
+            held = emulator._faults.after_service(self)
+            if held is None:  # the answer is lost
+                return
+            delay += held
         if delay:
             time.sleep(delay)
         data = json.dumps(reply.body, separators=(",", ":")).encode()
@@ -410,10 +414,11 @@ class Emulator:
       clips as they are (about 20 KB); a number: that many bytes. Videos
       are padded with a trailing ``free`` box, so they stay valid 8-second
       MP4s; which clip a task gets depends on a hash of its prompt.
-    * ``faults``: a :class:`FaultConfig` (5xx, resets, truncated or slow
-      bodies, latency), injected in front of the service so tasks' true
-      lives are unchanged. :meth:`storm` adds a rate-limit storm,
-      :meth:`pause`/:meth:`resume` a down window on the same ports.
+    * ``faults``: a :class:`FaultConfig`: 5xx, resets, truncated or slow
+      bodies and latency in front of the service, lost or late answers
+      behind it; tasks' true lives are unchanged. :meth:`storm` adds a
+      rate-limit storm, :meth:`pause`/:meth:`resume` a down window on the
+      same ports.
 
     Prompt directives (the prompt is stored as sent): ``[fail]``, ``[fail:
     <message>]`` (fails with exactly that message), ``[no-video]`` (completes
