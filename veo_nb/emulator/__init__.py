@@ -2,11 +2,20 @@
 
 :class:`Emulator` runs a real HTTP server that imitates the API (same paths,
 Bearer auth, the 30 s polling rule, 2–5 min generation) and a separate media
-host serving playable 8-second MP4s, with every duration multiplied by
-``time_scale``. See :class:`Emulator` for the prompt directives.
+host serving playable 8-second MP4s of realistic sizes, with every duration
+multiplied by ``time_scale``. With ``state_path`` its tasks survive a restart.
+See :class:`Emulator` for the options and the prompt directives.
 """
 
 from ._faults import FaultConfig
 from ._server import Emulator, EmulatorStats, MediaRequest
+from ._state import EmulatorStateError, EmulatorStateInUse
 
-__all__ = ["Emulator", "EmulatorStats", "FaultConfig", "MediaRequest"]
+__all__ = [
+    "Emulator",
+    "EmulatorStateError",
+    "EmulatorStateInUse",
+    "EmulatorStats",
+    "FaultConfig",
+    "MediaRequest",
+]

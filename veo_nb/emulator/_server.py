@@ -9,6 +9,9 @@ unguessable path, Range requests, links that expire).
 Every duration of the real service is multiplied by ``time_scale``: the
 2–5 min of generation, the 30 s polling rule and the 24 h link lifetime.
 
+With ``state_path`` the tasks, their links and the ports survive a restart
+of the emulator, even in a new process (see :mod:`veo_nb.emulator._state`).
+
 Deviation from the real service: ``Retry-After`` is normally whole seconds,
 but when the scaled wait is below one second it is sent as a decimal
 (``"0.25"``), which HTTP does not define; veo_nb's client accepts both.
@@ -29,9 +32,10 @@ import socketserver
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -50,7 +54,8 @@ from .._spec import (
 from ..errors import ValidationError
 from ._faults import FaultConfig, Faults
 from ._media import MediaLibrary, parse_range
-from ._tasks import TaskPlan, plan_task
+from ._state import SavedState, StateFile
+from ._tasks import TaskState, plan_task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client import VeoClient
@@ -121,14 +126,6 @@ _COUNTERS = (
     "interval_violations", "polls_after_terminal", "not_found",
     "media_requests", "media_auth_headers", "media_bytes_sent",
 )
-
-
-@dataclass
-class _Task:
-    plan: TaskPlan
-    token: str
-    last_poll: float | None = None
-    reported_terminal: bool = False
 
 
 @dataclass(frozen=True)
@@ -403,7 +400,8 @@ class Emulator:
     Keyword options:
 
     * ``failure_rate``: share of tasks that fail with a realistic message.
-    * ``api_key``: the only key accepted; generated (``"emu-…"``) when None.
+    * ``api_key``: the only key accepted; generated (``"emu-…"``) when None
+      (with ``state_path``, generated once and kept in the state file).
     * ``seed``: makes ids, durations and failures reproducible (None = random).
     * ``latency_s``: sleep added to every API response (benchmarks).
     * ``queue_s``: (low, high) unscaled seconds a task stays ``queued``.
@@ -419,6 +417,17 @@ class Emulator:
       behind it; tasks' true lives are unchanged. :meth:`storm` adds a
       rate-limit storm, :meth:`pause`/:meth:`resume` a down window on the
       same ports.
+    * ``state_path``: a JSON file that keeps tasks (with their plans and
+      video links), the service id, the key and the ports across restarts,
+      even in a new process (a kernel restart in demo mode). :meth:`start`
+      loads it and binds the ports used last time when they are free (so
+      old video links keep working); it is saved after every create and
+      at :meth:`stop`. Real time keeps running while no emulator is up: a
+      task due 20 s after its creation, whose emulator stopped after 5 s
+      and came back 3 s later, completes 12 s after the restart. One
+      running emulator at a time may own the file: another one's
+      :meth:`start` raises :class:`EmulatorStateInUse`; an unreadable file
+      raises :class:`EmulatorStateError` (a :class:`veo_nb.ValidationError`).
 
     Prompt directives (the prompt is stored as sent): ``[fail]``, ``[fail:
     <message>]`` (fails with exactly that message), ``[no-video]`` (completes
@@ -438,6 +447,7 @@ class Emulator:
         queue_s: tuple[float, float] = (3.0, 20.0),
         video_size: str | int = "realistic",
         faults: FaultConfig | None = None,
+        state_path: str | Path | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValidationError(f"time_scale must be a positive number, got {time_scale!r}")
@@ -449,6 +459,7 @@ class Emulator:
             raise ValidationError(f"queue_s must be (low, high) with 0 <= low <= high, got {queue_s!r}")
         self.time_scale = float(time_scale)
         self.failure_rate = float(failure_rate)
+        self._key_given = bool(api_key)
         self.api_key = api_key or "emu-" + secrets.token_urlsafe(18)
         self.host = host
         self.port = port
@@ -457,7 +468,7 @@ class Emulator:
         self._rng = random.Random(seed)
         self._media = MediaLibrary(video_size)
         self._lock = threading.Lock()
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, TaskState] = {}
         self._counts: Counter[str] = Counter()
         self._polls_by_task: Counter[str] = Counter()
         self._violations_by_task: Counter[str] = Counter()
@@ -465,6 +476,9 @@ class Emulator:
         self._clock_offset = 0.0
         self._faults = Faults(faults)
         self._ports = (port, 0)
+        self._state = StateFile(state_path) if state_path is not None else None
+        self._save_lock = threading.Lock()
+        self._service_id: str | None = None
         self._api: _Server | None = None
         self._cdn: _Server | None = None
         self._threads: list[threading.Thread] = []
@@ -472,12 +486,26 @@ class Emulator:
     # -- lifecycle -----------------------------------------------------------
 
     def start(self) -> Emulator:
-        """Start both servers (in daemon threads) and return ``self``."""
+        """Start both servers (in daemon threads) and return ``self``.
+
+        With ``state_path``: take the state file (or raise
+        :class:`EmulatorStateInUse`), load it, prefer its ports, save it.
+        """
         if self._api is not None:
             raise RuntimeError("this emulator is already running")
-        self._api = _Server((self.host, self._ports[0]), _ApiHandler, self)
-        self._cdn = _Server((self.host, self._ports[1]), _MediaHandler, self)
+        state = self._state if self._state is not None and not self._state.locked else None
+        if state is not None:  # a start, not a resume(): take and load the state file
+            self._restore(state)
+        try:
+            self._api = self._bind(self._ports[0], _ApiHandler, state is not None and not self.port)
+            self._cdn = self._bind(self._ports[1], _MediaHandler, state is not None)
+        except BaseException:
+            self._close_servers()
+            if state is not None:
+                state.unlock()
+            raise
         self._ports = (self._api.server_address[1], self._cdn.server_address[1])
+        self._save()
         for server, name in ((self._api, "api"), (self._cdn, "media")):
             thread = threading.Thread(
                 target=server.serve, name=f"veo-nb-emulator-{name}", daemon=True
@@ -488,9 +516,14 @@ class Emulator:
         return self
 
     def stop(self) -> None:
-        """Stop both servers, close open connections, delete padded videos."""
+        """Stop both servers, close open connections, delete padded videos;
+        with ``state_path``, save the state and release the file."""
         self._close_servers()
         self._media.close()
+        self._save()
+        if self._state is not None:
+            with self._save_lock:  # a request still being handled saves no more
+                self._state.unlock()
 
     def pause(self) -> None:
         """Go down: close both servers and every open connection (connections
@@ -508,6 +541,55 @@ class Emulator:
         """A rate-limit storm: every API request gets 429 with ``Retry-After``
         for ``seconds`` (counted in ``stats.faults``, not as interval violations)."""
         self._faults.storm(seconds)
+
+    def _bind(self, port: int, handler: type[_Handler], fallback: bool) -> _Server:
+        """A server on ``port``; on a free port instead if it is taken and ``fallback``."""
+        try:
+            return _Server((self.host, port), handler, self)
+        except OSError:
+            if not (fallback and port):
+                raise
+            logger.info("port %d is taken: the emulator listens on another one", port)
+            return _Server((self.host, 0), handler, self)
+
+    def _restore(self, state: StateFile) -> None:
+        """Take the state file and load what it holds (nothing the first time)."""
+        state.lock()
+        try:
+            saved = state.load(self._to_wall())
+        except BaseException:
+            state.unlock()
+            raise
+        if saved is None:
+            self._service_id = self._service_id or f"emulator:{uuid.uuid4().hex}"
+            return
+        self._service_id = saved.service_id
+        if not self._key_given:
+            self.api_key = saved.api_key
+        with self._lock:
+            self._tasks = {task.plan.task_id: task for task in saved.tasks}
+        self._ports = (self.port or saved.ports[0], saved.ports[1])
+        logger.info("emulator state loaded from %s: %d tasks", state.path, len(saved.tasks))
+
+    def _save(self) -> None:
+        """Write the state file while this emulator owns it (a failure is
+        logged: the emulator keeps serving)."""
+        if self._state is None:
+            return
+        with self._save_lock:  # one writer at a time, so a later save never loses to an earlier one
+            if not self._state.locked or self._service_id is None:
+                return
+            with self._lock:
+                tasks = [replace(task) for task in self._tasks.values()]
+            state = SavedState(self._service_id, self.api_key, self._ports, tasks)
+            try:
+                self._state.save(state, self._to_wall())
+            except OSError as exc:
+                logger.warning("could not save the emulator state to %s: %s", self._state.path, exc)
+
+    def _to_wall(self) -> float:
+        """Wall-clock time minus emulator time, now."""
+        return time.time() - self._now()
 
     def _close_servers(self) -> None:
         servers = [s for s in (self._api, self._cdn) if s is not None]
@@ -552,6 +634,13 @@ class Emulator:
     def media_url(self) -> str:
         """The media host's origin, e.g. ``http://127.0.0.1:OTHERPORT``."""
         return self._origin(self._cdn)
+
+    @property
+    def service_id(self) -> str | None:
+        """Which service this is: None without ``state_path``; with it,
+        ``"emulator:<hex>"``, made once and kept in the state file (the same
+        after a restart), known from the first :meth:`start`."""
+        return self._service_id
 
     @property
     def min_poll_interval_s(self) -> float:
@@ -622,7 +711,7 @@ class Emulator:
     def _now(self) -> float:
         return time.monotonic() + self._clock_offset
 
-    def _video_url(self, task: _Task) -> str:
+    def _video_url(self, task: TaskState) -> str:
         return f"{self.media_url}/v/{task.plan.task_id}/{task.token}.mp4"
 
     def _handle_api(
@@ -695,8 +784,9 @@ class Emulator:
                 failure_rate=self.failure_rate,
                 queue_s=self.queue_s,
             )
-            self._tasks[task_id] = _Task(plan, secrets.token_urlsafe(16))
+            self._tasks[task_id] = TaskState(plan, secrets.token_urlsafe(16))
             self._counts["creates"] += 1
+        self._save()  # before answering: a task the client heard of survives a crash
         logger.debug("created %s (%s, ends in %.2f s)", task_id, plan.mode, plan.end - plan.started_at)
         return _Reply(200, {
             "id": task_id, "object": "video", "created": created,

@@ -2,17 +2,25 @@
 
 A task's plan is fixed when it is created; its status at any moment is then a
 pure function of the emulator's clock (:meth:`TaskPlan.status_at`), so no
-background thread is needed.
+background thread is needed. :class:`TaskState` adds what serving the task
+changes (the last poll) and how it is written to a state file.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, get_type_hints
 
-from .._spec import ESTIMATES_S, VIDEO_DURATION_S, Mode, payload_mode
+from .._spec import (
+    ASPECT_RATIOS,
+    ESTIMATES_S,
+    RESOLUTIONS,
+    VIDEO_DURATION_S,
+    Mode,
+    payload_mode,
+)
 
 #: ``[fail]`` or ``[fail: <message>]``; the message may hold one level of
 #: nested brackets (``[fail: bad [x] input]``).
@@ -98,6 +106,15 @@ class TaskPlan:
             return "failed" if self.error is not None else "completed"
         return "processing" if now >= self.processing_at else "queued"
 
+    def shifted(self, seconds: float) -> TaskPlan:
+        """The same plan with its times moved by ``seconds`` (to another clock)."""
+        return replace(
+            self,
+            started_at=self.started_at + seconds,
+            processing_at=self.processing_at + seconds,
+            end=self.end + seconds,
+        )
+
     def body(self, now: float, video_url: str | None) -> dict[str, Any]:
         """The result endpoint's JSON body at ``now``, shaped like the provider's examples."""
         status = self.status_at(now)
@@ -177,3 +194,51 @@ def _failure_message(
     urls += [payload[k] for k in ("first_image", "last_image") if payload.get(k)]
     template = rng.choice(_MESSAGES_ANY + _MESSAGES_IMAGES)
     return template.format(url=rng.choice(urls), timeout_s=timeout_s)
+
+
+@dataclass
+class TaskState:
+    """A task as the emulator serves it: its plan, the token of its video
+    link, when it was last polled (emulator clock) and whether a poll has
+    already reported it finished."""
+
+    plan: TaskPlan
+    token: str
+    last_poll: float | None = None
+    reported_terminal: bool = False
+
+    def to_json(self, to_wall: float) -> dict[str, Any]:
+        """A JSON-ready dict with every time moved to the wall clock
+        (``to_wall`` = wall-clock time minus emulator time)."""
+        plan = asdict(self.plan.shifted(to_wall))
+        plan["mode"] = self.plan.mode.value
+        last_poll = None if self.last_poll is None else self.last_poll + to_wall
+        return {"plan": plan, "token": self.token, "last_poll": last_poll,
+                "reported_terminal": self.reported_terminal}
+
+    @classmethod
+    def from_json(cls, data: Any, to_wall: float) -> TaskState:
+        """Read back :meth:`to_json`'s dict; raises :class:`ValueError`,
+        :class:`KeyError` or :class:`TypeError` when it is not one."""
+        values = dict(data["plan"])
+        values["mode"] = Mode(values["mode"])
+        hints = get_type_hints(TaskPlan)
+        names = {f.name for f in fields(TaskPlan)}
+        if set(values) != names:
+            raise ValueError(f"a task plan has the fields {sorted(names)}, not {sorted(values)}")
+        for name, value in values.items():
+            if not isinstance(value, hints[name]) and not (hints[name] is float and type(value) is int):
+                raise TypeError(f"{name} of a task plan cannot be {value!r}")
+        if values["aspect_ratio"] not in ASPECT_RATIOS or values["resolution"] not in RESOLUTIONS:
+            raise ValueError(f"unknown aspect ratio or resolution in {values!r}")
+        last_poll = data["last_poll"]
+        if not (last_poll is None or isinstance(last_poll, (int, float))):
+            raise TypeError(f"last_poll cannot be {last_poll!r}")
+        if not isinstance(data["token"], str) or not isinstance(data["reported_terminal"], bool):
+            raise TypeError("a task's token is a string and reported_terminal a boolean")
+        return cls(
+            plan=TaskPlan(**values).shifted(-to_wall),
+            token=data["token"],
+            last_poll=None if last_poll is None else last_poll - to_wall,
+            reported_terminal=data["reported_terminal"],
+        )
