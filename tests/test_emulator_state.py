@@ -171,6 +171,7 @@ def test_the_file_holds_wall_clock_times_and_is_saved_at_each_create(tmp_path: P
     task = json.loads(state.read_text())["tasks"][0]  # saved again at stop()
     assert polled - 1 <= task["last_poll"] <= polled
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emulator.json", "emulator.json.lock"]
+    assert state.stat().st_mode & 0o077 == 0  # it holds the key: owner-only
 
 
 def test_a_restart_keeps_the_polling_rule_and_falls_back_to_free_ports(tmp_path: Path) -> None:

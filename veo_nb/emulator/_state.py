@@ -136,8 +136,9 @@ class StateFile:
             "tasks": [task.to_json(to_wall) for task in state.tasks],
         }
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with temp.open("w", encoding="utf-8") as out:
+        try:  # owner-only, like the lock: the file holds the API key
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "w", encoding="utf-8") as out:
                 json.dump(data, out, separators=(",", ":"))
                 out.flush()
                 os.fsync(out.fileno())
