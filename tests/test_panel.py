@@ -1,116 +1,70 @@
 """The panel, widget-level (no browser), over a real Tracker and the emulator
-over real HTTP (time_scale 0.01: 30 s -> 0.3 s, 2-5 min -> 1.2-3 s).
-
-Timing: only generous deadlines (poll until a condition holds) and lower
-bounds; the machine may be slow and shared.
+over real HTTP: rows, forms, filters, sorting, paging, removing, exporting,
+projector mode, the History and Gallery tabs. (Videos: test_widgets_video.py;
+frontends: test_widgets_frontends.py; lifecycle: test_widgets_lifecycle.py.)
 """
 
 from __future__ import annotations
 
-import threading
+import re
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import ipywidgets as widgets
 import pandas as pd
 import pytest
 
-import veo_nb.widgets as panel_mod
-from veo_nb.emulator import Emulator
+from test_widgets_support import (  # noqa: F401 - fixtures
+    DEADLINE,
+    XSS,
+    big_emulator,
+    big_tracker,
+    emulator,
+    finished,
+    make_panel,
+    media_of,
+    row_text,
+    shown_ids,
+    threads,
+    tracker,
+    tree_comm_ids,
+    until,
+)
 from veo_nb import VeoPanel, panel
+from veo_nb.tracker import NOT_FOUND_REASON, Tracker
+from veo_nb.widgets import UI_THREAD_NAME
+from veo_nb.widgets.controls import SETTLE_S
 from veo_nb.widgets.traffic import record_traffic
-from veo_nb.tracker import Tracker
-
-DEADLINE = 30.0
-XSS = "<img src=x onerror=alert(1)>"
 
 
-def until(cond: Callable[[], Any], timeout: float = DEADLINE, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
+def settle() -> None:
+    """Wait out the double-click guard between two deliberate clicks."""
+    time.sleep(SETTLE_S + 0.05)
 
 
-def threads(prefix: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(prefix)]
-
-
-@pytest.fixture
-def tracker(tmp_path: Path, veo_emulator: Emulator) -> Iterator[Tracker]:
-    tr = Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "videos")
-    yield tr
-    tr.close()
-
-
-@pytest.fixture
-def make_panel() -> Iterator[Callable[..., VeoPanel]]:
-    made: list[VeoPanel] = []
-
-    def make(tr: Tracker, **options: Any) -> VeoPanel:
-        p = panel(tr, **options)
-        made.append(p)
-        return p
-
-    yield make
-    for p in made:
-        p.close()
-    until(lambda: not threads(panel_mod.UI_THREAD_NAME), timeout=15)
-
-
-def row_text(p: VeoPanel, task_id: str) -> str:
-    row = p._rows.get(task_id)
-    return row.info.value if row is not None and row.widget in p.rows_box.children else ""
-
-
-def shown_ids(p: VeoPanel) -> list[str]:
-    by_widget = {id(r.widget): i for i, r in p._rows.items()}
-    return [by_widget[id(w)] for w in p.rows_box.children]
-
-
-def video_of(p: VeoPanel, task_id: str) -> widgets.Video | None:
-    row = p._rows.get(task_id)
-    return row.media.children[0] if row is not None and row.media.children else None
-
-
-def tree_comm_ids(widget: widgets.Widget) -> set[str]:
-    ids: set[str] = set()
-    stack = [widget]
-    while stack:
-        w = stack.pop()
-        ids.add(w.comm.comm_id)
-        stack.extend(getattr(w, "children", ()))
-        stack.extend(s for s in (getattr(w, "layout", None), getattr(w, "style", None))
-                     if isinstance(s, widgets.Widget))
-    return ids
-
-
-def test_rows_advance_by_themselves_and_the_video_comes_from_the_file(tracker, make_panel):
-    task = tracker.submit("A red fox in the snow [duration: 200]", label="fox")
+def test_rows_advance_by_themselves_and_finish_with_a_full_bar(tracker, make_panel):
+    task = tracker.submit("A red fox in the snow [duration: 200]", label="fox",
+                          resolution="1080p", aspect_ratio="9:16")
     p = make_panel(tracker)
     assert tracker.running
     seen: list[str] = []
 
-    def finished() -> bool:
+    def done() -> bool:
         text = row_text(p, task.id)
         seen.append(text)
         return "✓ completed" in text
 
-    until(finished)
+    until(done)
     assert any("queued" in t or "processing" in t for t in seen)
-    assert "fox" in seen[-1]
-    saved = until(lambda: tracker.record(task.id).download_state == "saved" and tracker.record(task.id))
-    video = until(lambda: (v := video_of(p, task.id)) is not None and v.format == "mp4" and v)
-    assert video.value == Path(saved.video_path).read_bytes()
+    assert "fox" in seen[-1] and "1080p · 9:16" in seen[-1]
     until(lambda: "saved:" in row_text(p, task.id))
-    assert p._rows[task.id].bar.bar_style == "success"
-    assert "took" in p._rows[task.id].clock.value
+    row = p._rows[task.id]
+    assert row.bar.bar_style == "success" and row.bar.value == 1.0
+    assert "took" in row.clock.value
+    assert media_of(p, task.id) is not None
+    p.search.value = "1080P"  # resolution and aspect ratio are searched too
+    assert shown_ids(p) == [task.id]
+    p.search.value = "16:9"
+    assert shown_ids(p) == []
 
 
 def test_a_failed_tasks_markup_is_escaped(tracker, make_panel):
@@ -120,7 +74,7 @@ def test_a_failed_tasks_markup_is_escaped(tracker, make_panel):
     assert "error: &lt;img src=x onerror=alert(1)&gt;" in text
     assert "<img" not in text
     assert 'title="[fail: &lt;img src=x onerror=alert(1)&gt;] a neon street"' in text
-    assert p._rows[task.id].bar.bar_style == "danger"
+    assert p._rows[task.id].bar.bar_style == "danger" and p._rows[task.id].bar.value == 1.0
 
     bundle = p._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
@@ -151,6 +105,7 @@ def test_submit_form_offers_valid_combinations_and_shows_errors_escaped(tracker,
     assert "&lt;b&gt;boom" in p.message.value and "<b>" not in p.message.value
     assert tracker.records() == []
 
+    settle()
     form.mode.value = "text"
     form.label.value = "castle"
     form.button.click()
@@ -161,8 +116,57 @@ def test_submit_form_offers_valid_combinations_and_shows_errors_escaped(tracker,
     until(lambda: rec.task_id in shown_ids(p))
 
 
-def test_track_pasted_ids_filter_and_search(tracker, make_panel, veo_emulator):
-    other = veo_emulator.client()
+def test_each_mode_requires_its_inputs_and_nothing_is_sent_otherwise(tracker, make_panel,
+                                                                     emulator):
+    p = make_panel(tracker)
+    form = p.submit_form
+    form.prompt.value = "a lighthouse"
+    form.mode.value = "first_last"
+    form.button.click()
+    assert "needs a first-frame image URL" in p.message.value
+    form.mode.value = "reference"
+    for urls, count in (("", 0), ("https://a/1.png https://a/2.png, https://a/3.png\nhttps://a/4.png", 4)):
+        settle()
+        form.reference_images.value = urls
+        form.button.click()
+        assert f"needs 1 to 3 image URLs, got {count}" in p.message.value
+    assert tracker.records() == [] and emulator.stats.creates == 0
+
+    settle()
+    form.reference_images.value = "https://img.example/a.png,https://img.example/b.png\n"
+    form.button.click()
+    (rec,) = tracker.records()
+    assert rec.mode == "reference"
+    assert rec.request["input_reference"] == ["https://img.example/a.png",
+                                              "https://img.example/b.png"]
+    settle()
+    form.mode.value = "first_last"
+    form.prompt.value = "a harbour"
+    form.first_image.value = "  https://img.example/first.png "
+    form.button.click()
+    assert [r.mode for r in tracker.records()] == ["reference", "first_last"]
+    assert emulator.stats.creates == 2
+
+
+def test_double_clicks_act_once(tracker, make_panel, emulator):
+    p = make_panel(tracker)
+    p.submit_form.prompt.value = "a fox"
+    p.submit_form.button.click()
+    p.submit_form.button.click()  # the second click of a double click
+    assert len(tracker.records()) == 1 and emulator.stats.creates == 1
+    assert "submitted" in p.message.value and "failed" not in p.message.value
+    assert not p.submit_form.button.disabled
+
+    p.pause_button.click()
+    assert not tracker.running
+    settle()
+    p.pause_button.click()  # Resume ...
+    p.pause_button.click()  # ... double-clicked
+    assert tracker.running and p.pause_button.description == "Pause"
+
+
+def test_track_pasted_ids_filter_and_search(tracker, make_panel, emulator):
+    other = emulator.client()
     fox = other.create_video("a fox [duration: 130]").id
     bad = other.create_video("[fail: nope] an owl").id
     other.close()
@@ -171,9 +175,9 @@ def test_track_pasted_ids_filter_and_search(tracker, make_panel, veo_emulator):
     p.track_form.button.click()
     assert "tracking 2 task(s)" in p.message.value
     assert p.track_form.ids.value == ""
-    assert shown_ids(p) == [fox, bad]
     until(lambda: tracker.record(fox).status.value == "completed"
           and tracker.record(bad).status.value == "failed")
+    assert set(shown_ids(p)) == {fox, bad}
 
     p.status_filter.value = "failed"
     until(lambda: shown_ids(p) == [bad])
@@ -182,27 +186,112 @@ def test_track_pasted_ids_filter_and_search(tracker, make_panel, veo_emulator):
     until(lambda: shown_ids(p) == [fox])
     p.search.value = "nope"  # matches the error
     until(lambda: shown_ids(p) == [bad])
+    p.search.value = "<zebra>"
+    until(lambda: shown_ids(p) == [])
+    assert "No task matches “&lt;zebra&gt;”" in p.empty.value
     p.search.value = ""
-    until(lambda: shown_ids(p) == [fox, bad])
+    until(lambda: set(shown_ids(p)) == {fox, bad})
+    assert p.empty.value == ""
 
+    settle()
     p.track_form.button.click()
     assert "paste one or more task ids" in p.message.value
 
 
-def test_export_to_a_variable_and_to_csv(tracker, make_panel, tmp_path, monkeypatch):
+def test_unknown_ids_are_not_failures_and_are_dismissed_in_one_click(tracker, make_panel,
+                                                                     emulator):
+    real = tracker.submit("a real one [duration: 130]").id
+    p = make_panel(tracker)
+    p.track_form.ids.value = "vgen_typo000001 vgen_typo000002"
+    p.track_form.button.click()
+    until(lambda: all(tracker.record(i).error == NOT_FOUND_REASON
+                      for i in ("vgen_typo000001", "vgen_typo000002")))
+    until(lambda: "<b>2</b> not found" in p.header.value)
+    assert "failed" not in p.header.value
+    assert "∅ not found" in row_text(p, "vgen_typo000001")
+    assert p.manage.dismiss.layout.display == ""
+    assert p.manage.dismiss.description == "Dismiss 2 not found"
+    p.status_filter.value = "failed"
+    until(lambda: shown_ids(p) == [])
+    p.status_filter.value = "not found"
+    until(lambda: len(shown_ids(p)) == 2)
+    p.status_filter.value = ""
+
+    p.manage.dismiss.click()
+    assert [r.task_id for r in tracker.records()] == [real]
+    assert tracker.store.get("vgen_typo000001") is None  # nothing kept of a typo
+    until(lambda: shown_ids(p) == [real])
+    assert p.manage.dismiss.layout.display == "none"
+    assert "not found" not in p.header.value
+
+
+def test_remove_a_row_and_clear_finished_after_confirming(tracker, make_panel):
+    done = finished(tracker, ["one [duration: 130]", "two [duration: 130]"])
+    failed = tracker.submit("[fail: no] three").id
+    slow = tracker.submit("four [duration: 5000]").id
+    tracker.wait([failed], timeout=DEADLINE)
+    p = make_panel(tracker)
+    p._rows[done[0]].remove.click()
+    assert done[0] not in [r.task_id for r in tracker.records()]
+    assert tracker.store.get(done[0]) is not None  # untracked, still in the history
+    until(lambda: done[0] not in shown_ids(p))
+
+    p.manage.clear.click()
+    assert p.confirm.pending and "Remove 2 finished task(s)" in p.confirm.question.value
+    assert len(tracker.records()) == 3  # nothing happens before the answer
+    p.confirm.no.click()
+    assert not p.confirm.pending and len(tracker.records()) == 3
+    settle()
+    p.manage.clear.click()
+    p.confirm.yes.click()
+    assert [r.task_id for r in tracker.records()] == [slow]
+    assert "removed 2 finished task(s)" in p.message.value
+    until(lambda: shown_ids(p) == [slow])
+
+    p.manage.delete.value = True  # erase from the store too: asks even for one row
+    p._rows[slow].remove.click()
+    assert p.confirm.pending and tracker.records()
+    settle()
+    p.confirm.yes.click()
+    assert tracker.records() == [] and tracker.store.get(slow) is None
+    until(lambda: "No tasks yet" in p.empty.value)
+
+
+def test_export_to_a_variable_asks_before_shadowing(tracker, make_panel, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
 
     tracker.submit("a fox [duration: 130]")
     p = make_panel(tracker)
+    bar = p.export_bar
     shell = InteractiveShell.instance()
     try:
-        p.export_bar.name.value = "my_tasks"
-        p.export_bar.to_variable.click()
+        bar.name.value = "my_tasks"
+        bar.to_variable.click()
         frame = shell.user_ns["my_tasks"]
         assert isinstance(frame, pd.DataFrame) and len(frame) == 1
         assert "my_tasks = tracker.tasks() (1 rows)" in p.message.value
-        p.export_bar.name.value = "1 bad<name>"
-        p.export_bar.to_variable.click()
+        settle()
+        bar.to_variable.click()  # replacing its own export: no question
+        assert not p.confirm.pending and shell.user_ns["my_tasks"] is not frame
+
+        shell.user_ns["tracker"] = tracker
+        bar.name.value = "tracker"
+        settle()
+        bar.to_variable.click()
+        assert p.confirm.pending and "already exists" in p.confirm.question.value
+        assert shell.user_ns["tracker"] is tracker
+        p.confirm.no.click()
+        bar.name.value = "list"
+        settle()
+        bar.to_variable.click()
+        assert "is a Python builtin" in p.confirm.question.value
+        bar.what.value = "history"
+        p.confirm.yes.click()
+        assert list(shell.user_ns["list"].columns)[:3] == ["task_id", "status", "observed_at"]
+
+        bar.name.value = "1 bad<name>"
+        settle()
+        bar.to_variable.click()
         assert "not a valid Python variable name" in p.message.value
         assert "&lt;name&gt;" in p.message.value
     finally:
@@ -210,75 +299,158 @@ def test_export_to_a_variable_and_to_csv(tracker, make_panel, tmp_path, monkeypa
     import IPython
 
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)
-    p.export_bar.name.value = "again"
-    p.export_bar.to_variable.click()
+    bar.name.value = "again"
+    settle()
+    bar.to_variable.click()
     assert "needs IPython" in p.message.value
 
-    p.export_bar.path.value = str(tmp_path / "out" / "tasks")
-    p.export_bar.to_csv.click()
-    written = tmp_path / "out" / "tasks.csv"
-    assert f"wrote {written}" in p.message.value
-    assert pd.read_csv(written)["task_id"].tolist() == [r.task_id for r in tracker.records()]
-    p.export_bar.to_parquet.click()
-    assert (tmp_path / "out" / "tasks.parquet").exists()
+
+def test_export_files_refuse_unknown_types_and_ask_before_overwriting(tracker, make_panel,
+                                                                      tmp_path):
+    tracker.submit("a fox [duration: 130]")
+    p = make_panel(tracker)
+    bar = p.export_bar
+    bar.path.value = str(tmp_path / "my results.xlsx")
+    bar.to_file.click()
+    assert ".xlsx files are not supported: end the name with one of .csv, .parquet, .json" in p.message.value
+    assert not list(tmp_path.glob("my results*"))
+    bar.path.value = str(tmp_path / "no_type")
+    settle()
+    bar.to_file.click()
+    assert "has no type" in p.message.value
+
+    out = tmp_path / "out" / "tasks.csv"
+    bar.path.value = str(out)
+    settle()
+    bar.to_file.click()
+    assert f"wrote {out}" in p.message.value
+    assert pd.read_csv(out)["task_id"].tolist() == [r.task_id for r in tracker.records()]
+    before = out.read_bytes()
+    bar.what.value = "summary"
+    settle()
+    bar.to_file.click()
+    assert p.confirm.pending and "overwrite" in p.confirm.question.value
+    assert out.read_bytes() == before
+    p.confirm.yes.click()
+    assert list(pd.read_csv(out).columns)[:2] == ["model", "count"]
+    for what, suffix in (("history", ".json"), ("tasks", ".parquet")):
+        bar.what.value = what
+        bar.path.value = str(tmp_path / f"x{suffix}")
+        settle()
+        bar.to_file.click()
+        assert (tmp_path / f"x{suffix}").exists(), p.message.value
 
 
-def test_pause_stops_polling_and_resume_restarts_it(tracker, make_panel, veo_emulator):
+def test_pause_stops_polling_and_a_paused_row_is_never_late(tracker, make_panel, emulator):
     task = tracker.submit("a long one [duration: 6000]")
     p = make_panel(tracker)
-    until(lambda: veo_emulator.stats.polls_by_task.get(task.id, 0) >= 2)
+    until(lambda: emulator.stats.polls_by_task.get(task.id, 0) >= 2)
     assert p.pause_button.description == "Pause"
     p.pause_button.click()
     assert not tracker.running
     assert p.pause_button.description == "Resume" and "paused" in p.polling.value
     time.sleep(0.5)  # a poll already in flight may still land
-    before = veo_emulator.stats.polls_by_task.get(task.id, 0)
-    time.sleep(1.5)  # five poll intervals
-    assert veo_emulator.stats.polls_by_task.get(task.id, 0) == before
+    before = emulator.stats.polls_by_task.get(task.id, 0)
+    time.sleep(3.5)  # past the 1.2-3 s estimate, and ten poll intervals
+    assert emulator.stats.polls_by_task.get(task.id, 0) == before
+    p.update()
+    row = p._rows[task.id]
+    assert "not polling (paused)" in row.clock.value and "over the estimate" not in row.clock.value
+    assert row.bar.bar_style == "info"
     p.pause_button.click()
     assert tracker.running and p.pause_button.description == "Pause"
-    until(lambda: veo_emulator.stats.polls_by_task.get(task.id, 0) > before)
-    until(lambda: "next poll in" in p.polling.value)
+    until(lambda: emulator.stats.polls_by_task.get(task.id, 0) > before)
+    until(lambda: "over the estimate" in p._rows[task.id].clock.value)
+    assert p._rows[task.id].bar.bar_style == "warning"
 
 
-def test_re_creating_the_panel_adds_no_pollers_or_ui_threads(tracker, make_panel):
-    tracker.submit("a fox [duration: 130]")
-    first = make_panel(tracker)
-    second = make_panel(tracker)
-    third = make_panel(tracker)
-    assert first._closed and second._closed and not third._closed
-    kept = make_panel(tracker, replace=False)
-    assert not third._closed and not kept._closed
-    assert len(threads("veo_nb-poller")) == 1
-    assert len(threads(panel_mod.UI_THREAD_NAME)) == 1
-    assert first.comm is None and first.header.comm is None  # widgets closed
+def test_newest_first_with_sort_order_and_pagers_at_top_and_bottom(tracker, make_panel,
+                                                                   emulator):
+    other = emulator.client()
+    ids = [other.create_video(f"clip {i} [duration: 5000]").id for i in range(5)]
+    other.close()
+    tracker.track_many(ids)
+    newest = tracker.submit("zz newest [duration: 5000]", label="b-label").id
+    p = make_panel(tracker, page_size=2)
+    assert shown_ids(p) == [newest, ids[4]]  # the run's new task is on the first page
+    assert p.pager.top.children[1].value == p.pager.bottom.children[1].value
+    assert "page 1 of 3" in p.pager.bottom.children[1].value
+    p.pager.bottom.children[2].click()  # Next at the bottom ...
+    assert shown_ids(p) == [ids[3], ids[2]]
+    assert "page 2 of 3" in p.pager.top.children[1].value  # ... moves the top bar too
+    p.order.value = False  # oldest first, back to page 1
+    assert shown_ids(p) == [ids[0], ids[1]] and p.pager.page == 0
+    p.sort.value = "label"  # A→Z, unlabelled tasks last
+    assert p.order.value is False and shown_ids(p)[0] == newest
+    p.sort.value = "created"
+    assert p.order.value is True and shown_ids(p) == [newest, ids[4]]
 
 
-def test_close_stops_the_ui_thread_and_keeps_the_tracker_polling(tracker):
-    task = tracker.submit("a fox [duration: 200]")
-    p = panel(tracker)
-    assert threads(panel_mod.UI_THREAD_NAME)
-    p.close()
-    until(lambda: not threads(panel_mod.UI_THREAD_NAME))
-    assert tracker.running
-    until(lambda: tracker.record(task.id).status.value == "completed")
-    p.update()  # a closed panel ignores updates
-    p.close()
+def test_submitting_never_moves_the_view_from_a_played_video(big_tracker, make_panel):
+    done = finished(big_tracker, [f"clip {i} [duration: 130]" for i in range(3)])
+    p = make_panel(big_tracker, page_size=2, gallery_page_size=1)
+    assert shown_ids(p) == [done[2], done[1]]
+    p.pager.next.click()
+    assert shown_ids(p) == [done[0]]
+    view = media_of(p, done[0])
+    view.play.click()
+    player = view.player
+    assert player is not None
+    p.submit_form.prompt.value = "a new one [duration: 5000]"
+    p.submit_form.button.click()
+    assert p.pager.page == 1 and done[0] in shown_ids(p)
+    # Three tasks pushed it down a page: its row stays while it is loaded.
+    new = [big_tracker.submit(f"more {i} [duration: 5000]").id for i in range(2)]
+    p.update()
+    assert done[0] in shown_ids(p) and view.player is player
+    assert "page 2 of 3" in p.pager.label.value
+    p.pager.prev.click()  # moving on lets it go
+    assert shown_ids(p) == [new[1], new[0]] and view.player is None
+
+
+def test_rows_exist_only_for_the_visible_page_and_the_gallery_fills_itself(tracker, make_panel,
+                                                                           emulator):
+    other = emulator.client()
+    ids = [other.create_video(f"clip {i} [duration: 130]").id for i in range(25)]
+    other.close()
+    tracker.track_many(ids)
+    p = make_panel(tracker, page_size=10, gallery_page_size=4)
+    assert len(p.rows_box.children) == 10 and len(p._rows) == 10
+    assert "page 1 of 3" in p.pager.label.value and p.pager.prev.disabled
+    p.pager.next.click()
+    p.pager.next.click()
+    assert shown_ids(p) == ids[4::-1] and p.pager.next.disabled
+    first_rows = dict(p._rows)
+    p.pager.prev.click()
+    assert shown_ids(p) == ids[14:4:-1]
+    assert all(p._rows[i] is first_rows[i] for i in ids[5:15] if i in first_rows)
+    until(lambda: all(tracker.record(i).download_state == "saved" for i in ids))
+    until(lambda: all(media_of(p, i) is not None for i in ids[5:15]))
+    # The gallery filled itself while the Tasks tab was shown.
+    assert p.tabs.selected_index == 0
+    until(lambda: len(p.gallery.grid.children) == 4)
+    assert "page 1 of 7" in p.gallery.pager.label.value
+    # small videos are loaded at once, but only for the rows and cards shown
+    until(lambda: len(p.media.loaded_ids()) == 14)
+    assert p.media.loaded_ids() == set(shown_ids(p)) | p.gallery.shown_ids()
+    p.tabs.selected_index = 2
+    assert "veo_3_1_fast" in p.history.summary.value
+    assert "completed" in p.history.events.value
 
 
 def test_one_changed_task_only_sends_messages_for_its_row(tracker, make_panel):
-    quick = [tracker.submit(f"quick {i} [duration: 130]").id for i in range(3)]
-    tracker.wait(quick, timeout=DEADLINE)
-    until(lambda: all(tracker.record(i).download_state == "saved" for i in quick))
+    quick = finished(tracker, [f"quick {i} [duration: 130]" for i in range(3)])
     slow = tracker.submit("slow [duration: 400]").id
     with record_traffic() as traffic:
         p = make_panel(tracker)
     assert traffic.since(), "the recording comm saw nothing"
     mark = traffic.mark()
-    until(lambda: video_of(p, slow) is not None, timeout=DEADLINE)
+    until(lambda: media_of(p, slow) is not None, timeout=DEADLINE)
     time.sleep(1.5)  # a few more ticks after the change
     row = p._rows[slow]
-    allowed = tree_comm_ids(row.widget) | tree_comm_ids(video_of(p, slow)) | {p.header.comm.comm_id, p.polling.comm.comm_id}
+    card = p.gallery._cells[slow]
+    allowed = (tree_comm_ids(row.widget) | tree_comm_ids(card) | tree_comm_ids(p.gallery.widget)
+               | {p.header.comm.comm_id, p.polling.comm.comm_id, p.videos.comm.comm_id})
     sent = traffic.since(mark)
     assert sent, "no messages for the changed row"
     strangers = [m for m in sent if m.comm_id not in allowed]
@@ -289,62 +461,62 @@ def test_one_changed_task_only_sends_messages_for_its_row(tracker, make_panel):
         assert not tree_comm_ids(p._rows[other].widget) & {m.comm_id for m in sent}
 
 
-def test_pages_build_rows_only_for_the_visible_page(tracker, make_panel, veo_emulator):
-    other = veo_emulator.client()
-    ids = [other.create_video(f"clip {i} [duration: 130]").id for i in range(25)]
-    other.close()
-    tracker.track_many(ids)
-    p = make_panel(tracker, page_size=10, gallery_page_size=4)
-    assert len(p.rows_box.children) == 10 and len(p._rows) == 10
-    assert "page 1 of 3" in p.pager.label.value and p.pager.prev.disabled
-    p.pager.next.click()
-    p.pager.next.click()
-    assert shown_ids(p) == ids[20:] and p.pager.next.disabled
-    first_rows = dict(p._rows)
-    p.pager.prev.click()
-    assert shown_ids(p) == ids[10:20]
-    assert all(p._rows[i] is first_rows[i] for i in ids[10:20] if i in first_rows)
-    until(lambda: all(tracker.record(i).download_state == "saved" for i in ids))
-    until(lambda: all(video_of(p, i) is not None for i in ids[10:20]))
-    # videos (and their bytes) only for the rows shown, and the gallery is lazy
-    assert len(p._videos) == 10
+def test_projector_mode_has_large_text_and_videos_and_rows_that_wrap(tracker, make_panel):
+    done = finished(tracker, ["a fox [duration: 130]"])[0]
+    p = make_panel(tracker, size="large")
+    row = p._rows[done]
+    assert "font-size:20px" in row.info.value and "color:#000000" in row.info.value
+    assert row.widget.layout.flex_flow == "row wrap"
+    assert media_of(p, done).player.layout.width == "640px"
+    assert p.projector.value
+    p.projector.value = False
+    assert "font-size:14px" in row.info.value
+    assert media_of(p, done).player.layout.width == "320px"
+    assert row.timing_box.layout.width == "230px"
+    with pytest.raises(Exception, match="size must be one of normal, large"):
+        VeoPanel(tracker, size="huge", refresh_every=None)
 
-    p.tabs.selected_index = 1
-    until(lambda: len(p.gallery.grid.children) == 4)
-    assert "page 1 of 7" in p.gallery.pager.label.value
-    assert len(p._videos) <= 14
+
+def test_history_tab_shows_readable_tables(tracker, make_panel):
+    finished(tracker, ["a fox on a <b>hill</b> [duration: 130]"])
+    p = make_panel(tracker)
+    tracker.track("vgen_unknown0001")
     p.tabs.selected_index = 2
-    assert "veo_3_1_fast" in p.history.summary.value
-    assert "completed" in p.history.events.value
+    events = p.history.events.value
+    assert "&lt;b&gt;hill" in events and "<b>hill" not in events  # the prompt beside the id
+    assert "&lt;NA&gt;" not in events and "None" not in events and "NaT" not in events
+    assert re.search(r">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d<", events)  # local time, to the second
+    assert not re.search(r"\d\d:\d\d:\d\d[.+]", events)  # no microseconds, no UTC offset
+    summary = p.history.summary.value
+    assert "100%" in summary and "nan" not in summary.lower()
 
 
 def test_no_ipython_widgets_frontend_still_gives_a_table(tracker):
     tracker.submit("a <b>bold</b> fox [duration: 130]", label="x<y")
     p = panel(tracker, refresh_every=None, start=False)
     try:
-        assert not tracker.running
         text = repr(p)
         assert "x<y" in text and "a <b>bold</b> fox" in text
         html = p._repr_mimebundle_()["text/html"]
         assert "x&lt;y" in html and "&lt;b&gt;bold" in html and "<b>bold" not in html
-        assert not threads(panel_mod.UI_THREAD_NAME)
+        assert not threads(UI_THREAD_NAME)
     finally:
         p.close()
 
 
-def test_package_level_panel_and_tracker_panel_are_the_same_view(veo_emulator, tmp_path) -> None:
+def test_package_level_panel_and_tracker_panel_are_the_same_view(emulator, tmp_path) -> None:
     """``veo_nb.panel`` is the function in a fresh import, and ``tracker.panel()``
-    builds the same view (re-running it replaces the previous panel)."""
+    builds the same view."""
     import subprocess
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", "import veo_nb, inspect; print(inspect.isfunction(veo_nb.panel))"],
+        [sys.executable, "-c", "import veo_nb, inspect; print(inspect.isfunction(veo_nb.panel), "
+         "veo_nb.VeoPanel.__module__)"],
         capture_output=True, text=True, check=True,
     )
-    assert out.stdout.strip() == "True"
-    tracker = Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite",
-                      media_dir=tmp_path / "v")
+    assert out.stdout.split() == ["True", "veo_nb.widgets.live"]
+    tracker = Tracker(emulator.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v")
     try:
         first = tracker.panel(refresh_every=None)
         second = tracker.panel(refresh_every=None)
@@ -353,3 +525,15 @@ def test_package_level_panel_and_tracker_panel_are_the_same_view(veo_emulator, t
         second.close()
     finally:
         tracker.close()
+
+
+def test_bad_options_raise_validation_errors(tracker):
+    from veo_nb import ValidationError
+
+    for options, message in (({"stream": "sometimes"}, "stream must be one of https, any, never"),
+                             ({"frontend": "emacs"}, "frontend must be one of jupyter, colab, vscode"),
+                             ({"sort": "size"}, "sort must be one of created, status, label"),
+                             ({"max_loaded_bytes": -1}, "max_loaded_bytes must be")):
+        with pytest.raises(ValidationError, match=message):
+            VeoPanel(tracker, refresh_every=None, start=False, **options)
+    assert Path(tracker.store.path).exists()

@@ -1,14 +1,29 @@
-"""The panel's forms: submit a prompt, track pasted ids, export the tasks.
+"""The panel's forms: submit a prompt, track pasted ids, remove and archive,
+export; and the two guards every button goes through.
 
 Each form calls the tracker and reports the outcome through ``report(text,
 ok)``; errors (a :class:`~veo_nb.ValidationError`, an HTTP error, a missing
-pyarrow) become a message, never a traceback in the notebook.
+pyarrow) become a message, never a traceback in the notebook. A form
+refuses what it cannot do before anything is sent: a create request is
+billed on the real service.
+
+* :class:`Clicks` runs a button's action once per click and ignores the
+  clicks that arrive while it runs or just after (the second click of a
+  double click is queued in the kernel behind the first, so disabling the
+  button alone does not stop it).
+* :class:`ConfirmBar` asks before anything that cannot be undone (clearing
+  finished tasks, deleting from the store, overwriting a file or a notebook
+  variable): a question and a second button, no browser dialog.
 """
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
+import threading
+import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +32,12 @@ import ipywidgets as widgets
 
 from .._log import logger
 from .._spec import ASPECT_RATIOS, DEFAULT_MODEL, MAX_REFERENCE_IMAGES, MODELS, Mode
-from ..errors import VeoError
+from .._urls import is_http_url
+from .._tables import esc
+from ..errors import ValidationError, VeoError
+from ..records import EXPORT_SUFFIXES, TaskRecord
+from .format import is_not_found
+from .tree import close_tree
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tracker import Tracker
@@ -29,33 +49,138 @@ MODE_LABELS: dict[Mode, str] = {
     Mode.REFERENCE: "reference images",
     Mode.FIRST_LAST: "first/last frame",
 }
+#: What can be exported (``tracker.export(path, what=...)``).
+EXPORTS: tuple[str, ...] = ("tasks", "history", "summary")
+#: Clicks on a button this soon after its action ended are ignored.
+SETTLE_S = 0.5
 _SPLIT_IDS = re.compile(r"[\s,;]+")
+_SPLIT_URLS = re.compile(r"[\s,]+")
+
+
+def _split(text: str, pattern: re.Pattern[str]) -> list[str]:
+    return list(dict.fromkeys(part for part in pattern.split(text) if part))
 
 
 def split_ids(text: str) -> list[str]:
     """Task ids in pasted text (separated by whitespace, commas or semicolons),
     in order, without duplicates."""
-    return list(dict.fromkeys(part for part in _SPLIT_IDS.split(text) if part))
+    return _split(text, _SPLIT_IDS)
+
+
+def split_urls(text: str) -> list[str]:
+    """URLs in pasted text (separated by commas, spaces or new lines), in
+    order, without duplicates."""
+    return _split(text, _SPLIT_URLS)
 
 
 def _fail(report: Report, action: str, exc: Exception) -> None:
-    if not isinstance(exc, (VeoError, OSError)):
+    if not isinstance(exc, (VeoError, OSError, KeyError)):
         logger.exception("veo_nb panel: %s failed", action)
     report(f"{action} failed: {exc}", False)
+
+
+class Clicks:
+    """Binds buttons to actions so that a double click acts once: while an
+    action runs its button is disabled, and clicks arriving before
+    :data:`SETTLE_S` seconds after it ended are ignored. ``serialize``: a
+    lock held while an action runs (the panel's, so that actions and
+    refreshes never interleave)."""
+
+    def __init__(self, serialize: threading.RLock | None = None) -> None:
+        self._lock = threading.Lock()
+        self._serialize = serialize
+        self._busy: set[int] = set()
+        self._ended: dict[int, float] = {}
+
+    def bind(self, button: widgets.Button, action: Callable[[], Any], *,
+             disable: bool = True) -> None:
+        """Run ``action`` on ``button``'s clicks; ``disable``: grey the button
+        out while it runs (not for buttons whose state says it, like Play)."""
+        button.on_click(lambda b: self.run(b, action, disable=disable))
+
+    def run(self, button: widgets.Button, action: Callable[[], Any], *,
+            disable: bool = True) -> bool:
+        """Run ``action`` for one click of ``button``; False when the click was ignored."""
+        key = id(button)
+        with self._lock:
+            if key in self._busy or time.monotonic() - self._ended.get(key, -SETTLE_S) < SETTLE_S:
+                return False
+            self._busy.add(key)
+        was = button.disabled
+        if disable:
+            button.disabled = True
+        try:
+            if self._serialize is None:
+                action()
+            else:
+                with self._serialize:
+                    action()
+        finally:
+            if disable:
+                button.disabled = was
+            with self._lock:
+                self._busy.discard(key)
+                self._ended[key] = time.monotonic()
+        return True
+
+
+class ConfirmBar:
+    """A hidden line that asks a question with a "yes" button and Cancel."""
+
+    def __init__(self, clicks: Clicks, report: Report) -> None:
+        self._report = report
+        self._action: Callable[[], Any] | None = None
+        self.question = widgets.HTML()
+        self.yes = widgets.Button(button_style="danger", _dom_classes=("veo-confirm",),
+                                  layout=widgets.Layout(width="auto"))
+        self.no = widgets.Button(description="Cancel", layout=widgets.Layout(width="auto"))
+        clicks.bind(self.yes, self._confirmed)
+        clicks.bind(self.no, self.cancel)
+        self.widget = widgets.HBox([self.question, self.yes, self.no],
+                                   layout=widgets.Layout(display="none", align_items="center",
+                                                         flex_flow="row wrap"))
+
+    @property
+    def pending(self) -> bool:
+        """True while a question waits for an answer."""
+        return self._action is not None
+
+    def ask(self, question_html: str, yes: str, action: Callable[[], Any]) -> None:
+        """Show ``question_html`` (already escaped) and run ``action`` on "yes"."""
+        self._action = action
+        self.question.value = question_html
+        self.yes.description = yes
+        self.widget.layout.display = ""
+
+    def cancel(self) -> None:
+        """Hide the question without acting."""
+        if self._action is not None:
+            self._report("cancelled", True)
+        self._hide()
+
+    def _hide(self) -> None:
+        self._action = None
+        self.widget.layout.display = "none"
+
+    def _confirmed(self) -> None:
+        action = self._action
+        self._hide()
+        if action is not None:
+            action()
 
 
 class SubmitForm:
     """Prompt, label, model, resolution, aspect ratio and mode, offering only
     the combinations the model capability table allows; image URL inputs
-    appear for the image modes."""
+    appear for the image modes, and each mode requires its inputs."""
 
-    def __init__(self, tracker: Tracker, report: Report,
-                 submitted: Callable[[str], None]) -> None:
+    def __init__(self, tracker: Tracker, report: Report, submitted: Callable[[str], None],
+                 clicks: Clicks) -> None:
         self._tracker, self._report, self._submitted = tracker, report, submitted
         self.prompt = widgets.Textarea(placeholder="Describe the video…",
                                        layout=widgets.Layout(width="100%", height="64px"))
         self.label = widgets.Text(placeholder="label (optional)",
-                                  layout=widgets.Layout(width="160px"))
+                                  layout=widgets.Layout(width="200px"))
         self.model = widgets.Dropdown(options=list(MODELS), value=DEFAULT_MODEL,
                                       description="model", layout=widgets.Layout(width="260px"))
         self.resolution = widgets.Dropdown(description="resolution",
@@ -64,25 +189,26 @@ class SubmitForm:
                                              description="aspect", layout=widgets.Layout(width="170px"))
         self.mode = widgets.Dropdown(description="mode", layout=widgets.Layout(width="240px"))
         self.reference_images = widgets.Textarea(
-            placeholder=f"reference image URLs, one per line (up to {MAX_REFERENCE_IMAGES})",
+            placeholder=(f"1 to {MAX_REFERENCE_IMAGES} reference image URLs "
+                         "(separated by commas, spaces or new lines)"),
             layout=widgets.Layout(width="100%", height="56px"))
-        self.first_image = widgets.Text(placeholder="first frame image URL",
+        self.first_image = widgets.Text(placeholder="first frame image URL (required)",
                                         layout=widgets.Layout(width="50%"))
         self.last_image = widgets.Text(placeholder="last frame image URL (optional)",
                                        layout=widgets.Layout(width="50%"))
         self.images = widgets.HBox(layout=widgets.Layout(width="100%"))
         self.button = widgets.Button(description="Submit", button_style="primary",
-                                     icon="paper-plane")
+                                     icon="paper-plane", _dom_classes=("veo-submit",))
         self._sync_model()
         self.model.observe(lambda _: self._sync_model(), names="value")
         self.mode.observe(lambda _: self._sync_images(), names="value")
-        self.button.on_click(lambda _: self.submit())
+        clicks.bind(self.button, self.submit)
         self.widget = widgets.VBox([
             self.prompt,
             widgets.HBox([self.model, self.resolution, self.aspect_ratio, self.mode],
                          layout=widgets.Layout(flex_flow="row wrap")),
             self.images,
-            widgets.HBox([self.label, self.button]),
+            widgets.HBox([self.label, self.button], layout=widgets.Layout(flex_flow="row wrap")),
         ])
 
     def _sync_model(self) -> None:
@@ -107,47 +233,64 @@ class SubmitForm:
             self.images.children = wanted
 
     def request(self) -> dict[str, Any]:
-        """The keyword arguments of :meth:`Tracker.submit` the form describes."""
+        """The keyword arguments of :meth:`Tracker.submit` the form describes.
+        Raises :class:`~veo_nb.ValidationError` when the mode's inputs are missing."""
         kwargs: dict[str, Any] = {
             "model": self.model.value,
             "resolution": self.resolution.value,
             "aspect_ratio": self.aspect_ratio.value,
         }
         if self.mode.value == Mode.REFERENCE.value:
-            kwargs["reference_images"] = self.reference_images.value.split()
+            urls = split_urls(self.reference_images.value)
+            if not 1 <= len(urls) <= MAX_REFERENCE_IMAGES:
+                raise ValidationError(f"reference images mode needs 1 to {MAX_REFERENCE_IMAGES} "
+                                      f"image URLs, got {len(urls)}")
+            kwargs["reference_images"] = urls
         elif self.mode.value == Mode.FIRST_LAST.value:
-            kwargs["first_image"] = self.first_image.value.strip() or None
+            first = self.first_image.value.strip()
+            if not first:
+                raise ValidationError("first/last frame mode needs a first-frame image URL")
+            kwargs["first_image"] = first
             kwargs["last_image"] = self.last_image.value.strip() or None
+        for url in [*kwargs.get("reference_images", ()), kwargs.get("first_image"),
+                    kwargs.get("last_image")]:
+            if url is not None and not is_http_url(url):
+                raise ValidationError(f"not an http(s) image URL: {url!r}")
         return kwargs
 
     def submit(self) -> None:
         """Submit the form's prompt (what the Submit button does)."""
-        self.button.disabled = True
+        if not self.prompt.value.strip():
+            self._report("type a prompt first", False)
+            return
         try:
             task = self._tracker.submit(self.prompt.value, label=self.label.value.strip() or None,
                                         **self.request())
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never a traceback
             _fail(self._report, "submit", exc)
             return
-        finally:
-            self.button.disabled = False
         self.prompt.value = ""
         self.label.value = ""
         self._report(f"submitted {task.id} ({task.status_text})", True)
         self._submitted(task.id)
 
+    def close(self) -> None:
+        """Close the form, the image inputs of every mode included."""
+        for part in (self.widget, self.reference_images, self.first_image, self.last_image):
+            close_tree(part)
+
 
 class TrackForm:
     """A box to paste task ids created elsewhere, and a Track button."""
 
-    def __init__(self, tracker: Tracker, report: Report,
-                 tracked: Callable[[str], None]) -> None:
+    def __init__(self, tracker: Tracker, report: Report, tracked: Callable[[str], None],
+                 clicks: Clicks) -> None:
         self._tracker, self._report, self._tracked = tracker, report, tracked
         self.ids = widgets.Textarea(
             placeholder="paste task ids (separated by spaces, commas or new lines)",
             layout=widgets.Layout(width="100%", height="56px"))
         self.button = widgets.Button(description="Track", icon="plus")
-        self.button.on_click(lambda _: self.track())
+        clicks.bind(self.button, self.track)
         self.widget = widgets.VBox([self.ids, self.button])
 
     def track(self) -> None:
@@ -156,44 +299,136 @@ class TrackForm:
         if not ids:
             self._report("paste one or more task ids first", False)
             return
-        self.button.disabled = True
         try:
             tasks = self._tracker.track_many(ids)
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never a traceback
             _fail(self._report, "track", exc)
             return
-        finally:
-            self.button.disabled = False
         self.ids.value = ""
         failed = sum(1 for t in tasks if t.error)
         note = f"; {failed} with an error (see their rows)" if failed else ""
         self._report(f"tracking {len(tasks)} task(s){note}", True)
         self._tracked(tasks[-1].id)
 
+    def close(self) -> None:
+        """Close the form's widgets."""
+        close_tree(self.widget)
+
+
+class ManageBar:
+    """Remove tasks from the view (``tracker.remove``): a task's ✕ button,
+    "clear finished" (asks first) and "dismiss not found" (ids the service
+    answered 404 for, erased at once: there is nothing to keep).
+    ``delete`` also erases removed tasks from the store (asks first)."""
+
+    def __init__(self, tracker: Tracker, report: Report, confirm: ConfirmBar, clicks: Clicks,
+                 changed: Callable[[], None]) -> None:
+        self._tracker, self._report, self._confirm, self._changed = tracker, report, confirm, changed
+        self.delete = widgets.Checkbox(value=False, indent=False,
+                                       description="also erase removed tasks from the history file")
+        self.clear = widgets.Button(description="Clear finished…", icon="archive",
+                                    tooltip="remove completed and failed tasks from the view",
+                                    _dom_classes=("veo-clear",))
+        self.dismiss = widgets.Button(description="Dismiss not found", icon="times",
+                                      layout=widgets.Layout(display="none", width="auto"),
+                                      _dom_classes=("veo-dismiss",))
+        clicks.bind(self.clear, self.clear_finished)
+        clicks.bind(self.dismiss, self.dismiss_not_found)
+        self.widget = widgets.VBox([widgets.HBox([self.clear]), self.delete])
+
+    def _remove(self, ids: list[str], delete: bool, what: str) -> None:
+        try:
+            n = self._tracker.remove(ids, delete=delete)
+        except Exception as exc:  # noqa: BLE001 - shown in the panel
+            _fail(self._report, "remove", exc)
+            return
+        where = ("and erased them from the history file" if delete else
+                 "(still in the history file: track their ids to bring them back)")
+        self._report(f"removed {n} {what} from the view {where}", True)
+        self._changed()
+
+    def remove_one(self, task_id: str) -> None:
+        """What a row's ✕ does (asks first when ``delete`` is ticked)."""
+        if self.delete.value:
+            self._confirm.ask(f"Erase task <code>{esc(task_id)}</code> from the history file?",
+                              "Erase", lambda: self._remove([task_id], True, "task"))
+        else:
+            self._remove([task_id], False, "task")
+
+    def clear_finished(self) -> None:
+        """Ask, then remove every completed and failed task from the view."""
+        ids = [r.task_id for r in self._tracker.records() if r.is_terminal and not is_not_found(r)]
+        if not ids:
+            self._report("no finished task to clear", True)
+            return
+        delete = self.delete.value
+        verb = "Remove and erase" if delete else "Remove"
+        self._confirm.ask(f"{verb} {len(ids)} finished task(s) (completed and failed) "
+                          f"from the view{' and the history file' if delete else ''}?",
+                          verb, lambda: self._remove(ids, delete, "finished task(s)"))
+
+    def not_found(self, records: list[TaskRecord]) -> list[str]:
+        """Ids of ``records`` the service does not know; shows or hides the
+        dismiss button accordingly."""
+        ids = [r.task_id for r in records if is_not_found(r)]
+        self.dismiss.description = f"Dismiss {len(ids)} not found" if ids else "Dismiss not found"
+        self.dismiss.layout.display = "" if ids else "none"
+        return ids
+
+    def dismiss_not_found(self) -> None:
+        """Remove and erase every task the service answered 404 for."""
+        ids = [r.task_id for r in self._tracker.records() if is_not_found(r)]
+        if ids:
+            self._remove(ids, True, "unknown id(s)")
+
+    def close(self) -> None:
+        """Close the bar's widgets (the dismiss button lives in the toolbar)."""
+        close_tree(self.widget)
+        close_tree(self.dismiss)
+
 
 class ExportBar:
-    """The tasks DataFrame into a notebook variable, or to a CSV / Parquet file."""
+    """The tasks, history or summary DataFrame into a notebook variable, or
+    to a ``.csv`` / ``.parquet`` / ``.json`` file; asks before replacing a
+    notebook name, a builtin, or an existing file."""
 
-    def __init__(self, tracker: Tracker, report: Report) -> None:
-        self._tracker, self._report = tracker, report
+    def __init__(self, tracker: Tracker, report: Report, confirm: ConfirmBar,
+                 clicks: Clicks) -> None:
+        self._tracker, self._report, self._confirm = tracker, report, confirm
+        self._written: dict[str, weakref.ref[Any]] = {}
+        self.what = widgets.ToggleButtons(options=list(EXPORTS), value="tasks",
+                                          style={"button_width": "80px"})
         self.name = widgets.Text(value="veo_tasks", description="variable",
                                  layout=widgets.Layout(width="240px"))
         self.to_variable = widgets.Button(description="To variable", icon="table")
-        self.path = widgets.Text(value="veo_nb_tasks", description="file",
+        self.path = widgets.Text(value="veo_nb_tasks.csv", description="file",
                                  layout=widgets.Layout(width="320px"))
-        self.to_csv = widgets.Button(description="CSV", icon="download")
-        self.to_parquet = widgets.Button(description="Parquet", icon="download")
-        self.to_variable.on_click(lambda _: self.export_variable())
-        self.to_csv.on_click(lambda _: self.export_file(".csv"))
-        self.to_parquet.on_click(lambda _: self.export_file(".parquet"))
+        self.to_file = widgets.Button(description="Write file", icon="download")
+        self.what.observe(self._what_changed, names="value")
+        clicks.bind(self.to_variable, self.export_variable)
+        clicks.bind(self.to_file, self.export_file)
         self.widget = widgets.VBox([
-            widgets.HBox([self.name, self.to_variable]),
-            widgets.HBox([self.path, self.to_csv, self.to_parquet]),
+            self.what,
+            widgets.HBox([self.name, self.to_variable], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([self.path, self.to_file], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HTML(f"<small>file types: {', '.join(EXPORT_SUFFIXES)}</small>"),
         ])
 
+    def _what_changed(self, change: dict[str, Any]) -> None:
+        old, new = change["old"], change["new"]
+        if self.name.value == f"veo_{old}":
+            self.name.value = f"veo_{new}"
+        path = Path(self.path.value)
+        if path.stem == f"veo_nb_{old}":
+            self.path.value = str(path.with_name(f"veo_nb_{new}{path.suffix}"))
+
+    def _frame(self) -> Any:
+        return {"tasks": self._tracker.tasks, "history": self._tracker.history,
+                "summary": self._tracker.summary}[self.what.value]()
+
     def export_variable(self) -> None:
-        """Set the variable named in the form to ``tracker.tasks()`` in the
-        notebook's namespace (needs IPython)."""
+        """Set the variable named in the form to ``tracker.tasks()`` (or
+        ``history()``, ``summary()``) in the notebook's namespace (needs IPython)."""
         from IPython import get_ipython
 
         name = self.name.value.strip()
@@ -203,25 +438,56 @@ class ExportBar:
         shell = get_ipython()
         if shell is None:
             self._report("exporting to a variable needs IPython (a notebook or IPython shell); "
-                         "use tracker.tasks() instead", False)
+                         f"use tracker.{self.what.value}() instead", False)
             return
+        namespace = shell.user_ns
+        ours = self._written.get(name)
+        existing = namespace.get(name, None)
+        if name in namespace and not (ours is not None and ours() is existing):
+            self._confirm.ask(f"<code>{esc(name)}</code> already exists in the notebook: replace it?",
+                              f"Replace {name}", lambda: self._set_variable(namespace, name))
+        elif hasattr(builtins, name):
+            self._confirm.ask(f"<code>{esc(name)}</code> is a Python builtin: shadow it?",
+                              f"Shadow {name}", lambda: self._set_variable(namespace, name))
+        else:
+            self._set_variable(namespace, name)
+
+    def _set_variable(self, namespace: dict[str, Any], name: str) -> None:
         try:
-            frame = self._tracker.tasks()
+            frame = self._frame()
         except Exception as exc:  # noqa: BLE001 - shown in the panel
             _fail(self._report, "export", exc)
             return
-        shell.user_ns[name] = frame
-        self._report(f"{name} = tracker.tasks() ({len(frame)} rows)", True)
+        namespace[name] = frame
+        self._written[name] = weakref.ref(frame)
+        self._report(f"{name} = tracker.{self.what.value}() ({len(frame)} rows)", True)
 
-    def export_file(self, suffix: str) -> None:
-        """Write ``tracker.tasks()`` to the form's path with ``suffix``."""
+    def export_file(self) -> None:
+        """Write the chosen frame to the form's path; the suffix must be one of
+        :data:`~veo_nb.records.EXPORT_SUFFIXES`; asks before overwriting."""
         text = self.path.value.strip()
         if not text:
             self._report("type a file name first", False)
             return
+        path = Path(text)
+        if path.suffix.lower() not in EXPORT_SUFFIXES:
+            got = f"{path.suffix} files are not supported" if path.suffix else "the file name has no type"
+            self._report(f"{got}: end the name with one of {', '.join(EXPORT_SUFFIXES)}", False)
+            return
+        if path.exists():
+            self._confirm.ask(f"<code>{esc(text)}</code> exists: overwrite it?", "Overwrite",
+                              lambda: self._write(path))
+        else:
+            self._write(path)
+
+    def _write(self, path: Path) -> None:
         try:
-            path = self._tracker.export(Path(text).with_suffix(suffix), what="tasks")
+            written = self._tracker.export(path, what=self.what.value)
         except Exception as exc:  # noqa: BLE001 - shown in the panel
             _fail(self._report, "export", exc)
             return
-        self._report(f"wrote {path}", True)
+        self._report(f"wrote {written}", True)
+
+    def close(self) -> None:
+        """Close the bar's widgets."""
+        close_tree(self.widget)

@@ -1,33 +1,80 @@
-"""Pure formatting for the panel: badges, timing, rows (escaping and the
-fallback tables come from :mod:`veo_nb._tables`).
+"""Pure formatting for the panel and for notebooks: badges, timing, rows,
+video cards, and readable tables (escaping and the fallback tables come from
+:mod:`veo_nb._tables`).
 
 Every string that came from the service or the user goes through
 :func:`~veo_nb._tables.esc` before it reaches an HTML widget or attribute.
 No widgets here, so everything is cheap to test.
+
+For notebooks: :func:`readable` turns ``tracker.tasks()``, ``history()`` or
+``summary()`` into a table for people (local time to the second, rounded
+numbers, blanks instead of ``<NA>``, the label and prompt beside each id) and
+:func:`table_html` renders it as escaped HTML (long text shortened, whole on
+hover)::
+
+    from IPython.display import HTML
+    from veo_nb.widgets.format import readable, table_html
+    HTML(table_html(readable(tracker.history(), tasks=tracker.records())))
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from .._urls import is_http_url
+import pandas as pd
+from dateutil import tz as _tz
+
+from .._spec import VIDEO_DURATION_S
 from .._tables import esc, fmt_seconds, short
+from .._urls import is_http_url
 from ..models import TaskStatus
 from ..records import TaskRecord, to_unix
+from ..tracker import NOT_FOUND_REASON
 
+#: What the header, the filter and the badge call a task the service does
+#: not know (a mistyped or foreign id): not a failure.
+NOT_FOUND = "not found"
 #: Icon, background and text colour of each status badge (the word is always shown too).
 STATUS_STYLE: dict[TaskStatus, tuple[str, str, str]] = {
-    TaskStatus.QUEUED: ("◷", "#eceff1", "#37474f"),
+    TaskStatus.QUEUED: ("◷", "#eceff1", "#263238"),
     TaskStatus.PROCESSING: ("⟳", "#e3f2fd", "#0d47a1"),
     TaskStatus.COMPLETED: ("✓", "#e8f5e9", "#1b5e20"),
     TaskStatus.FAILED: ("✗", "#ffebee", "#b71c1c"),
-    TaskStatus.UNKNOWN: ("?", "#fff8e1", "#795548"),
+    TaskStatus.UNKNOWN: ("?", "#fff8e1", "#5d4037"),
 }
+NOT_FOUND_STYLE = ("∅", "#f5f5f5", "#424242")
 #: Characters of a prompt shown in a row (the whole prompt is in the hover title).
 PROMPT_CHARS = 90
 #: Characters of an error message shown in a row.
 ERROR_CHARS = 600
+#: Characters of a table cell shown (the rest is in its hover title).
+CELL_CHARS = 160
+#: Characters of a hover title (a title is HTML too: keep it bounded).
+TITLE_CHARS = 2000
+#: Table columns whose text may be long: shortened, whole on hover, wrapped.
+TEXT_COLUMNS = ("label", "prompt", "error", "detail", "download_error", "video_url", "video_path")
+
+
+@dataclass(frozen=True)
+class Look:
+    """Sizes and colours of the panel: ``normal`` for a laptop, ``large``
+    for a projector (bigger text and videos, black text on white)."""
+
+    name: str
+    font_size: str
+    muted: str  # secondary text (still readable: at least WCAG AA on white)
+    video_width: int
+    video_max_height: int
+    timing_width: int
+
+
+LOOKS: dict[str, Look] = {
+    "normal": Look("normal", "14px", "#424242", 320, 240, 230),
+    "large": Look("large", "20px", "#000000", 640, 480, 320),
+}
 
 
 def shown_path(path: str) -> str:
@@ -40,13 +87,28 @@ def shown_path(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+def is_not_found(record: TaskRecord) -> bool:
+    """True for a task the service answered 404 for (a mistyped or foreign id)."""
+    return record.error == NOT_FOUND_REASON
+
+
+def status_word(record: TaskRecord) -> str:
+    """The status a person reads: the service's word, or ``not found``."""
+    return NOT_FOUND if is_not_found(record) else record.status_text
+
+
+def _style(word: str) -> tuple[str, str, str]:
+    return NOT_FOUND_STYLE if word == NOT_FOUND else STATUS_STYLE[TaskStatus.parse(word)]
+
+
 def badge_html(record: TaskRecord) -> str:
     """A status badge that reads as text (icon + the status word) and colour."""
-    icon, background, colour = STATUS_STYLE[record.status]
+    word = status_word(record)
+    icon, background, colour = _style(word)
     return (
         f'<span style="background:{background};color:{colour};border-radius:9px;'
         f'padding:1px 8px;font-weight:600;white-space:nowrap">{icon} '
-        f"{esc(short(record.status_text, 40))}</span>"
+        f"{esc(short(word, 40))}</span>"
     )
 
 
@@ -67,6 +129,18 @@ def playable_url(record: TaskRecord, now: float) -> str | None:
     return url if expires is None or now < expires else None
 
 
+def format_text(record: TaskRecord) -> str:
+    """``1080p · 16:9`` (what is known of resolution and aspect ratio)."""
+    return " · ".join(esc(short(v, 12)) for v in (record.resolution, record.aspect_ratio) if v)
+
+
+def search_text(record: TaskRecord) -> str:
+    """Everything the panel's search looks in, lower case."""
+    values = (record.task_id, record.label, record.prompt, record.model, record.resolution,
+              record.aspect_ratio, record.error, status_word(record))
+    return "\n".join(str(v) for v in values if v).lower()
+
+
 @dataclass(frozen=True)
 class Timing:
     """What the timing column of a row shows at one instant."""
@@ -76,26 +150,29 @@ class Timing:
     text: str
 
 
-def timing(record: TaskRecord, now: float, window: tuple[float, float]) -> Timing:
+def timing(record: TaskRecord, now: float, window: tuple[float, float], *,
+           polling: bool = True) -> Timing:
     """Elapsed time against ``window`` (the tracker's expected ``(low, high)``
     finishing window of the task), an ETA, and for a finished video not yet
-    saved the link's countdown."""
+    saved the link's countdown. A finished task's bar is full. While the
+    tracker is not ``polling``, an unfinished task is never called late: its
+    status is simply not being checked."""
     low, high = window
     start = to_unix(record.created_at) or to_unix(record.first_seen_at)
     if record.is_terminal:
-        took = record.total_s
-        progress = 1.0 if took is None else min(1.0, took / high) if high else 1.0
-        text = f"took {fmt_seconds(took)}"
+        text = f"took {fmt_seconds(record.total_s)}"
         if record.status is TaskStatus.COMPLETED and record.download_state != "saved":
             expires = to_unix(record.url_expires_at)
             if expires is not None:
                 left = expires - now
                 text += f" · link expires in {fmt_seconds(left)}" if left > 0 else " · link expired"
         style = "success" if record.status is TaskStatus.COMPLETED else "danger"
-        return Timing(round(progress, 2), style, text)
+        return Timing(1.0, style, text)
     elapsed = max(0.0, now - start) if start is not None else 0.0
     progress = min(1.0, elapsed / high) if high else 0.0
-    if elapsed < low:
+    if not polling:
+        eta, style = "not polling (paused)", "info"
+    elif elapsed < low:
         eta, style = f"ETA {fmt_seconds(low - elapsed)}–{fmt_seconds(high - elapsed)}", "info"
     elif elapsed < high:
         eta, style = f"ETA ≤ {fmt_seconds(high - elapsed)}", "info"
@@ -104,20 +181,27 @@ def timing(record: TaskRecord, now: float, window: tuple[float, float]) -> Timin
     return Timing(round(progress, 2), style, f"{fmt_seconds(elapsed)} · {eta}")
 
 
-def row_html(record: TaskRecord) -> str:
-    """The text part of a task row: status badge, label, model, id, prompt
-    (shortened; whole on hover), error, download state and local path."""
+def row_html(record: TaskRecord, look: Look = LOOKS["normal"]) -> str:
+    """The text part of a task row: status badge, label, model, resolution
+    and aspect ratio, id, prompt (shortened; whole on hover), error,
+    download state and local path."""
     prompt = record.prompt or ""
+    muted = f"color:{look.muted}"
+    details = " · ".join(p for p in (esc(short(record.model, 40)), format_text(record)) if p)
     parts = [
         badge_html(record),
         f"<b>{esc(short(record.label, 60))}</b>" if record.label else "",
-        f'<span style="color:#666">{esc(short(record.model, 40))}</span>' if record.model else "",
+        f'<span style="{muted}">{details}</span>' if details else "",
         id_html(record.task_id),
     ]
     lines = [" ".join(p for p in parts if p)]
     if prompt:
-        lines.append(f'<span title="{esc(prompt)}">{esc(short(prompt, PROMPT_CHARS))}</span>')
-    if record.error:
+        lines.append(f'<span title="{esc(short(prompt, TITLE_CHARS))}">'
+                     f"{esc(short(prompt, PROMPT_CHARS))}</span>")
+    if is_not_found(record):
+        lines.append(f'<span style="{muted}">the service does not know this id: '
+                     "check it for typos, or dismiss it</span>")
+    elif record.error:
         lines.append(
             f'<span style="color:#b71c1c">error: {esc(short(record.error, ERROR_CHARS))}</span>'
         )
@@ -128,21 +212,131 @@ def row_html(record: TaskRecord) -> str:
         )
     if record.download_state == "saved" and record.video_path:
         lines.append(
-            f'<span style="color:#666">saved: <code>{esc(shown_path(record.video_path))}</code></span>'
+            f'<span style="{muted}">saved: <code>{esc(shown_path(record.video_path))}</code></span>'
         )
     elif record.download_state == "pending":
-        lines.append('<span style="color:#666">saving the video…</span>')
-    return '<div style="line-height:1.5">' + "<br>".join(lines) + "</div>"
+        lines.append(f'<span style="{muted}">saving the video…</span>')
+    return (f'<div style="line-height:1.5;font-size:{look.font_size};color:#000;'
+            'overflow-wrap:anywhere">' + "<br>".join(lines) + "</div>")
 
 
-def status_counts_html(counts: dict[str, int]) -> str:
-    """``3 completed · 1 failed`` with each count in its status colour."""
+def status_counts_html(counts: Mapping[str, int]) -> str:
+    """``3 completed · 1 failed · 1 not found`` with each count in its status colour."""
     if not counts:
         return "no tasks yet"
     out = []
     for text, n in counts.items():
-        _, _, colour = STATUS_STYLE[TaskStatus.parse(text)]
+        colour = _style(text)[2]
         out.append(f'<span style="color:{colour}"><b>{n}</b> {esc(short(text, 40))}</span>')
     return " · ".join(out)
 
 
+def megabytes(nbytes: int) -> str:
+    """``15.0 MB`` (one decimal; ``0.02 MB`` below 0.1 MB; ``0 MB``)."""
+    mb = nbytes / (1024 * 1024)
+    if nbytes == 0:
+        return "0 MB"
+    return f"{mb:.2f} MB" if mb < 0.1 else f"{mb:.1f} MB"
+
+
+def card_html(record: TaskRecord, size: int | None, note: str, look: Look) -> str:
+    """The text of a video card: size, duration, resolution and aspect
+    ratio, and ``note`` (why it does not play yet, or how it will play)."""
+    facts = [megabytes(size) if size is not None else "",
+             f"{VIDEO_DURATION_S:g} s", format_text(record)]
+    line = " · ".join(f for f in facts if f)
+    extra = f'<br><span style="color:{look.muted}">{esc(note)}</span>' if note else ""
+    return f'<div style="font-size:{look.font_size};line-height:1.4">🎬 {line}{extra}</div>'
+
+
+def caption_html(record: TaskRecord, look: Look) -> str:
+    """A gallery card's caption: label (or prompt, or id), whole prompt on hover."""
+    text = record.label or record.prompt or record.task_id
+    return (f'<div title="{esc(short(record.prompt, TITLE_CHARS))}" '
+            f'style="font-size:{look.font_size}">{esc(short(text, PROMPT_CHARS))}</div>')
+
+
+# ---------------------------------------------------------------- tables
+
+
+def local_zone() -> Any:
+    """The machine's time zone (with its daylight-saving rules)."""
+    return _tz.tzlocal()
+
+
+def _labels(tasks: pd.DataFrame | Iterable[TaskRecord]) -> dict[str, tuple[Any, Any]]:
+    if isinstance(tasks, pd.DataFrame):
+        return {i: (lab, p) for i, lab, p in zip(tasks["task_id"], tasks["label"], tasks["prompt"])}
+    return {r.task_id: (r.label, r.prompt) for r in tasks}
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return ""
+        if column == "success_rate":
+            return f"{value:.0%}"
+        return f"{value:.1f}" if column.endswith("_s") else f"{value:.4g}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def readable(frame: pd.DataFrame, *, tasks: pd.DataFrame | Iterable[TaskRecord] | None = None,
+             zone: Any = None) -> pd.DataFrame:
+    """A copy of ``frame`` (``tracker.tasks()``, ``history()`` or
+    ``summary()``) for people, every cell a string: timestamps in local time
+    (``zone``, default the machine's) to the second, seconds to one decimal,
+    success rates as percentages, blanks instead of ``None``/``NaN``/``<NA>``.
+    With ``tasks`` (records or a tasks DataFrame) and a ``task_id`` column
+    without labels, the task's ``label`` and ``prompt`` are put beside it."""
+    zone = zone or local_zone()
+    out = pd.DataFrame(index=frame.index)
+    labels = _labels(tasks) if tasks is not None and "task_id" in frame and "label" not in frame else None
+    for column in frame.columns:
+        series = frame[column]
+        if isinstance(series.dtype, pd.DatetimeTZDtype):
+            shown = series.dt.tz_convert(zone).dt.strftime("%Y-%m-%d %H:%M:%S")
+            out[column] = shown.where(series.notna(), "")
+        else:
+            out[column] = [_cell(v, column) for v in series.astype(object)]
+        if column == "task_id" and labels is not None:
+            found = [labels.get(i, (None, None)) for i in series]
+            out["label"] = [_cell(lab, "label") for lab, _ in found]
+            out["prompt"] = [_cell(p, "prompt") for _, p in found]
+    return out
+
+
+def table_html(frame: pd.DataFrame, *, title: str = "", limit: int | None = None,
+               cell_chars: int = CELL_CHARS) -> str:
+    """``frame`` (best after :func:`readable`) as an escaped HTML table:
+    long text cells shortened to ``cell_chars`` and wrapped, the whole text
+    (up to :data:`TITLE_CHARS`) on hover; at most ``limit`` rows."""
+    shown = frame if limit is None else frame.head(limit)
+    head = "".join(f'<th style="text-align:left">{esc(c)}</th>' for c in shown.columns)
+    rows = []
+    for values in shown.itertuples(index=False, name=None):
+        cells = []
+        for column, value in zip(shown.columns, values):
+            text = "" if value is None else str(value)
+            if column in TEXT_COLUMNS and len(text) > cell_chars:
+                cells.append(f'<td title="{esc(short(text, TITLE_CHARS))}" style="max-width:28em;'
+                             f'white-space:normal;overflow-wrap:anywhere">'
+                             f"{esc(short(text, cell_chars))}</td>")
+            else:
+                wrap = "white-space:normal;overflow-wrap:anywhere;max-width:28em" \
+                    if column in TEXT_COLUMNS else "white-space:nowrap"
+                cells.append(f'<td style="{wrap}">{esc(short(text, cell_chars))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    caption = f"<h4>{esc(title)}</h4>" if title else ""
+    return (f'{caption}<table style="border-collapse:collapse;font-size:inherit">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def events_table(history: pd.DataFrame, tasks: Sequence[TaskRecord], limit: int) -> pd.DataFrame:
+    """The newest ``limit`` events of ``history``, newest first, readable,
+    with the label and prompt of each task beside its id."""
+    newest = history.tail(limit).iloc[::-1]
+    return readable(newest, tasks=tasks)

@@ -1,7 +1,9 @@
-"""The Gallery and History tabs of the panel."""
+"""Parts of the panel around the rows: the pager, tabs that work in every
+frontend, the Gallery and the History tab."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -9,33 +11,56 @@ import ipywidgets as widgets
 
 from ..models import TaskStatus
 from ..records import TaskRecord
-from .._tables import esc, short
-from .format import PROMPT_CHARS, playable_url
-from .rows import VideoCache, close_tree, set_if_changed
+from .format import Look, caption_html, events_table, readable, table_html
+from .media import MediaCache
+from .tree import close_tree, set_if_changed
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tracker import Tracker
 
 #: Events shown in the History tab (the newest ones); tracker.history() has all.
 HISTORY_ROWS = 200
+#: Seconds between two refreshes of the History tab while it is shown.
+HISTORY_EVERY_S = 5.0
 
 
 class Pager:
-    """Prev / Next buttons and a "page i of n" label."""
+    """Prev / Next buttons and a "page i of n" label, as two bars (``top``
+    and ``bottom``) that show the same page."""
 
     def __init__(self, on_change: Callable[[], None]) -> None:
         self.page = 0
         self.pages = 1
-        self.prev = widgets.Button(description="Prev", icon="chevron-left",
-                                   layout=widgets.Layout(width="90px"))
-        self.next = widgets.Button(description="Next", icon="chevron-right",
-                                   layout=widgets.Layout(width="90px"))
-        self.label = widgets.Label()
-        self.prev.on_click(lambda _: self.go(self.page - 1))
-        self.next.on_click(lambda _: self.go(self.page + 1))
         self._on_change = on_change
-        self.widget = widgets.HBox([self.prev, self.label, self.next],
-                                   layout=widgets.Layout(align_items="center"))
+        self.bars = tuple(self._bar() for _ in range(2))
+        self.top, self.bottom = (bar for bar, _, _, _ in self.bars)
+
+    def _bar(self) -> tuple[widgets.HBox, widgets.Button, widgets.Label, widgets.Button]:
+        prev = widgets.Button(description="Prev", icon="chevron-left",
+                              layout=widgets.Layout(width="90px"), _dom_classes=("veo-prev",))
+        nxt = widgets.Button(description="Next", icon="chevron-right",
+                             layout=widgets.Layout(width="90px"), _dom_classes=("veo-next",))
+        label = widgets.Label()
+        prev.on_click(lambda _: self.go(self.page - 1))
+        nxt.on_click(lambda _: self.go(self.page + 1))
+        box = widgets.HBox([prev, label, nxt], layout=widgets.Layout(align_items="center"),
+                           _dom_classes=("veo-pager",))
+        return box, prev, label, nxt
+
+    @property
+    def label(self) -> widgets.Label:
+        """The label of the top bar."""
+        return self.bars[0][2]
+
+    @property
+    def prev(self) -> widgets.Button:
+        """The Prev button of the top bar."""
+        return self.bars[0][1]
+
+    @property
+    def next(self) -> widgets.Button:
+        """The Next button of the top bar."""
+        return self.bars[0][3]
 
     def go(self, page: int) -> None:
         """Show ``page`` (clamped) and redraw."""
@@ -43,43 +68,107 @@ class Pager:
         self._on_change()
 
     def fit(self, items: int, per_page: int, note: str = "") -> slice:
-        """Clamp the page to ``items``; update the label and buttons; return
+        """Clamp the page to ``items``; update the labels and buttons; return
         the slice of items on the page."""
         self.pages = max(1, -(-items // per_page))
         self.page = min(self.page, self.pages - 1)
-        set_if_changed(self.label, "value", f"page {self.page + 1} of {self.pages}{note}")
-        set_if_changed(self.prev, "disabled", self.page == 0)
-        set_if_changed(self.next, "disabled", self.page >= self.pages - 1)
+        for _, prev, label, nxt in self.bars:
+            set_if_changed(label, "value", f"page {self.page + 1} of {self.pages}{note}")
+            set_if_changed(prev, "disabled", self.page == 0)
+            set_if_changed(nxt, "disabled", self.page >= self.pages - 1)
         return slice(self.page * per_page, (self.page + 1) * per_page)
 
 
-class GalleryView:
-    """Finished videos with their prompts, a page at a time (videos are the
-    panel's cached widgets, so a video is sent to the browser once)."""
+class Switcher:
+    """Pages shown one at a time. Where the frontend renders them, an
+    ipywidgets ``Tab`` (or, with ``optional``, an ``Accordion`` that may show
+    none); elsewhere (Colab) ``ToggleButtons`` that switch the pages' display,
+    with a "hide" button when ``optional``."""
 
-    def __init__(self, videos: VideoCache, per_page: int) -> None:
-        self._videos = videos
+    HIDE = -1
+
+    def __init__(self, pages: Sequence[widgets.Widget], titles: Sequence[str], *,
+                 native: bool, optional: bool = False) -> None:
+        self.pages = tuple(pages)
+        self._native = native
+        self.buttons: widgets.ToggleButtons | None = None
+        self.container: widgets.Widget
+        if native:
+            kind = widgets.Accordion if optional else widgets.Tab
+            self.container = kind(list(pages), titles=tuple(titles),
+                                  selected_index=None if optional else 0)
+            self.widget: widgets.Widget = self.container
+        else:
+            options = [(t, i) for i, t in enumerate(titles)]
+            if optional:
+                options.append(("hide", self.HIDE))
+            self.buttons = widgets.ToggleButtons(options=options,
+                                                 value=self.HIDE if optional else 0,
+                                                 style={"button_width": "auto"})
+            self.container = widgets.VBox(list(pages))
+            self.widget = widgets.VBox([self.buttons, self.container])
+            self.buttons.observe(lambda _: self._show(), names="value")
+            self._show()
+
+    @property
+    def selected_index(self) -> int | None:
+        """The page shown (None: none)."""
+        if self.buttons is None:
+            return self.container.selected_index
+        value = self.buttons.value
+        return None if value == self.HIDE else value
+
+    @selected_index.setter
+    def selected_index(self, index: int | None) -> None:
+        if self.buttons is None:
+            self.container.selected_index = index
+        else:
+            self.buttons.value = self.HIDE if index is None else index
+
+    def observe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` when the page shown changes."""
+        if self.buttons is None:
+            self.container.observe(lambda _: callback(), names="selected_index")
+        else:
+            self.buttons.observe(lambda _: callback(), names="value")
+
+    def _show(self) -> None:
+        chosen = self.selected_index
+        for i, page in enumerate(self.pages):
+            set_if_changed(page.layout, "display", "" if i == chosen else "none")
+
+
+class GalleryView:
+    """Finished videos as cards with their captions, a page at a time. It
+    fills itself on every refresh, shown or not: a card carries no video
+    bytes (the cards are the rows' :class:`~veo_nb.widgets.media.MediaView`)."""
+
+    def __init__(self, media: MediaCache, per_page: int, look: Look,
+                 on_page: Callable[[], None]) -> None:
+        self._media = media
         self._per_page = per_page
+        self.look = look
         self._cells: dict[str, widgets.VBox] = {}
         self._ids: tuple[str, ...] = ()
-        self.pager = Pager(lambda: self._redraw())
-        self.grid = widgets.GridBox(layout=widgets.Layout(
-            grid_template_columns="repeat(auto-fill, minmax(330px, 1fr))", grid_gap="8px"))
-        self.empty = widgets.HTML("<i>No finished videos yet.</i>")
-        self.widget = widgets.VBox([self.empty, self.grid, self.pager.widget])
         self._records: list[TaskRecord] = []
         self._now = 0.0
+        self.pager = Pager(on_page)
+        self.grid = widgets.GridBox(layout=widgets.Layout(
+            grid_template_columns=self._columns(), grid_gap="12px"))
+        self.empty = widgets.HTML("<i>No finished videos yet.</i>")
+        self.widget = widgets.VBox([self.empty, self.pager.top, self.grid, self.pager.bottom],
+                                   _dom_classes=("veo-gallery",))
+
+    def _columns(self) -> str:
+        return f"repeat(auto-fill, minmax({self.look.video_width + 10}px, 1fr))"
 
     def shown_ids(self) -> set[str]:
-        """Ids whose videos are on the current gallery page."""
+        """Ids whose cards are on the current gallery page."""
         return set(self._ids)
 
     def update(self, records: Sequence[TaskRecord], now: float) -> None:
-        """Show the completed tasks of ``records`` that have a video to play."""
-        self._records = [
-            r for r in records if r.status is TaskStatus.COMPLETED
-            and ((r.download_state == "saved" and r.video_path) or playable_url(r, now))
-        ]
+        """Show the completed tasks of ``records`` (in that order)."""
+        self._records = [r for r in records if r.status is TaskStatus.COMPLETED]
         self._now = now
         self._redraw()
 
@@ -87,18 +176,17 @@ class GalleryView:
         page = self._records[self.pager.fit(len(self._records), self._per_page)]
         cells = []
         for record in page:
-            video = self._videos.get(record, self._now, upgrade=record.task_id not in self._ids)
-            if video is None:
+            view = self._media.view(record, self._now)
+            if view is None:
                 continue
+            caption = caption_html(record, self.look)
             cell = self._cells.get(record.task_id)
-            caption = (f'<div title="{esc(record.prompt)}" style="font-size:90%">'
-                       f"{esc(short(record.label or record.prompt or record.task_id, PROMPT_CHARS))}"
-                       "</div>")
             if cell is None:
-                cell = self._cells[record.task_id] = widgets.VBox([video, widgets.HTML(caption)])
+                cell = self._cells[record.task_id] = widgets.VBox(
+                    [view.widget, widgets.HTML(caption)], _dom_classes=("veo-card",))
             else:
-                if cell.children[0] is not video:
-                    cell.children = (video, cell.children[1])
+                if cell.children[0] is not view.widget:
+                    cell.children = (view.widget, cell.children[1])
                 set_if_changed(cell.children[1], "value", caption)
             cells.append(cell)
         ids = tuple(r.task_id for r in page)
@@ -108,35 +196,48 @@ class GalleryView:
                 close_tree(old, keep=old.children[:1])
             self._ids = ids
         set_if_changed(self.grid, "children", tuple(cells))
-        empty_layout = "none" if self._records else ""
-        set_if_changed(self.empty.layout, "display", empty_layout)
+        set_if_changed(self.empty.layout, "display", "none" if self._records else "")
+
+    def set_look(self, look: Look) -> None:
+        """Redraw the captions and columns for ``look``."""
+        self.look = look
+        set_if_changed(self.grid.layout, "grid_template_columns", self._columns())
+        self._redraw()
 
     def close(self) -> None:
-        """Close the gallery's own widgets (videos belong to the cache)."""
+        """Close the gallery's own widgets (the cards belong to the media cache)."""
         for cell in self._cells.values():
             close_tree(cell, keep=cell.children[:1])
-        close_tree(self.widget, keep=self.grid.children)
+        self._cells.clear()
+        close_tree(self.widget)
 
 
 class HistoryView:
-    """``tracker.summary()`` and the newest events of ``tracker.history()``,
-    refreshed on demand (the Refresh button, or opening the tab)."""
+    """``tracker.summary()`` and the newest events of ``tracker.history()`` as
+    readable tables (:func:`~veo_nb.widgets.format.readable`), refreshed while
+    the tab is shown (every :data:`HISTORY_EVERY_S`) and by its button."""
 
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
+        self._refreshed = -HISTORY_EVERY_S
         self.button = widgets.Button(description="Refresh history", icon="refresh")
         self.summary = widgets.HTML()
-        self.events = widgets.HTML()
+        self.events = widgets.HTML(layout=widgets.Layout(overflow="auto"))
         self.button.on_click(lambda _: self.refresh())
-        self.widget = widgets.VBox([self.button, self.summary, self.events])
+        self.widget = widgets.VBox([self.button, self.summary, self.events],
+                                   _dom_classes=("veo-history",))
+
+    def due(self) -> bool:
+        """True when the shown tables are older than :data:`HISTORY_EVERY_S`."""
+        return time.monotonic() - self._refreshed >= HISTORY_EVERY_S
 
     def refresh(self) -> None:
-        """Read the summary and the history again (pandas escapes their text)."""
+        """Read the summary and the history again (raises what the store raises)."""
         summary = self._tracker.summary()
         history = self._tracker.history()
-        newest = history.tail(HISTORY_ROWS).iloc[::-1]
+        newest = events_table(history, self._tracker.records(), HISTORY_ROWS)
         set_if_changed(self.summary, "value",
-                       "<h4>Summary per model</h4>" + summary.to_html(index=False, escape=True))
-        set_if_changed(self.events, "value", (
-            f"<h4>History: the newest {len(newest)} of {len(history)} events</h4>"
-            + newest.to_html(index=False, escape=True, na_rep="")))
+                       table_html(readable(summary), title="Summary per model"))
+        set_if_changed(self.events, "value", table_html(
+            newest, title=f"History: the newest {len(newest)} of {len(history)} events"))
+        self._refreshed = time.monotonic()

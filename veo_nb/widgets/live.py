@@ -1,0 +1,592 @@
+"""The live panel (:class:`VeoPanel`, :func:`panel`) and its UI thread.
+
+How it stays cheap: the tracker's ``on_change`` callbacks (from its poller
+threads) only wake one shared UI thread, ``veo_nb-panel-ui``; each tick
+compares the records of the rows on the visible page with the ones they last
+showed (records are immutable and replaced on every change), updates the
+changed rows and the running clocks, and assigns a widget trait only when its
+value differs. Row widgets exist only for the visible page (cached per task
+id), so 500 tasks cost the same as 20, and a finished video is a card until
+the user plays it (see :mod:`veo_nb.widgets.media`).
+
+One live panel per history: a new panel over a tracker with the same
+``store_key`` (the same tracker, or a new one made by running the notebook
+again) closes the older panel, whose output then reads as one line saying
+so. Closing releases every widget and every video byte.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from .._log import logger
+from .._tables import esc, fmt_seconds, html_table, text_table
+from ..errors import ValidationError
+from ..records import TaskRecord, to_unix
+from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
+from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
+from .frontend import frontend as frontend_named
+from .media import MediaCache
+from .rows import RowView
+from .tree import close_tree, set_if_changed
+from .views import GalleryView, HistoryView, Pager, Switcher
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..tracker import Tracker
+
+#: Name of the one UI thread shared by every open panel of the process.
+UI_THREAD_NAME = "veo_nb-panel-ui"
+#: Rows of the text fallback (``repr``) and of the HTML fallback.
+FALLBACK_ROWS = 50
+#: Shortest pause between two ticks, however many changes arrive.
+MIN_TICK_GAP_S = 0.1
+#: Failed refreshes in a row after which the panel says its refresh keeps failing.
+FAILING_AFTER = 3
+#: Values of the ``sort`` option, and the order each starts with (descending?).
+SORTS: dict[str, bool] = {"created": True, "status": False, "label": False}
+_STATUS_FILTERS: tuple[tuple[str, str], ...] = (
+    ("all statuses", ""), ("queued", "queued"), ("processing", "processing"),
+    ("completed", "completed"), ("failed", "failed"), (NOT_FOUND, NOT_FOUND),
+    ("unknown", "unknown"),
+)
+_STATUS_RANK = {"queued": 0, "processing": 1, "completed": 2, "failed": 3, NOT_FOUND: 4}
+
+
+class _Ticker:
+    """The single UI thread of the process: ticks every open panel that asked
+    for automatic refresh, and ends when none is left."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._panels: weakref.WeakSet[VeoPanel] = weakref.WeakSet()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, panel: VeoPanel) -> None:
+        with self._lock:
+            self._panels.add(panel)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=UI_THREAD_NAME, daemon=True)
+                self._thread.start()
+
+    def remove(self, panel: VeoPanel) -> None:
+        """Stop ticking ``panel``; when it was the last one, end the thread."""
+        with self._lock:
+            self._panels.discard(panel)
+            thread = self._thread if not self._panels else None
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                panels = list(self._panels)
+                if not panels:
+                    self._thread = None
+                    return
+            for panel in panels:
+                panel._tick()
+            time.sleep(MIN_TICK_GAP_S)
+            self._wake.wait(min(p.refresh_every or 1.0 for p in panels))
+            self._wake.clear()
+
+
+_ticker = _Ticker()
+# The live panel of each history (store_key -> panel).
+_live: dict[str, weakref.ref[VeoPanel]] = {}
+_live_lock = threading.Lock()
+
+
+def sort_records(records: Sequence[TaskRecord], by: str, descending: bool) -> list[TaskRecord]:
+    """``records`` sorted ``by`` ``"created"`` (creation, else first-seen time),
+    ``"status"`` (queued, processing, completed, failed, not found, other) or
+    ``"label"`` (unlabelled tasks last); ties newest first."""
+    def created(item: tuple[int, TaskRecord]) -> tuple[float, int]:
+        index, record = item
+        t = to_unix(record.created_at) or to_unix(record.first_seen_at)
+        return (float("-inf") if t is None else t, index)
+
+    newest = [r for _, r in sorted(enumerate(records), key=created, reverse=True)]
+    if by == "created":
+        return newest if descending else newest[::-1]
+    if by == "status":
+        return sorted(newest, key=lambda r: _STATUS_RANK.get(status_word(r), 5), reverse=descending)
+    labelled = sorted((r for r in newest if r.label), key=lambda r: r.label.casefold(),  # type: ignore[union-attr]
+                      reverse=descending)
+    return labelled + [r for r in newest if not r.label]
+
+
+class VeoPanel(widgets.VBox):
+    """A live dashboard of a :class:`~veo_nb.Tracker` (an ipywidgets ``VBox``).
+
+    Shows a header (counts per status, polling state, next poll, videos
+    loaded, demo mode) and a message line, then tabs: **Tasks** (controls,
+    forms and one row per task, newest first, paginated), **Gallery**
+    (finished videos) and **History** (summary and events as readable tables).
+
+    Options:
+
+    * ``page_size``: task rows per page; ``gallery_page_size``: cards per gallery page.
+    * ``refresh_every``: seconds between two UI ticks (changes reported by the
+      tracker are shown at once); ``None`` for no UI thread (call :meth:`update`).
+    * ``start``: start the tracker's background poller if it is not running.
+    * ``stream``: where videos play from while the service's link is valid:
+      ``"https"`` (default: https links stream in the browser, nothing passes
+      the kernel), ``"any"`` (also http links, e.g. the emulator when the
+      browser runs on the kernel's machine), ``"never"`` (always the saved file).
+    * ``max_loaded_bytes``: cap on the video bytes loaded for play at once
+      (default 256 MB, 64 MB in Colab); the least recently played goes back
+      to its card.
+    * ``frontend``: ``"jupyter"``, ``"colab"`` or ``"vscode"`` (default:
+      detected); Colab gets no tabs and no binary buffers.
+    * ``size``: ``"normal"`` or ``"large"`` (projector: bigger text and
+      videos, black text); the Projector button switches too.
+    * ``sort``: ``"created"`` (default), ``"status"`` or ``"label"``;
+      ``descending``: the order (default newest first, A→Z, queued first).
+
+    Only one panel per history is live: making another closes this one.
+    :meth:`close` stops its updates and releases its widgets and videos; the
+    tracker keeps polling and keeps all data (``tracker.stop()`` stops polling).
+    """
+
+    def __init__(self, tracker: Tracker, *, page_size: int = 20, gallery_page_size: int = 6,
+                 refresh_every: float | None = 1.0, start: bool = True, stream: str = "https",
+                 max_loaded_bytes: int | None = None, frontend: str | None = None,
+                 size: str = "normal", sort: str = "created",
+                 descending: bool | None = None) -> None:
+        self._lock = threading.RLock()
+        self._closed = True  # until built (ipywidgets' __del__ calls close())
+        if page_size < 1 or gallery_page_size < 1:
+            raise ValidationError("page_size and gallery_page_size must be at least 1")
+        if refresh_every is not None and not refresh_every > 0:
+            raise ValidationError(f"refresh_every must be positive seconds or None, got {refresh_every!r}")
+        if size not in LOOKS:
+            raise ValidationError(f"size must be one of {', '.join(LOOKS)}, got {size!r}")
+        if sort not in SORTS:
+            raise ValidationError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+        self.tracker = tracker
+        self.frontend = frontend_named(frontend)
+        self.page_size = page_size
+        self.refresh_every = refresh_every
+        self.look = LOOKS[size]
+        self._clicks = Clicks(self._lock)
+        self._closed_line = ""
+        self._display_id = uuid.uuid4().hex
+        self._displayed = False
+        self._records: list[TaskRecord] = []
+        self._rows: OrderedDict[str, RowView] = OrderedDict()
+        self._shown: tuple[str, ...] = ()
+        self._keep: set[str] = set()
+        self._failures = 0
+        self._failing_since = 0.0
+        self._last_error: object = None
+
+        # First what validates options and builds no widget.
+        self.media = MediaCache(self.frontend, stream=stream, max_loaded_bytes=max_loaded_bytes,
+                                look=self.look, capacity=3 * page_size + gallery_page_size,
+                                report=self.report, lock=self._lock)
+        self.header = widgets.HTML(_dom_classes=("veo-header",))
+        self.polling = widgets.Label()
+        self.videos = widgets.Label(_dom_classes=("veo-videos",))
+        self.message = widgets.HTML(_dom_classes=("veo-message",))
+        self.confirm = ConfirmBar(self._clicks, self.report)
+        self.refresh_button = widgets.Button(description="Refresh now", icon="refresh")
+        self.pause_button = widgets.Button(icon="pause", _dom_classes=("veo-pause",))
+        self.status_filter = widgets.Dropdown(options=_STATUS_FILTERS, value="",
+                                              layout=widgets.Layout(width="150px"))
+        self.search = widgets.Text(placeholder="search id, label, prompt, model, 1080p, 9:16, error",
+                                   layout=widgets.Layout(width="300px"))
+        self.sort = widgets.Dropdown(options=list(SORTS), value=sort, description="sort",
+                                     layout=widgets.Layout(width="170px"))
+        self.order = widgets.Dropdown(options=(("↓ descending", True), ("↑ ascending", False)),
+                                      value=SORTS[sort] if descending is None else descending,
+                                      layout=widgets.Layout(width="140px"))
+        self.projector = widgets.ToggleButton(value=size == "large", description="Projector",
+                                              icon="desktop",
+                                              tooltip="larger text and videos, high contrast")
+        self.submit_form = SubmitForm(tracker, self.report, self.show_task, self._clicks)
+        self.track_form = TrackForm(tracker, self.report, self.show_task, self._clicks)
+        self.manage = ManageBar(tracker, self.report, self.confirm, self._clicks, self.update)
+        self.export_bar = ExportBar(tracker, self.report, self.confirm, self._clicks)
+        self.forms = Switcher(
+            [self.submit_form.widget, self.track_form.widget, self.manage.widget,
+             self.export_bar.widget],
+            ("Submit a prompt", "Track task ids", "Remove & archive", "Export"),
+            native=self.frontend.tabs, optional=True)
+        self.empty = widgets.HTML(_dom_classes=("veo-empty",))
+        self.rows_box = widgets.VBox(_dom_classes=("veo-rows",))
+        self.pager = Pager(self._page_changed)
+        self.gallery = GalleryView(self.media, gallery_page_size, self.look, self.update)
+        self.history = HistoryView(tracker)
+        toolbar = widgets.HBox(
+            [self.refresh_button, self.pause_button, self.status_filter, self.search,
+             self.sort, self.order, self.projector, self.manage.dismiss],
+            layout=widgets.Layout(flex_flow="row wrap", grid_gap="4px"))
+        tasks_tab = widgets.VBox([toolbar, self.forms.widget, self.pager.top, self.empty,
+                                  self.rows_box, self.pager.bottom])
+        self.tabs = Switcher([tasks_tab, self.gallery.widget, self.history.widget],
+                             ("Tasks", "Gallery", "History"), native=self.frontend.tabs)
+        status_line = widgets.HBox([self.polling, self.videos],
+                                   layout=widgets.Layout(flex_flow="row wrap", grid_gap="0 24px"))
+        super().__init__([self.header, status_line, self.message, self.confirm.widget,
+                          self.tabs.widget], _dom_classes=("veo-panel",))
+
+        self._clicks.bind(self.refresh_button, self.refresh_now)
+        self._clicks.bind(self.pause_button, self.toggle_polling)
+        for control in (self.status_filter, self.search, self.order):
+            control.observe(lambda _: self._navigate(), names="value")
+        self.sort.observe(self._sort_changed, names="value")
+        self.projector.observe(lambda change: self.set_size("large" if change["new"] else "normal"),
+                               names="value")
+        self.tabs.observe(self._tab_changed)
+        self._apply_look()
+
+        if start and not tracker.running:
+            tracker.start()
+        self._unsubscribe = tracker.on_change(lambda _task: _ticker.wake())
+        self._closed = False
+        self.update()
+        with _live_lock:
+            ref = _live.get(tracker.store_key)
+            _live[tracker.store_key] = weakref.ref(self)
+        older = ref() if ref is not None else None
+        if older is not None:
+            older.close(replaced=True)
+        if refresh_every is not None:
+            _ticker.add(self)
+
+    # ------------------------------------------------------------------ commands
+
+    def report(self, text: str, ok: bool = True) -> None:
+        """Show a one-line message under the header (escaped)."""
+        colour = "#1b5e20" if ok else "#b71c1c"
+        set_if_changed(self.message, "value",
+                       f'<span style="color:{colour};font-size:{self.look.font_size}">'
+                       f"{esc(text)}</span>")
+
+    def _stale(self) -> str | None:
+        """Why this panel must not act on its tracker any more, or None."""
+        if self._closed:
+            return "this panel is closed: use the newest panel of this history"
+        if self.tracker.closed:
+            return "this panel's tracker is closed: make a new tracker and panel"
+        return None
+
+    def refresh_now(self) -> None:
+        """Poll every due task now (``tracker.refresh()``) and redraw."""
+        stale = self._stale()
+        if stale:
+            self.report(stale, False)
+            return
+        try:
+            changed = self.tracker.refresh()
+        except Exception as exc:  # noqa: BLE001 - shown in the panel
+            self.report(f"refresh failed: {exc}", False)
+        else:
+            self.report(f"refreshed: {len(changed)} task(s) changed", True)
+        self.update()
+
+    def toggle_polling(self) -> None:
+        """Pause (``tracker.stop()``) or resume (``tracker.start()``) polling.
+        Trackers of one store share one poller, so this acts on the newest
+        tracker of the history too; a closed panel or tracker does nothing."""
+        if self.tracker.running:
+            self.tracker.stop()
+            self.report("polling paused: tasks keep running on the service", True)
+        else:
+            stale = self._stale()
+            if stale:
+                self.report(stale, False)
+                return
+            self.tracker.start()
+            self.report("polling resumed", True)
+        self.update()
+
+    def show_task(self, task_id: str) -> None:
+        """Go to the page that shows ``task_id`` (when the filter shows it),
+        unless a video the user played is on the current page."""
+        with self._lock:
+            if not (self.media.played_ids() & set(self._shown)):
+                ids = [r.task_id for r in self._ordered(self.tracker.records())]
+                if task_id in ids:
+                    self.pager.page = ids.index(task_id) // self.page_size
+                    self._keep.clear()
+        self.update()
+
+    def set_size(self, size: str) -> None:
+        """``"normal"`` or ``"large"`` (projector mode)."""
+        if size not in LOOKS:
+            raise ValidationError(f"size must be one of {', '.join(LOOKS)}, got {size!r}")
+        with self._lock:
+            self.look = LOOKS[size]
+            set_if_changed(self.projector, "value", size == "large")
+            for row in self._rows.values():
+                row.set_look(self.look)
+            self.media.set_look(self.look)
+            self.gallery.set_look(self.look)
+            self._apply_look()
+        self.update()
+
+    def _apply_look(self) -> None:
+        for label in (self.polling, self.videos):
+            set_if_changed(label.style, "font_size", self.look.font_size)
+            set_if_changed(label.style, "text_color", self.look.muted)
+
+    def close(self, *, replaced: bool = False) -> None:
+        """Stop updating, unsubscribe from the tracker, close every widget and
+        drop every video. The tracker keeps polling and keeps every record;
+        make a new panel to see it again. The panel's output becomes one line
+        (``replaced``: a newer panel of the same history took over)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._unsubscribe()
+        _ticker.remove(self)
+        with _live_lock:
+            ref = _live.get(self.tracker.store_key)
+            if ref is not None and ref() in (self, None):
+                del _live[self.tracker.store_key]
+        with self._lock:
+            for row in self._rows.values():
+                row.close()
+            self._rows.clear()
+            self._records = []
+            self._shown = ()
+            self.gallery.close()
+            self.media.close()
+            for part in (self.submit_form, self.track_form, self.manage, self.export_bar):
+                part.close()
+            for child in self.children:
+                close_tree(child)
+            self.layout.close()
+            super().close()
+            self.children = ()
+        self._closed_line = (
+            "This veo_nb panel was replaced by a newer panel of the same history."
+            if replaced else "This veo_nb panel is closed.")
+        if self._displayed:
+            from IPython.display import update_display
+
+            update_display(self._closed_bundle(), raw=True, display_id=self._display_id)
+
+    # ------------------------------------------------------------------ drawing
+
+    def _tick(self) -> None:
+        """One UI tick: :meth:`update`, with its failures shown in the panel."""
+        try:
+            self.update()
+        except Exception as exc:  # noqa: BLE001 - shown in the panel, the others keep ticking
+            if self._failures == 0:
+                logger.exception("veo_nb panel: refresh failed")
+                self._failing_since = time.time()
+            self._failures += 1
+            what = f"{type(exc).__name__}: {exc}"
+            if self._failures >= FAILING_AFTER:
+                since = time.strftime("%H:%M:%S", time.localtime(self._failing_since))
+                self.report(f"the panel's refresh keeps failing ({self._failures} times since "
+                            f"{since}; polling goes on, tracker.tasks() still works): {what}", False)
+            else:
+                self.report(f"panel refresh failed: {what}", False)
+        else:
+            if self._failures:
+                self._failures = 0
+                self.report("the panel refreshes again", True)
+
+    def update(self) -> None:
+        """Apply the tracker's current state: changed rows, clocks, header, gallery."""
+        with self._lock:
+            if self._closed:
+                return
+            now = time.time()
+            polling = self.tracker.running
+            self._records = self.tracker.records()
+            ordered = self._ordered(self._records, filtered=False)
+            shown = self._filter(ordered)
+            page = self._page(shown)
+            self._show_rows(page, now, polling)
+            self._show_empty(shown)
+            self._update_header(now, polling)
+            self.gallery.update(ordered, now)
+            self.media.trim(set(self._shown) | self.gallery.shown_ids())
+            set_if_changed(self.videos, "value", self.media.usage_text())
+            self.manage.not_found(self._records)
+            self._show_errors()
+            if self.tabs.selected_index == 2 and self.history.due():
+                self.history.refresh()
+
+    def _ordered(self, records: Sequence[TaskRecord], *, filtered: bool = True) -> list[TaskRecord]:
+        ordered = sort_records(records, self.sort.value, self.order.value)
+        return self._filter(ordered) if filtered else ordered
+
+    def _filter(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        status = self.status_filter.value
+        needle = self.search.value.strip().lower()
+        if not status and not needle:
+            return records
+        return [r for r in records
+                if (not status or status_word(r) == status)
+                and (not needle or needle in search_text(r))]
+
+    def _page(self, shown: list[TaskRecord]) -> list[TaskRecord]:
+        """The rows of the current page, plus the rows whose video the user
+        played that newer tasks pushed off it (kept until the user moves)."""
+        note = f" · {len(shown)} of {len(self._records)} tasks"
+        page = shown[self.pager.fit(len(shown), self.page_size, note)]
+        ids = {r.task_id for r in page}
+        kept = [r for r in shown if r.task_id in self._keep and r.task_id not in ids]
+        self._keep = self.media.played_ids() & (ids | {r.task_id for r in kept})
+        return page + kept
+
+    def _show_rows(self, page: list[TaskRecord], now: float, polling: bool) -> None:
+        ids = tuple(r.task_id for r in page)
+        for record in page:
+            row = self._rows.get(record.task_id)
+            if row is None:
+                row = self._rows[record.task_id] = RowView(record.task_id, self.look,
+                                                           self._remove_clicked)
+            self._rows.move_to_end(record.task_id)
+            row.update(record, now, self.tracker.expected_window(record.task_id), self.media,
+                       polling=polling)
+        if ids != self._shown:
+            self.rows_box.children = tuple(self._rows[i].widget for i in ids)
+            self._shown = ids
+            # keep the rows of about three pages (least recently shown go first)
+            extra = len(self._rows) - 3 * self.page_size
+            for task_id in [i for i in self._rows if i not in ids][: max(0, extra)]:
+                self._rows.pop(task_id).close()
+
+    def _remove_clicked(self, task_id: str) -> None:
+        self._clicks.run(self._rows[task_id].remove, lambda: self.manage.remove_one(task_id))
+
+    def _show_empty(self, shown: list[TaskRecord]) -> None:
+        if shown:
+            text = ""
+        elif not self._records:
+            text = "No tasks yet: submit a prompt or paste task ids above."
+        else:
+            parts = []
+            if self.search.value.strip():
+                parts.append(f"“{self.search.value.strip()}”")
+            if self.status_filter.value:
+                parts.append(f"status {self.status_filter.value}")
+            text = (f"No task matches {' with '.join(parts)} "
+                    f"(of {len(self._records)} tasks): change the search or the filter.")
+        set_if_changed(self.empty, "value",
+                       f'<i style="font-size:{self.look.font_size}">{esc(text)}</i>' if text else "")
+
+    def _update_header(self, now: float, polling: bool) -> None:
+        # Two widgets: the counts change with statuses, the poll countdown every tick.
+        counts = Counter(status_word(r) for r in self._records)
+        demo = (' · <span style="background:#fff3cd;padding:1px 6px;border-radius:4px">'
+                "demo mode: embedded emulator, nothing is billed</span>"
+                if getattr(self.tracker.client, "demo", False) else "")
+        stale = (' · <b style="color:#b71c1c">this panel\'s tracker is closed</b>'
+                 if self.tracker.closed else "")
+        set_if_changed(self.header, "value", (
+            f'<div style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
+            f"{len(self._records)} tasks: {status_counts_html(dict(sorted(counts.items())))}"
+            f"{demo}{stale}</div>"))
+        if polling:
+            due = self.tracker.next_poll_at()
+            line = ("auto-refresh on · nothing to poll" if due is None else
+                    f"auto-refresh on · next poll in {fmt_seconds(due.timestamp() - now)}")
+        else:
+            line = "auto-refresh paused (polling stopped)"
+        set_if_changed(self.polling, "value", line)
+        set_if_changed(self.pause_button, "description", "Pause" if polling else "Resume")
+        set_if_changed(self.pause_button, "icon", "pause" if polling else "play")
+
+    def _show_errors(self) -> None:
+        """Say the tracker's newest unexpected worker error, once."""
+        errors = self.tracker.recent_errors()
+        if not errors or errors[-1] is self._last_error:
+            return
+        newest = self._last_error = errors[-1]
+        when = newest.observed_at.astimezone().strftime("%H:%M:%S") if newest.observed_at else "?"
+        self.report(f"tracker error at {when} ({len(errors)} recent, see "
+                    f"tracker.recent_errors()): {newest.detail}", False)
+
+    def _navigate(self) -> None:
+        self.pager.page = 0
+        self._page_changed()
+
+    def _page_changed(self) -> None:
+        self._keep.clear()
+        self.update()
+
+    def _sort_changed(self, change: dict[str, Any]) -> None:
+        with self.order.hold_trait_notifications():
+            self.order.value = SORTS[change["new"]]
+        self._navigate()
+
+    def _tab_changed(self) -> None:
+        if self.tabs.selected_index == 2:
+            self.history.refresh()
+        self.update()
+
+    # ------------------------------------------------------------------ display
+
+    def _fallback_title(self) -> str:
+        return f"veo_nb panel: {len(self._records)} tasks (as of {time.strftime('%H:%M:%S')})"
+
+    def _closed_bundle(self) -> dict[str, str]:
+        return {"text/plain": self._closed_line,
+                "text/html": f'<p style="color:#424242"><i>{esc(self._closed_line)}</i></p>'}
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return self._closed_line
+        with self._lock:
+            return text_table(self._fallback_title(), self._records, time.time(), FALLBACK_ROWS)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        if self._closed:
+            return self._closed_bundle()
+        data = super()._repr_mimebundle_(**kwargs)
+        if data is None:
+            return None
+        with self._lock:
+            now = time.time()
+            data["text/plain"] = text_table(self._fallback_title(), self._records, now, FALLBACK_ROWS)
+            data["text/html"] = html_table(self._fallback_title(), self._records, now, FALLBACK_ROWS)
+        return data
+
+    def _ipython_display_(self) -> None:
+        """Display with a display id, so that closing can replace the output
+        with one line (in JupyterLab, Notebook, Colab, VS Code and nbclient)."""
+        from IPython.display import display
+
+        bundle = self._repr_mimebundle_()
+        if bundle is None:
+            return
+        self._displayed = not self._closed
+        display(bundle, raw=True, display_id=self._display_id)
+
+
+def panel(tracker: Tracker | None = None, **options: Any) -> VeoPanel:
+    """A live :class:`VeoPanel` over ``tracker`` (default: the process's
+    tracker on the default store, :func:`veo_nb.tracker.default_tracker`).
+
+    Starts the tracker's poller if needed. The panel shown before for the
+    same history (same tracker, or a new tracker on the same store, as
+    running the notebook again makes) is closed, so re-running cells never
+    piles up live panels. ``options``: see :class:`VeoPanel`.
+    """
+    if tracker is None:
+        from ..tracker import default_tracker
+
+        tracker = default_tracker()
+    return VeoPanel(tracker, **options)
