@@ -154,13 +154,14 @@ def test_migrations_run_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with Store(path) as old:
         old.save(full_record())
     step = ("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, 2: step})
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    later = SCHEMA_VERSION + 1
+    monkeypatch.setattr(store_module, "MIGRATIONS", {**store_module.MIGRATIONS, later: step})
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", later)
     with Store(path) as new:
         assert new.get("task-1") == full_record()
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == later
         assert conn.execute("SELECT priority FROM tasks").fetchone() == (0,)
     finally:
         conn.close()
@@ -274,3 +275,34 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
             assert count in (reported, reported + batch)
             attempts = store.events_frame()["attempt"]
             assert list(attempts) == list(range(count))
+
+
+def test_a_version_1_store_stays_readable_and_is_migrated(tmp_path: Path) -> None:
+    """A store written by veo_nb 0.1 (schema 1): its tasks and events read the
+    same, with no service recorded, and the file is brought to the new schema."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for sql in store_module.MIGRATIONS[1]:
+        conn.execute(sql)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO tasks (task_id, label, prompt, model, status, status_text, created_at, "
+        "first_seen_at, download_state, tracked, poll_count, last_polled_at, request, raw) "
+        "VALUES ('vgen_old', 'fox', 'a fox', 'veo_3_1_fast', 'processing', 'processing', "
+        "1748779200, 1748779201, 'none', 1, 3, 1748779290, '{}', '{\"id\": \"vgen_old\"}')")
+    conn.execute("INSERT INTO events (task_id, kind, status, observed_at) "
+                 "VALUES ('vgen_old', 'status', 'processing', 1748779290)")
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        record = store.get("vgen_old")
+        assert (record.label, record.status, record.poll_count) == ("fox", TaskStatus.PROCESSING, 3)
+        assert record.service is None and record.owner is None
+        assert store.row("vgen_old").contact_at == 1748779290  # the last poll counts as contact
+        assert list(store.events_frame().task_id) == ["vgen_old"]
+        assert list(store.tasks_frame().task_id) == ["vgen_old"]
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()

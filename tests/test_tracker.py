@@ -94,9 +94,10 @@ def test_learning_from_completions(make_tracker):
     tr = make_tracker()
     ids = [tr.submit(f"x{i} [duration: 125]").id for i in range(5)]
     tr.wait(ids, timeout=40)
-    low, high = tracker_mod._schedule.learned_window(
-        (1.2, 3.0), tr._observed[("veo_3_1_fast", "text")])
-    assert len(tr._observed[("veo_3_1_fast", "text")]) == 5
+    observed = tr._engine.observed[("veo_3_1_fast", "text")]
+    assert len(observed) == 5
+    low, high = tr.expected_window(ids[0])
+    assert (low, high) == tracker_mod._schedule.learned_window((1.2, 3.0), observed)
     assert 0.6 <= low <= 3.0 and high == 3.0
 
 
@@ -150,20 +151,25 @@ def test_as_completed_yields_in_finishing_order(make_tracker):
     assert order == [early.id, late.id]
 
 
-def test_start_stop_and_one_poller_per_store(make_tracker, tmp_path):
+def test_trackers_on_one_store_share_one_poller(make_tracker, tmp_path, veo_emulator):
     a = make_tracker()
-    b = make_tracker()  # same store file
+    assert a.running and len(pollers()) == 1  # polling starts by itself
     a.start()
-    a.start()
-    assert a.running and len(pollers()) == 1
-    b.start()
-    assert b.running and not a.running
-    assert len(pollers()) == 1
+    b = make_tracker(poll_interval=0.5)  # same store file: takes over
+    assert b.running and a.running and len(pollers()) == 1
+    assert a.poll_interval == b.poll_interval == 0.5  # the newest settings, for both
     task = b.submit("bg [duration: 130]")
-    until(lambda: b.get(task.id).is_terminal)
-    b.stop()
+    until(lambda: a.get(task.id).is_terminal)  # the older object sees the same live state
+    a.stop()  # either object pauses the one poller
+    assert not b.running and not a.running
+    assert len(pollers()) == 1  # the thread stays, following the store
+    b.start()
+    assert a.running
+    b.close()  # the older tracker still holds the store
+    assert not a.closed and a.running
+    a.close()
     until(lambda: not pollers(), timeout=10)
-    assert not b.running
+    assert veo_emulator.stats.interval_violations == 0
 
 
 def test_poller_survives_callback_and_dispatch_errors(make_tracker, monkeypatch):
@@ -227,12 +233,12 @@ def test_retry_after_is_respected(make_tracker, veo_emulator, monkeypatch):
     calls = {"n": 0}
     real = tr.client.get_result
 
-    def limited(task_id):
+    def limited(task_id, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
             from veo_nb import RateLimitError
             raise RateLimitError("slow down", retry_after=1.0)
-        return real(task_id)
+        return real(task_id, **kw)
 
     monkeypatch.setattr(tr.client, "get_result", limited)
     start = time.monotonic()
@@ -255,11 +261,11 @@ def test_server_errors_are_recorded_and_retried(make_tracker, monkeypatch):
     real = tr.client.get_result
     calls = {"n": 0}
 
-    def flaky(task_id):
+    def flaky(task_id, **kw):
         calls["n"] += 1
         if calls["n"] <= 2:
             raise APIError("GET: HTTP 502", status_code=502)
-        return real(task_id)
+        return real(task_id, **kw)
 
     monkeypatch.setattr(tr.client, "get_result", flaky)
     tr.wait([task.id], timeout=30)
@@ -358,7 +364,7 @@ def test_max_requests_per_second(make_tracker, veo_emulator):
     tr.track_many(ids)
     # a burst of 10 tokens, so 6 go at once; the bucket itself is unit-tested below
     assert time.monotonic() - start < 30
-    bucket = tracker_mod._TokenBucket(20)
+    bucket = tracker_mod.TokenBucket(20)
     start = time.monotonic()
     for _ in range(30):
         bucket.acquire()
@@ -403,7 +409,7 @@ def test_worker_errors_become_events_without_flooding(make_tracker, monkeypatch)
     def broken(task_id, task):
         raise ZeroDivisionError("a bug in applying a poll")
 
-    monkeypatch.setattr(tr, "_apply", broken)
+    monkeypatch.setattr(tr._engine, "_on_answer", broken)
     tr.start()
     until(lambda: tr.recent_errors(), timeout=20)
     time.sleep(1.0)  # several more polls fail the same way

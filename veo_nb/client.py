@@ -24,6 +24,7 @@ exception messages; server text that echoes it is redacted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -265,6 +266,16 @@ class VeoClient:
         return self.__api_key.value is not None
 
     @property
+    def key_fingerprint(self) -> str | None:
+        """A short one-way hash of the API key (``None`` without a key): the
+        tracker records it per task, so that a process polls only tasks its
+        key created. It cannot be turned back into the key."""
+        key = self.__api_key.value
+        if key is None:
+            return None
+        return hashlib.sha256(b"veo_nb key fingerprint\0" + key.encode()).hexdigest()[:16]
+
+    @property
     def rate_limited_until(self) -> float:
         """A :func:`time.monotonic` value before which this client sends no API
         request, set from a 429's ``Retry-After`` (0.0 when never limited)."""
@@ -336,7 +347,8 @@ class VeoClient:
         return self._call("GET", path, payload=None, idempotent=True, retry_sent=retry_sent)
 
     def download(
-        self, task: Task | str, dest: str | os.PathLike[str], *, max_bytes: int | None = None
+        self, task: Task | str, dest: str | os.PathLike[str], *, max_bytes: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Path:
         """Save a completed task's MP4 and return its path.
 
@@ -346,6 +358,8 @@ class VeoClient:
         The file appears only complete: the body goes to a hidden ``.part``
         file next to it, renamed once every byte arrived. Bodies larger than
         ``max_bytes`` (default 2 GiB) are refused.
+
+        ``progress(bytes_so_far)`` is called after every chunk written.
 
         Raises :class:`~veo_nb.ResultExpiredError` when the link is gone
         (links last 24 h after completion), :class:`~veo_nb.DownloadError`
@@ -370,7 +384,7 @@ class VeoClient:
         while True:
             try:
                 target = self._target_path(dest, name or "video")
-                self._download_once(url, target, limit)
+                self._download_once(url, target, limit, progress)
                 return target
             except (*_READ_ERRORS, _Truncated, _RetryableStatus) as exc:
                 reason = str(exc) if isinstance(exc, (_Truncated, _RetryableStatus)) else type(exc).__name__
@@ -612,7 +626,8 @@ class VeoClient:
             url = nxt
         raise DownloadError(f"more than {_MAX_REDIRECTS} redirects while downloading; giving up")
 
-    def _download_once(self, url: str, target: Path, limit: int) -> None:
+    def _download_once(self, url: str, target: Path, limit: int,
+                       progress: Callable[[int], None] | None) -> None:
         resp = self._open_media(url)
         with resp:
             status = resp.status_code
@@ -651,6 +666,8 @@ class VeoClient:
                                 f"the video from {where} is larger than max_bytes={limit}"
                             )
                         tmp.write(chunk)
+                        if progress is not None:
+                            progress(written)
                     if expected is not None and identity and written != expected:
                         raise _Truncated(f"got {written} of {expected} bytes")
                     tmp.flush()

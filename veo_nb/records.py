@@ -31,6 +31,11 @@ from ._spec import URL_LIFETIME_S, Mode, payload_mode
 from .errors import ValidationError
 from .models import Task, TaskStatus, _as_float, _as_text
 
+#: Why a task reported ``completed`` without a ``video_url`` counts as failed.
+NO_VIDEO_REASON = "completed without a video (the service's safety filter may have blocked it)"
+#: The error of a task id its service answered 404 for: a typo or a test paste,
+#: not a failed generation (kept out of the success statistics).
+NOT_FOUND_REASON = "the service does not know this id (404)"
 #: Values of :attr:`TaskRecord.download_state`.
 DOWNLOAD_STATES: tuple[str, ...] = ("none", "pending", "saved", "failed", "expired")
 #: Values of :attr:`Event.kind`.
@@ -49,7 +54,7 @@ TASK_COLUMNS: tuple[str, ...] = (
 #: The columns that follow :data:`TASK_COLUMNS` in :func:`tasks_frame`.
 TASK_EXTRA_COLUMNS: tuple[str, ...] = (
     "status_text", "download_state", "download_error", "tracked", "poll_count",
-    "last_polled_at", "next_poll_at",
+    "last_polled_at", "next_poll_at", "owner", "service",
 )
 #: The columns of :func:`history_frame`, in order.
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -57,7 +62,7 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 )
 #: The columns of :func:`summary_frame`, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "model", "count", "finished", "completed", "failed", "success_rate",
+    "model", "count", "finished", "completed", "failed", "not_found", "success_rate",
     "median_s", "p90_s",
 )
 #: File suffixes :func:`export` accepts.
@@ -90,6 +95,11 @@ class TaskRecord:
     ``finished_at`` are when this machine first saw the task, saw it
     processing and saw it finish. ``request`` holds the create parameters as
     sent (``{}`` for a task tracked by id) and ``raw`` the last JSON body.
+    ``service`` is the service the task belongs to (see
+    :attr:`VeoClient.service <veo_nb.VeoClient.service>`; ``None`` in stores
+    written before veo_nb recorded it), ``owner`` who submitted or tracked it,
+    ``key_fingerprint`` a short hash of the API key that created it (never
+    the key itself).
     """
 
     task_id: str
@@ -117,6 +127,9 @@ class TaskRecord:
     next_poll_at: datetime | None = None
     request: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    service: str | None = None
+    owner: str | None = None
+    key_fingerprint: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -314,9 +327,11 @@ def tasks_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
 
 
 def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
-    """Per model: count, finished, completed, failed, success_rate
-    (completed / finished), and the median and 90th percentile of the time to
-    finish (``total_s`` of completed tasks), in seconds."""
+    """Per model: count, finished, completed, failed, not_found (ids the
+    service did not know: typos, not failed generations, so they count in
+    neither ``finished`` nor ``failed``), success_rate (completed /
+    finished), and the median and 90th percentile of the time to finish
+    (``total_s`` of completed tasks), in seconds."""
     rows = []
     by_model: dict[str, list[TaskRecord]] = {}
     for record in records:
@@ -324,18 +339,19 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     for model in sorted(by_model):
         group = by_model[model]
         completed = [r for r in group if r.status is TaskStatus.COMPLETED]
-        failed = sum(r.status is TaskStatus.FAILED for r in group)
+        not_found = sum(r.error == NOT_FOUND_REASON for r in group)
+        failed = sum(r.status is TaskStatus.FAILED for r in group) - not_found
         finished = len(completed) + failed
         times = pd.Series([r.total_s for r in completed], dtype="float64").dropna()
         rows.append((
-            model, len(group), finished, len(completed), failed,
+            model, len(group), finished, len(completed), failed, not_found,
             len(completed) / finished if finished else math.nan,
             times.median() if len(times) else math.nan,
             times.quantile(0.9) if len(times) else math.nan,
         ))
     frame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
     frame["model"] = frame["model"].astype(object)
-    for name in ("count", "finished", "completed", "failed"):
+    for name in ("count", "finished", "completed", "failed", "not_found"):
         frame[name] = frame[name].astype("int64")
     for name in ("success_rate", "median_s", "p90_s"):
         frame[name] = frame[name].astype("float64")

@@ -1,9 +1,24 @@
-"""SQLite persistence of task records and their events.
+"""SQLite persistence of task records, their events, and who polls what.
 
 One file holds one row per task and an append-only table of events. The file
 is in WAL mode, so a notebook can read while a tracker writes, several
 processes can write at once (each write waits for the others), and a process
 killed mid-write loses nothing that was committed.
+
+Several processes may follow the same tasks through one file. Three things
+keep them from stepping on each other (see :mod:`veo_nb._engine`):
+
+* **Claims.** Before a process polls a task it takes the task's *poll claim*
+  with one conditional ``UPDATE``: it succeeds only when no other live
+  process holds the claim (``poll_until`` passed) and the task's last contact
+  with the service (``contact_at``) is at least one poll interval old. So
+  each task is polled by at most one process per interval, whatever the
+  number of processes. Downloads have a claim of their own.
+* **Revisions.** Every write of a task row gives it the next store-wide
+  revision number (``rev``). A follower asks for the rows newer than the
+  last revision it has seen (:meth:`Store.changes`), and a cheap
+  ``PRAGMA data_version`` tells it when to ask.
+* **A shared rate-limit gate** per service (:meth:`Store.rate_limited_until`).
 """
 
 from __future__ import annotations
@@ -13,6 +28,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -32,10 +48,9 @@ from .records import (
 )
 
 #: The schema version this release writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 #: SQL steps that bring a store from version ``v - 1`` to version ``v``.
-#: A later release adds ``2: (...)`` and bumps :data:`SCHEMA_VERSION`.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         """CREATE TABLE tasks (
@@ -58,6 +73,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX events_task ON events (task_id)",
     ),
+    # 2: which service each task belongs to (NULL: a store written before).
+    2: ("ALTER TABLE tasks ADD COLUMN service TEXT",),
+    # 3: several processes on one store: revisions, claims, the shared 429
+    # gate, deletions followers must hear of; who submitted a task.
+    3: (
+        "ALTER TABLE tasks ADD COLUMN owner TEXT",
+        "ALTER TABLE tasks ADD COLUMN key_fingerprint TEXT",
+        "ALTER TABLE tasks ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tasks ADD COLUMN contact_at REAL",
+        "ALTER TABLE tasks ADD COLUMN poller TEXT",
+        "ALTER TABLE tasks ADD COLUMN poll_until REAL",
+        "ALTER TABLE tasks ADD COLUMN downloader TEXT",
+        "ALTER TABLE tasks ADD COLUMN download_until REAL",
+        "CREATE INDEX tasks_rev ON tasks (rev)",
+        "CREATE TABLE meta (name TEXT PRIMARY KEY, value REAL NOT NULL)",
+        "INSERT INTO meta (name, value) VALUES ('rev', 0)",
+        "CREATE TABLE deleted (task_id TEXT NOT NULL, rev INTEGER NOT NULL)",
+        "CREATE TABLE services (service TEXT PRIMARY KEY, rate_limited_until REAL NOT NULL)",
+        "UPDATE tasks SET contact_at = last_polled_at",
+    ),
 }
 
 #: Seconds SQLite waits for another writer before reporting "locked".
@@ -69,47 +104,87 @@ _TIMESTAMPS = frozenset({
 })
 _JSON = frozenset({"request", "raw"})
 _COLUMNS: tuple[str, ...] = tuple(f.name for f in TaskRecord.__dataclass_fields__.values())
+#: Columns only the store knows: the revision and the claims (see :class:`Row`).
+_CLAIM_COLUMNS = ("rev", "contact_at", "poller", "poll_until", "downloader", "download_until")
+#: What a poll's answer changes.
+POLL_FIELDS: tuple[str, ...] = (
+    "status", "status_text", "model", "created_at", "started_at", "finished_at",
+    "video_url", "url_expires_at", "error", "raw", "poll_count", "last_polled_at",
+    "next_poll_at",
+)
+#: What a download changes.
+DOWNLOAD_FIELDS: tuple[str, ...] = ("download_state", "download_error", "video_path")
 #: Fields kept from the stored row when it is terminal and the incoming one is not.
 _STATUS_FIELDS = (
     "status", "status_text", "started_at", "finished_at", "video_url",
     "url_expires_at", "error", "raw",
 )
 _TERMINAL = tuple(s.value for s in TaskStatus if s.is_terminal)
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
+_NEXT_REV = "(SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev')"
 
 
-def _upsert_sql() -> str:
-    terminal = ", ".join(f"'{s}'" for s in _TERMINAL)
-    keep = f"tasks.status IN ({terminal}) AND excluded.status NOT IN ({terminal})"
+def _upsert_sql(fields: Sequence[str]) -> str:
+    """Insert a record, or update only ``fields`` (and the revision) of the
+    stored row, never turning a terminal status back into a running one."""
+    keep = f"tasks.status IN ({_TERMINAL_SQL}) AND excluded.status NOT IN ({_TERMINAL_SQL})"
     updates = []
-    for name in _COLUMNS[1:]:
+    for name in fields:
         if name in _STATUS_FIELDS:
-            updates.append(
-                f"{name} = CASE WHEN {keep} THEN tasks.{name} ELSE excluded.{name} END"
-            )
+            updates.append(f"{name} = CASE WHEN {keep} THEN tasks.{name} ELSE excluded.{name} END")
         elif name == "first_seen_at":
             updates.append(f"{name} = COALESCE(tasks.{name}, excluded.{name})")
         else:
             updates.append(f"{name} = excluded.{name}")
+    updates.append(f"rev = {_NEXT_REV}")
     return (
-        f"INSERT INTO tasks ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+        f"INSERT INTO tasks ({', '.join(_COLUMNS)}, rev) "
+        f"VALUES ({', '.join('?' for _ in _COLUMNS)}, {_NEXT_REV}) "
         f"ON CONFLICT (task_id) DO UPDATE SET {', '.join(updates)}"
     )
 
 
-_UPSERT = _upsert_sql()
+_ALL_FIELDS = tuple(c for c in _COLUMNS if c != "task_id")
+_UPSERTS: dict[tuple[str, ...], str] = {}
 _INSERT_EVENT = (
     "INSERT INTO events (task_id, kind, status, observed_at, http_status, attempt, detail) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT_TASKS = f"SELECT {', '.join(_COLUMNS)} FROM tasks"
+_SELECT_ROWS = f"SELECT {', '.join(_COLUMNS + _CLAIM_COLUMNS)} FROM tasks"
+_BUMP_REV = "UPDATE meta SET value = value + 1 WHERE name = 'rev'"
 
 _T = TypeVar("_T")
 
 
 class StoreError(VeoError):
-    """The store file cannot be used: written by a newer veo_nb, or not a
-    veo_nb store at all. The message says what to do."""
+    """The store cannot be used or could not be written.
+
+    Raised when a file was written by a newer veo_nb or is not a veo_nb store
+    at all, and when a write failed for good (the disk is full, the file is
+    locked by another process for longer than the busy timeout).
+    ``task_ids`` lists the tasks the failed call created on the service
+    anyway (they exist and are billed; the tracker keeps them in memory and
+    retries the write). The message says what to do.
+    """
+
+    def __init__(self, message: str, *, task_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.task_ids = list(task_ids)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A stored task with what only the store knows: its revision, the last
+    contact with the service (unix seconds), and who holds its poll and
+    download claims until when (process ids, unix seconds)."""
+
+    record: TaskRecord
+    rev: int
+    contact_at: float | None = None
+    poller: str | None = None
+    poll_until: float | None = None
+    downloader: str | None = None
+    download_until: float | None = None
 
 
 def _record_row(record: TaskRecord) -> tuple[Any, ...]:
@@ -141,6 +216,13 @@ def _row_record(row: Sequence[Any]) -> TaskRecord:
             value = bool(value)
         values[name] = value
     return TaskRecord(**values)
+
+
+def _stored_row(row: Sequence[Any]) -> Row:
+    n = len(_COLUMNS)
+    rev, contact_at, poller, poll_until, downloader, download_until = row[n:]
+    return Row(_row_record(row[:n]), int(rev), contact_at, poller, poll_until,
+               downloader, download_until)
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:
@@ -182,6 +264,12 @@ class Store:
             self._conn.close()
             raise
 
+    @property
+    def key(self) -> str:
+        """What names this store: its resolved path (trackers on the same key
+        share one history)."""
+        return str(self.path.resolve())
+
     def _open(self) -> None:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -221,34 +309,67 @@ class Store:
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
-    def _transact(self, body: Callable[[sqlite3.Connection], None]) -> None:
+    def _transact(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``body(connection)`` in one write transaction (retried while
-        another process holds the write lock)."""
+        another process holds the write lock) and return what it returns."""
 
-        def transaction() -> None:
+        def transaction() -> _T:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                body(conn)
+                result = body(conn)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            return result
 
-        self._retry(transaction)
+        return self._retry(transaction)
 
-    def _write(self, record: TaskRecord | None, events: Iterable[Event]) -> None:
-        """Upsert ``record`` (if any) and append ``events`` in one transaction."""
-        record_row = None if record is None else _record_row(record)
+    # ------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        record: TaskRecord,
+        events: Iterable[Event] = (),
+        *,
+        fields: Sequence[str] | None = None,
+        claim: dict[str, Any] | None = None,
+    ) -> Row:
+        """Insert ``record`` or update ``fields`` of its stored row (default:
+        all), append ``events`` and set the ``claim`` columns given
+        (``contact_at``, ``poller``, ``poll_until``, ``downloader``,
+        ``download_until``), in one transaction; return the stored row as it
+        now is, with its new revision.
+
+        A stored terminal status is never replaced by a running one (another
+        process may have seen the end first); ``first_seen_at`` keeps its
+        first value."""
+        wanted = _ALL_FIELDS if fields is None else tuple(fields)
+        sql = _UPSERTS.get(wanted)
+        if sql is None:
+            sql = _UPSERTS[wanted] = _upsert_sql(wanted)
+        values = _record_row(record)
         event_rows = [_event_row(e) for e in events]
+        claim = dict(claim or {})
+        unknown = set(claim) - set(_CLAIM_COLUMNS[1:])
+        if unknown:
+            raise ValueError(f"not claim columns: {sorted(unknown)}")
 
-        def body(conn: sqlite3.Connection) -> None:
-            if record_row is not None:
-                conn.execute(_UPSERT, record_row)
+        def body(conn: sqlite3.Connection) -> Row:
+            conn.execute(_BUMP_REV)
+            conn.execute(sql, values)
+            if claim:
+                conn.execute(
+                    f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in claim)} WHERE task_id = ?",
+                    (*claim.values(), record.task_id),
+                )
             conn.executemany(_INSERT_EVENT, event_rows)
+            return _stored_row(conn.execute(
+                f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
 
-        self._transact(body)
+        return self._transact(body)
 
     def save(self, record: TaskRecord, events: Iterable[Event] = ()) -> None:
         """Insert or update ``record`` and append ``events``, in one transaction.
@@ -258,40 +379,138 @@ class Store:
         times, link, error and raw body are kept; other fields are updated.
         ``first_seen_at`` keeps its first value.
         """
-        self._write(record, events)
+        self.write(record, events)
 
     def append_events(self, events: Iterable[Event]) -> None:
         """Append ``events`` in one transaction."""
-        self._write(None, events)
+        rows = [_event_row(e) for e in events]
+        self._transact(lambda conn: conn.executemany(_INSERT_EVENT, rows))
 
     def delete(self, task_ids: Iterable[str]) -> None:
-        """Erase the records and events of ``task_ids``, in one transaction."""
+        """Erase the records and events of ``task_ids``, in one transaction
+        (followers in other processes hear of it through :meth:`changes`)."""
         rows = [(i,) for i in task_ids]
 
         def body(conn: sqlite3.Connection) -> None:
+            conn.execute(_BUMP_REV)
             conn.executemany("DELETE FROM events WHERE task_id = ?", rows)
             conn.executemany("DELETE FROM tasks WHERE task_id = ?", rows)
+            conn.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
 
         self._transact(body)
 
+    # ------------------------------------------------------------------ claims
+
+    def claim_poll(self, task_id: str, me: str, *, now: float, interval: float,
+                   until: float) -> Row | None:
+        """Take the poll claim of unfinished ``task_id`` for process ``me``
+        until ``until``, recording ``now`` as its last contact; return the
+        stored row. Refused (None) while another process holds an unexpired
+        claim or the last contact is less than ``interval`` seconds old."""
+        def body(conn: sqlite3.Connection) -> Row | None:
+            taken = conn.execute(
+                "UPDATE tasks SET poller = ?, poll_until = ?, contact_at = ? "
+                f"WHERE task_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
+                "AND (poller IS NULL OR poller = ? OR poll_until IS NULL OR poll_until <= ?) "
+                "AND (contact_at IS NULL OR contact_at <= ?)",
+                (me, until, now, task_id, me, now, now - interval),
+            ).rowcount
+            return self._row(conn, task_id) if taken else None
+
+        return self._transact(body)
+
+    def claim_download(self, task_id: str, me: str, *, now: float, until: float) -> bool:
+        """Take (or extend) the download claim of ``task_id`` for ``me`` until
+        ``until``; False while another process holds an unexpired one."""
+        return bool(self._transact(lambda conn: conn.execute(
+            "UPDATE tasks SET downloader = ?, download_until = ? WHERE task_id = ? "
+            "AND (downloader IS NULL OR downloader = ? OR download_until IS NULL "
+            "OR download_until <= ?)",
+            (me, until, task_id, me, now),
+        ).rowcount))
+
+    def release(self, me: str, task_ids: Iterable[str] | None = None) -> None:
+        """Give up the claims ``me`` holds (on ``task_ids``, default all), so
+        other processes take those tasks over at once."""
+        ids = None if task_ids is None else [(i,) for i in task_ids]
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(_BUMP_REV)
+            for column, until in (("poller", "poll_until"), ("downloader", "download_until")):
+                sql = (f"UPDATE tasks SET {column} = NULL, {until} = NULL, rev = {_NEXT_REV} "
+                       f"WHERE {column} = ?")
+                if ids is None:
+                    conn.execute(sql, (me,))
+                else:
+                    conn.executemany(sql + " AND task_id = ?", [(me, i) for (i,) in ids])
+
+        self._transact(body)
+
+    def rate_limited_until(self, service: str) -> float:
+        """Unix time before which no process should send ``service`` a request
+        (a 429's ``Retry-After``, shared by every process); 0.0 when none."""
+        row = self._retry(lambda: self._conn.execute(
+            "SELECT rate_limited_until FROM services WHERE service = ?", (service,)).fetchone())
+        return 0.0 if row is None else float(row[0])
+
+    def limit_rate(self, service: str, until: float) -> None:
+        """Record that ``service`` asked every client to wait until ``until``."""
+        self._transact(lambda conn: conn.execute(
+            "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
+            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = "
+            "MAX(services.rate_limited_until, excluded.rate_limited_until)",
+            (service, until)))
+
+    # ------------------------------------------------------------------ reads
+
+    def _row(self, conn: sqlite3.Connection, task_id: str) -> Row | None:
+        found = conn.execute(f"{_SELECT_ROWS} WHERE task_id = ?", (task_id,)).fetchone()
+        return None if found is None else _stored_row(found)
+
+    def row(self, task_id: str) -> Row | None:
+        """The stored row of ``task_id`` with its claims, or None."""
+        return self._retry(lambda: self._row(self._conn, task_id))
+
     def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of ``task_id``, or None."""
-        row = self._retry(
-            lambda: self._conn.execute(f"{_SELECT_TASKS} WHERE task_id = ?", (task_id,)).fetchone()
-        )
-        return None if row is None else _row_record(row)
+        row = self.row(task_id)
+        return None if row is None else row.record
+
+    def rows(self, *, tracked_only: bool = True) -> list[Row]:
+        """Stored rows in the order first seen (only tracked ones, unless
+        ``tracked_only=False``)."""
+        where = "WHERE tracked = 1 " if tracked_only else ""
+        found = self._retry(lambda: self._conn.execute(
+            f"{_SELECT_ROWS} {where}ORDER BY first_seen_at IS NULL, first_seen_at, rowid"
+        ).fetchall())
+        return [_stored_row(r) for r in found]
 
     def records(self, *, tracked_only: bool = True) -> list[TaskRecord]:
         """Stored records in the order they were first seen (only those still
         tracked, unless ``tracked_only=False``)."""
-        where = "WHERE tracked = 1 " if tracked_only else ""
-        rows = self._retry(
-            lambda: self._conn.execute(
-                f"{_SELECT_TASKS} {where}"
-                "ORDER BY first_seen_at IS NULL, first_seen_at, rowid"
-            ).fetchall()
-        )
-        return [_row_record(row) for row in rows]
+        return [r.record for r in self.rows(tracked_only=tracked_only)]
+
+    def version(self) -> int:
+        """A number that changes whenever another connection commits (SQLite's
+        ``PRAGMA data_version``): cheap enough to ask several times a second."""
+        return self._retry(lambda: self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def revision(self) -> int:
+        """The newest revision written to the store."""
+        return self._retry(lambda: int(self._conn.execute(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev'").fetchone()[0]))
+
+    def changes(self, since: int) -> tuple[list[Row], list[str], int]:
+        """Rows written after revision ``since`` (tracked or not), ids deleted
+        after it, and the newest revision."""
+        def read() -> tuple[list[Row], list[str], int]:
+            rows = self._conn.execute(
+                f"{_SELECT_ROWS} WHERE rev > ? ORDER BY rev", (since,)).fetchall()
+            gone = self._conn.execute(
+                "SELECT task_id FROM deleted WHERE rev > ? ORDER BY rev", (since,)).fetchall()
+            return [_stored_row(r) for r in rows], [g[0] for g in gone], self.revision()
+
+        return self._retry(read)
 
     def event_count(self) -> int:
         """How many events the store holds."""
