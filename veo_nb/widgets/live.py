@@ -196,7 +196,7 @@ class VeoPanel(widgets.VBox):
         # First what validates options and builds no widget.
         self.media = MediaCache(self.frontend, stream=stream, max_loaded_bytes=max_loaded_bytes,
                                 look=self.look, capacity=3 * page_size + gallery_page_size,
-                                report=self.report, lock=self._lock)
+                                report=self.report, lock=self._lock, changed=self.update)
         self.header = widgets.HTML(_dom_classes=("veo-header",))
         self.polling = widgets.Label()
         self.videos = widgets.Label(_dom_classes=("veo-videos",))
@@ -302,14 +302,14 @@ class VeoPanel(widgets.VBox):
         """Pause (``tracker.stop()``) or resume (``tracker.start()``) polling.
         Trackers of one store share one poller, so this acts on the newest
         tracker of the history too; a closed panel or tracker does nothing."""
+        stale = self._stale()
+        if stale:
+            self.report(stale, False)
+            return
         if self.tracker.running:
             self.tracker.stop()
             self.report("polling paused: tasks keep running on the service", True)
         else:
-            stale = self._stale()
-            if stale:
-                self.report(stale, False)
-                return
             self.tracker.start()
             self.report("polling resumed", True)
         self.update()
@@ -374,6 +374,8 @@ class VeoPanel(widgets.VBox):
             self.layout.close()
             super().close()
             self.children = ()
+            # ipywidgets hides a closed widget's _repr_mimebundle_; ours says it is closed.
+            self.__dict__.pop("_repr_mimebundle_", None)
         self._closed_line = (
             "This veo_nb panel was replaced by a newer panel of the same history."
             if replaced else "This veo_nb panel is closed.")

@@ -144,11 +144,12 @@ class MediaCache:
     ``capacity``: cards kept while not shown (older ones are closed).
     ``report(text, ok)``: where a refusal to play is said. ``lock``: held
     while a click loads a player (the panel's, shared with its refreshes).
+    ``changed()``: called after a click loaded a player (the panel redraws).
     """
 
     def __init__(self, frontend: Frontend, *, stream: str, max_loaded_bytes: int | None,
                  look: Look, capacity: int, report: Callable[[str, bool], None],
-                 lock: threading.RLock) -> None:
+                 lock: threading.RLock, changed: Callable[[], None] = lambda: None) -> None:
         if stream not in STREAM_POLICIES:
             raise ValidationError(f"stream must be one of {', '.join(STREAM_POLICIES)}, got {stream!r}")
         cap = frontend.max_loaded_bytes if max_loaded_bytes is None else max_loaded_bytes
@@ -161,6 +162,7 @@ class MediaCache:
         self.capacity = capacity
         self._report = report
         self._lock = lock
+        self._changed = changed
         self._views: OrderedDict[str, MediaView] = OrderedDict()
         self._loaded: OrderedDict[str, MediaView] = OrderedDict()  # least recently played first
         #: Video bytes put into widget messages since the panel opened.
@@ -183,9 +185,9 @@ class MediaCache:
         return {i for i, v in self._loaded.items() if v.clicked}
 
     def usage_text(self) -> str:
-        """``videos loaded for play: 1 (15.0 MB of 256.0 MB)``."""
-        return (f"videos loaded for play: {len(self._loaded)} "
-                f"({megabytes(self.loaded_bytes)} of {megabytes(self.max_loaded_bytes)})")
+        """``videos loaded for play: 1 · 15.0 MB of 256.0 MB`` (streamed videos hold 0 MB)."""
+        return (f"videos loaded for play: {len(self._loaded)} · "
+                f"{megabytes(self.loaded_bytes)} of {megabytes(self.max_loaded_bytes)}")
 
     def plan(self, record: TaskRecord, now: float) -> Plan:
         """How ``record``'s video would play at ``now``."""
@@ -245,6 +247,7 @@ class MediaCache:
                 return
             self._load(view, plan, autoplay=True)
             view.show(view.record, plan, self.look, self._note(view))
+            self._changed()
 
     def _load(self, view: MediaView, plan: Plan, *, autoplay: bool) -> None:
         if plan.kind == "stream":

@@ -3,8 +3,11 @@
 ipywidgets 8 opens one comm per widget through ``comm.create_comm``.
 :func:`record_traffic` replaces that factory with one returning a
 :class:`RecordingComm`, which records every message's size (its JSON
-content plus binary buffers) instead of sending it. Used by the panel's
-tests and ``bench/bench_panel.py``; handy to check a view of your own.
+content plus binary buffers) instead of sending it, and how many of those
+bytes are video (``Message.video_bytes``: a ``Video`` widget's buffers, the
+only buffers the panel sends, unless the widget plays from a URL; and
+``data:video/…`` URLs inside ``HTML`` widgets). Used by the panel's tests
+and the benchmarks; handy to check a view of your own.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from comm.base_comm import BaseComm
 @dataclass(frozen=True)
 class Message:
     """One comm message: its comm id, type (``comm_open``, ``comm_msg``,
-    ``comm_close``), size in bytes and JSON content."""
+    ``comm_close``), size in bytes, JSON content and how many of its bytes
+    are video."""
 
     comm_id: str
     msg_type: str
     nbytes: int
     data: dict[str, Any] | None
+    video_bytes: int = 0
 
 
 @dataclass
@@ -56,10 +61,23 @@ class Traffic:
         """Bytes sent after ``mark``."""
         return sum(m.nbytes for m in self.since(mark))
 
+    def video_bytes_since(self, mark: int = 0) -> int:
+        """Bytes of video sent after ``mark``."""
+        return sum(m.video_bytes for m in self.since(mark))
+
 
 def _size(data: Any, buffers: Iterable[Any] | None) -> int:
     body = len(json.dumps(data, default=repr, separators=(",", ":")))
     return body + sum(memoryview(b).nbytes for b in buffers or ())
+
+
+def _video_bytes(data: Any, buffers: Iterable[Any] | None) -> int:
+    state = data.get("state", {}) if isinstance(data, dict) else {}
+    carried = 0 if state.get("format") == "url" else sum(memoryview(b).nbytes for b in buffers or ())
+    for value in state.values():
+        if isinstance(value, str) and "data:video/" in value:
+            carried += len(value) - value.index("data:video/")
+    return carried
 
 
 class RecordingComm(BaseComm):
@@ -72,7 +90,8 @@ class RecordingComm(BaseComm):
     def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None,
                     buffers: Any = None, **keys: Any) -> None:
         self.traffic.add(Message(self.comm_id, msg_type, _size(data, buffers),
-                                 data if isinstance(data, dict) else None))
+                                 data if isinstance(data, dict) else None,
+                                 _video_bytes(data, buffers)))
 
 
 @contextmanager

@@ -1,0 +1,208 @@
+"""The panel's lifecycle as a teacher's notebook lives it: Run All again and
+again leaves one live panel per history (the older outputs read as one
+line), closing releases every widget, a stale panel never fights the newer
+tracker, and failures of the panel's refresh are said in the panel."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from test_widgets_support import (  # noqa: F401 - fixtures
+    big_emulator,
+    big_tracker,
+    emulator,
+    finished,
+    large_buffers,
+    make_panel,
+    media_of,
+    new_tracker,
+    open_widgets,
+    threads,
+    tracker,
+    until,
+)
+from veo_nb import panel
+from veo_nb.tracker import Tracker, default_tracker
+from veo_nb.widgets import UI_THREAD_NAME
+from veo_nb.widgets.live import FAILING_AFTER
+from veo_nb.widgets.tree import walk
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+REPLACED = "This veo_nb panel was replaced by a newer panel of the same history."
+
+
+@pytest.fixture
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    yield InteractiveShell.instance()
+    InteractiveShell.clear_instance()
+
+
+def test_a_new_panel_of_the_same_history_replaces_the_older_output(shell, tracker, emulator,
+                                                                   make_panel, tmp_path):
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    tracker.submit("a fox [duration: 130]")
+    with capture_output() as captured:
+        first = make_panel(tracker)
+        display(first)
+        again = make_panel(tracker)  # the same cell run again
+        display(again)
+        rerun = new_tracker(tmp_path, emulator)  # Run All: a new tracker on the same store
+        newest = make_panel(rerun)
+        elsewhere = make_panel(new_tracker(tmp_path / "other", emulator))
+    try:
+        assert first._closed and again._closed and not newest._closed and not elsewhere._closed
+        assert first.comm is None and first.header.comm is None
+        outputs = captured.outputs
+        shown = [o for o in outputs if not o.update]
+        assert [WIDGET_VIEW in o.data for o in shown] == [True, True]
+        updates = [o for o in outputs if o.update]
+        assert [o.transient["display_id"] for o in updates] == [
+            o.transient["display_id"] for o in shown]
+        for update in updates:
+            assert update.data == {"text/plain": REPLACED,
+                                   "text/html": f'<p style="color:#424242"><i>{REPLACED}</i></p>'}
+        assert repr(first) == REPLACED and first._repr_mimebundle_()["text/plain"] == REPLACED
+        assert len(threads(UI_THREAD_NAME)) == 1
+    finally:
+        elsewhere.tracker.close()
+        rerun.close()
+
+
+def test_panel_without_a_tracker_shows_the_default_tracker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VEO_DEMO", "1")
+    p = panel(refresh_every=None)
+    try:
+        assert p.tracker is default_tracker()
+        assert (tmp_path / "veo_nb_data").resolve() in Path(p.tracker.store_key).parents
+        assert "demo mode" in p.header.value
+    finally:
+        p.close()
+        p.tracker.close()
+
+
+def test_closing_leaves_no_widget_open_and_no_video_bytes(big_tracker, make_panel):
+    before = open_widgets()
+    ids = finished(big_tracker, ["one [duration: 130]", "two [duration: 130]"])
+    big_tracker.track("vgen_unknown00001")
+    p = make_panel(big_tracker, page_size=1)
+    for mode in ("reference", "first_last", "text"):  # every input of the submit form
+        p.submit_form.mode.value = mode
+    for index in (0, 1, 2, 3):
+        p.forms.selected_index = index
+    p.media._views[ids[1]].play.click()  # the gallery's card
+    p.pager.next.click()
+    p.pager.next.click()
+    p.tabs.selected_index = 1
+    p.tabs.selected_index = 2
+    p.manage.clear.click()  # leaves a question open
+    p.set_size("large")
+    assert open_widgets() > before + 50
+    tree = list(walk(p))
+    p.close()
+    assert open_widgets() == before
+    assert all(w.comm is None for w in tree)
+    assert large_buffers(p) == [] and p.children == ()
+    assert ids  # the tracker keeps everything
+    assert len(big_tracker.records()) == 3
+
+
+def test_a_stale_panel_never_takes_polling_from_the_newer_tracker(tracker, emulator, tmp_path,
+                                                                   make_panel):
+    task = tracker.submit("long [duration: 3000]").id
+    old = make_panel(tracker, refresh_every=None)
+    newer = new_tracker(tmp_path, emulator)
+    try:
+        assert newer.running
+        old.pause_button.click()
+        time.sleep(0.6)
+        old.pause_button.click()  # resume from the old panel
+        assert newer.running and tracker.running
+        polls = emulator.stats.polls_by_task.get(task, 0)
+        until(lambda: emulator.stats.polls_by_task.get(task, 0) >= polls + 3)
+        assert emulator.stats.interval_violations == 0  # one poller for the store
+        old.close()
+        old.toggle_polling()  # a closed panel's button, called anyway
+        assert newer.running
+        assert "this panel is closed" in old.message.value
+        newer.stop()
+        old.toggle_polling()
+        assert not newer.running  # nor does it resume
+    finally:
+        newer.close()
+
+
+def test_a_closed_tracker_makes_the_panel_say_so(tmp_path, emulator, make_panel):
+    tr = new_tracker(tmp_path, emulator)
+    p = make_panel(tr, refresh_every=None)
+    tr.close()
+    p.refresh_button.click()
+    assert "tracker is closed" in p.message.value
+    p.update()
+    assert "tracker is closed" in p.header.value
+
+
+def test_refresh_failures_are_shown_in_the_panel_and_keep_being_said(tracker, make_panel):
+    tracker.submit("a fox [duration: 3000]")
+    p = make_panel(tracker, refresh_every=0.2)
+    p.tabs.selected_index = 2  # the History tab reads the store on its refreshes
+    tracker.store.close()  # the history file goes away under the panel
+    until(lambda: "panel refresh failed: ProgrammingError" in p.message.value
+          or "keeps failing" in p.message.value)
+    text = until(lambda: (t := p.message.value) and "keeps failing" in t and t)
+    assert re.search(r"keeps failing \((\d+) times since \d\d:\d\d:\d\d;", text)
+    assert int(re.search(r"\((\d+) times", text).group(1)) >= FAILING_AFTER
+    assert "Cannot operate on a closed database" in text and "polling goes on" in text
+
+
+def test_the_trackers_worker_errors_are_said_once(tracker, make_panel):
+    tracker.submit("a fox [duration: 200]")
+    p = make_panel(tracker, refresh_every=0.2)
+    tracker.store.close()  # the poller can no longer record what it sees
+    until(lambda: tracker.recent_errors())
+    text = until(lambda: (t := p.message.value) and "tracker error at" in t and t)
+    assert "see tracker.recent_errors()" in text and "ProgrammingError" in text
+    said = len(tracker.recent_errors())
+    p.report("something else", True)
+    time.sleep(1.0)  # several ticks: the same errors are not said again
+    assert len(tracker.recent_errors()) == said and "something else" in p.message.value
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_running_the_notebook_again_leaves_one_live_panel_under_nbclient(tmp_path):
+    from nbclient import NotebookClient
+
+    setup = ("import veo_nb, ipywidgets\n"
+             "from veo_nb.emulator import Emulator\n"
+             "emu = Emulator(time_scale=0.01, failure_rate=0, video_size='sample').start()")
+    run = ("tracker = veo_nb.Tracker(emu.client(), store='h.sqlite', media_dir='videos')\n"
+           "tracker.submit('a fox [duration: 130]')\n"
+           "veo_nb.panel(tracker)")
+    count = ("from ipywidgets.widgets import widget\n"
+             "import veo_nb.widgets.live as live\n"
+             "print(len(live._live), sum(1 for w in widget._instances.values()"
+             " if isinstance(w, veo_nb.VeoPanel)))")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, run, run, run, count)]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [cell.outputs for cell in nb.cells]
+    for replaced in outputs[1:3]:
+        (out,) = replaced
+        assert out["data"]["text/plain"] == REPLACED and WIDGET_VIEW not in out["data"]
+    (live,) = outputs[3]
+    assert WIDGET_VIEW in live["data"]
+    assert outputs[4][0]["text"].split() == ["1", "1"]
+    assert "text/html" in live["data"] and json.dumps(live["data"]).count("vgen_") >= 3
