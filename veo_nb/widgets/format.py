@@ -241,19 +241,16 @@ def megabytes(nbytes: int) -> str:
 
 def card_html(record: TaskRecord, size: int | None, note: str, look: Look) -> str:
     """The text of a video card: size, duration, resolution and aspect
-    ratio, and ``note`` (why it does not play yet, or how it will play)."""
+    ratio, the label (or prompt, or id; the whole prompt on hover), and
+    ``note`` (why it does not play yet, or where it plays from)."""
     facts = [megabytes(size) if size is not None else "",
              f"{VIDEO_DURATION_S:g} s", format_text(record)]
     line = " · ".join(f for f in facts if f)
+    caption = record.label or record.prompt or record.task_id
     extra = f'<br><span style="color:{look.muted}">{esc(note)}</span>' if note else ""
-    return f'<div style="font-size:{look.font_size};line-height:1.4">🎬 {line}{extra}</div>'
-
-
-def caption_html(record: TaskRecord, look: Look) -> str:
-    """A gallery card's caption: label (or prompt, or id), whole prompt on hover."""
-    text = record.label or record.prompt or record.task_id
-    return (f'<div title="{esc(short(record.prompt, TITLE_CHARS))}" '
-            f'style="font-size:{look.font_size}">{esc(short(text, PROMPT_CHARS))}</div>')
+    return (f'<div style="font-size:{look.font_size};line-height:1.4">🎬 {line}<br>'
+            f'<span title="{esc(short(record.prompt, TITLE_CHARS))}">'
+            f"{esc(short(caption, PROMPT_CHARS // 2))}</span>{extra}</div>")
 
 
 # ---------------------------------------------------------------- tables

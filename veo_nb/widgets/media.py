@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..errors import ValidationError
 from ..models import TaskStatus
@@ -85,38 +86,64 @@ def stream_url(record: TaskRecord, now: float, stream: str) -> str | None:
     return url
 
 
-class MediaView:
-    """One task's video as the page shows it (``widget``): a card with a
-    ▶ Play button, or once played, the player above the card's facts."""
+class Parts:
+    """Layouts and styles shared by every card of a panel: one model each
+    instead of one per card, so a new card costs a few hundred bytes."""
 
-    def __init__(self, task_id: str, on_play: Callable[[MediaView], None]) -> None:
-        self.task_id = task_id
-        self.record: TaskRecord | None = None
-        self.plan = Plan("")
-        self.card = widgets.HTML()
+    def __init__(self) -> None:
+        self.box = widgets.Layout(flex="0 0 auto", width="min-content", min_width="200px")
+        self.card = widgets.Layout()
+        self.card_style = HTMLStyle()
+        self.play = widgets.Layout(width="auto")
+        self.play_style = widgets.ButtonStyle()
+
+    def all(self) -> tuple[widgets.Widget, ...]:
+        return (self.box, self.card, self.card_style, self.play, self.play_style)
+
+    def close(self) -> None:
+        for part in self.all():
+            part.close()
+
+
+class MediaView:
+    """One task's video as the page shows it (``widget``): a card (size,
+    duration, resolution, aspect ratio, label or prompt) with a ▶ Play
+    button, or once played, the player above the card."""
+
+    def __init__(self, record: TaskRecord, plan: Plan, card: str, parts: Parts,
+                 on_play: Callable[[MediaView], None]) -> None:
+        self.task_id = record.task_id
+        self.record, self.plan = record, plan
+        self._parts = parts
+        self.card = widgets.HTML(card, layout=parts.card, style=parts.card_style)
         self.play = widgets.Button(description="▶ Play", button_style="primary",
-                                   layout=widgets.Layout(width="auto"), _dom_classes=("veo-play",))
+                                   disabled=not plan.kind, tooltip=self._tooltip(plan),
+                                   layout=parts.play, style=parts.play_style,
+                                   _dom_classes=("veo-play",))
         self.play.on_click(lambda _: on_play(self))
         self.player: widgets.Widget | None = None
         #: Video bytes the kernel holds for the player (0 when streaming).
         self.nbytes = 0
         #: True when the user asked for the player (not a small video shown at once).
         self.clicked = False
-        self.widget = widgets.VBox([self.card, self.play], _dom_classes=("veo-media",),
-                                   layout=widgets.Layout(flex="0 0 auto"))
+        self.widget = widgets.VBox([self.card, self.play], layout=parts.box,
+                                   _dom_classes=("veo-media",))
+
+    @staticmethod
+    def _tooltip(plan: Plan) -> str:
+        return plan.note if not plan.kind else "play this video"
 
     @property
     def loaded(self) -> bool:
         """True while a player is shown."""
         return self.player is not None
 
-    def show(self, record: TaskRecord, plan: Plan, look: Look, note: str) -> None:
+    def show(self, record: TaskRecord, plan: Plan, card: str) -> None:
         """Bring the card to ``record`` and ``plan`` (the player, if any, is kept)."""
         self.record, self.plan = record, plan
-        text = plan.note if not plan.kind else note
-        set_if_changed(self.card, "value", card_html(record, plan.size, text, look))
+        set_if_changed(self.card, "value", card)
         set_if_changed(self.play, "disabled", not plan.kind)
-        set_if_changed(self.play, "tooltip", plan.note if not plan.kind else "play this video")
+        set_if_changed(self.play, "tooltip", self._tooltip(plan))
 
     def attach(self, player: widgets.Widget, nbytes: int, *, clicked: bool) -> None:
         """Show ``player`` (holding ``nbytes`` of video in the kernel)."""
@@ -131,9 +158,9 @@ class MediaView:
             close_tree(player)
 
     def close(self) -> None:
-        """Close the player and the card's widgets."""
+        """Close the player and the card's widgets (not the shared parts)."""
         self.detach()
-        close_tree(self.widget)
+        close_tree(self.widget, keep=self._parts.all())
 
 
 class MediaCache:
@@ -163,6 +190,7 @@ class MediaCache:
         self._report = report
         self._lock = lock
         self._changed = changed
+        self._parts = Parts()
         self._views: OrderedDict[str, MediaView] = OrderedDict()
         self._loaded: OrderedDict[str, MediaView] = OrderedDict()  # least recently played first
         #: Video bytes put into widget messages since the panel opened.
@@ -219,19 +247,29 @@ class MediaCache:
         A small saved video is loaded at once."""
         if record.status is not TaskStatus.COMPLETED:
             return None
+        plan = self.plan(record, now)
         view = self._views.get(record.task_id)
         if view is None:
-            view = self._views[record.task_id] = MediaView(record.task_id, self.play)
+            view = self._views[record.task_id] = MediaView(
+                record, plan, self._card(record, plan, None), self._parts, self.play)
+        else:
+            view.show(record, plan, self._card(record, plan, view))
         self._views.move_to_end(record.task_id)
-        plan = self.plan(record, now)
-        view.show(record, plan, self.look, self._note(view))
         if (not view.loaded and plan.kind == "file" and plan.size is not None
                 and plan.size <= INLINE_MAX_BYTES):
             self._load(view, plan, autoplay=False)
         return view
 
-    def _note(self, view: MediaView) -> str:
-        if not view.loaded:
+    def _card(self, record: TaskRecord, plan: Plan, view: MediaView | None) -> str:
+        note = plan.note if not plan.kind else self._note(view)
+        return card_html(record, plan.size, note, self.look)
+
+    def _redraw(self, view: MediaView) -> None:
+        assert view.record is not None
+        view.show(view.record, view.plan, self._card(view.record, view.plan, view))
+
+    def _note(self, view: MediaView | None) -> str:
+        if view is None or not view.loaded:
             return self.frontend.playback_note
         origin = "from the link" if view.nbytes == 0 else "from the saved file"
         return " · ".join(t for t in (origin, self.frontend.playback_note) if t)
@@ -239,14 +277,15 @@ class MediaCache:
     def play(self, view: MediaView) -> None:
         """What ▶ Play does: load ``view``'s player (nothing when already loaded)."""
         with self._lock:
-            if view.loaded or view.record is None or view.task_id not in self._views:
+            if view.loaded or view.task_id not in self._views:
                 return
             plan = self.plan(view.record, time.time())
             if not plan.kind:
                 self._report(f"cannot play {view.task_id}: {plan.note}", False)
                 return
+            view.plan = plan
             self._load(view, plan, autoplay=True)
-            view.show(view.record, plan, self.look, self._note(view))
+            self._redraw(view)
             self._changed()
 
     def _load(self, view: MediaView, plan: Plan, *, autoplay: bool) -> None:
@@ -310,16 +349,14 @@ class MediaCache:
                 if isinstance(view.player, widgets.Video):
                     set_if_changed(view.player.layout, "max_height", f"{look.video_max_height}px")
                     set_if_changed(view.player, "width", str(look.video_width))
-            if view.record is not None:
-                view.show(view.record, view.plan, look, self._note(view))
+            self._redraw(view)
 
     def unload(self, task_id: str) -> None:
         """Put ``task_id``'s video back to its card, freeing its bytes."""
         view = self._loaded.pop(task_id, None)
         if view is not None:
             view.detach()
-            if view.record is not None:
-                view.show(view.record, view.plan, self.look, self._note(view))
+            self._redraw(view)
 
     def trim(self, shown: Iterable[str]) -> None:
         """Unload the players of tasks not in ``shown`` (on no visible page)
@@ -339,3 +376,4 @@ class MediaCache:
             view.close()
         self._views.clear()
         self._loaded.clear()
+        self._parts.close()

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import ipywidgets as widgets
 
 from ..records import TaskRecord
-from .._tables import esc
 from .format import Look, row_html, timing
 from .media import MediaCache
 from .tree import close_tree, set_if_changed
@@ -33,7 +32,7 @@ class RowView:
         self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 320px", min_width="240px"),
                                  _dom_classes=("veo-row-info",))
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="95%"))
-        self.clock = widgets.HTML()
+        self.clock = widgets.Label(style={"font_size": look.font_size})
         self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto"))
         self.remove = widgets.Button(description="✕", tooltip="remove this task from the view",
                                      layout=widgets.Layout(width="36px"),
@@ -58,8 +57,7 @@ class RowView:
         shown = timing(record, now, window, polling=polling)
         set_if_changed(self.bar, "value", shown.progress)
         set_if_changed(self.bar, "bar_style", shown.bar_style)
-        set_if_changed(self.clock, "value",
-                       f'<span style="font-size:{self.look.font_size}">{esc(shown.text)}</span>')
+        set_if_changed(self.clock, "value", shown.text)
         view = media.view(record, now)
         wanted = () if view is None else (view.widget,)
         if self.media.children != wanted:
@@ -70,6 +68,7 @@ class RowView:
         self.look = look
         self.record = None  # the next update redraws the text
         set_if_changed(self.timing_box.layout, "width", f"{look.timing_width}px")
+        set_if_changed(self.clock.style, "font_size", look.font_size)
 
     def close(self) -> None:
         """Close the row's widgets (its video card belongs to the :class:`MediaCache`)."""

@@ -31,7 +31,8 @@ def walk(widget: widgets.Widget) -> Iterator[widgets.Widget]:
 
 def close_tree(widget: widgets.Widget, keep: Iterable[widgets.Widget] = ()) -> None:
     """Close ``widget`` and everything below it (layouts and styles too),
-    except the widgets in ``keep`` and what lies below them. Boxes lose their
+    except the widgets in ``keep`` (children, layouts or styles) and what
+    lies below them. Boxes lose their
     children, so a closed tree holds no reference to what it showed."""
     spared = {id(w) for w in keep}
     stack = [widget]
@@ -43,7 +44,7 @@ def close_tree(widget: widgets.Widget, keep: Iterable[widgets.Widget] = ()) -> N
         stack.extend(c for c in children if isinstance(c, widgets.Widget))
         for part in ("layout", "style"):
             sub = getattr(w, part, None)
-            if isinstance(sub, widgets.Widget):
+            if isinstance(sub, widgets.Widget) and id(sub) not in spared:
                 sub.close()
         w.close()
         if children:

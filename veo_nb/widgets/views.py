@@ -11,7 +11,7 @@ import ipywidgets as widgets
 
 from ..models import TaskStatus
 from ..records import TaskRecord
-from .format import Look, caption_html, events_table, readable, table_html
+from .format import Look, events_table, readable, table_html
 from .media import MediaCache
 from .tree import close_tree, set_if_changed
 
@@ -139,19 +139,17 @@ class Switcher:
 
 
 class GalleryView:
-    """Finished videos as cards with their captions, a page at a time. It
-    fills itself on every refresh, shown or not: a card carries no video
-    bytes (the cards are the rows' :class:`~veo_nb.widgets.media.MediaView`)."""
+    """Finished videos as cards, a page at a time. It fills itself on every
+    refresh, shown or not: a card carries no video bytes (the cards are the
+    rows' :class:`~veo_nb.widgets.media.MediaView`, so a played video plays
+    in both places from one widget)."""
 
     def __init__(self, media: MediaCache, per_page: int, look: Look,
                  on_page: Callable[[], None]) -> None:
         self._media = media
         self._per_page = per_page
         self.look = look
-        self._cells: dict[str, widgets.VBox] = {}
         self._ids: tuple[str, ...] = ()
-        self._records: list[TaskRecord] = []
-        self._now = 0.0
         self.pager = Pager(on_page)
         self.grid = widgets.GridBox(layout=widgets.Layout(
             grid_template_columns=self._columns(), grid_gap="12px"))
@@ -168,48 +166,21 @@ class GalleryView:
 
     def update(self, records: Sequence[TaskRecord], now: float) -> None:
         """Show the completed tasks of ``records`` (in that order)."""
-        self._records = [r for r in records if r.status is TaskStatus.COMPLETED]
-        self._now = now
-        self._redraw()
-
-    def _redraw(self) -> None:
-        page = self._records[self.pager.fit(len(self._records), self._per_page)]
-        cells = []
-        for record in page:
-            view = self._media.view(record, self._now)
-            if view is None:
-                continue
-            caption = caption_html(record, self.look)
-            cell = self._cells.get(record.task_id)
-            if cell is None:
-                cell = self._cells[record.task_id] = widgets.VBox(
-                    [view.widget, widgets.HTML(caption)], _dom_classes=("veo-card",))
-            else:
-                if cell.children[0] is not view.widget:
-                    cell.children = (view.widget, cell.children[1])
-                set_if_changed(cell.children[1], "value", caption)
-            cells.append(cell)
-        ids = tuple(r.task_id for r in page)
-        if ids != self._ids:
-            for task_id in set(self._cells) - set(ids):
-                old = self._cells.pop(task_id)
-                close_tree(old, keep=old.children[:1])
-            self._ids = ids
-        set_if_changed(self.grid, "children", tuple(cells))
-        set_if_changed(self.empty.layout, "display", "none" if self._records else "")
+        done = [r for r in records if r.status is TaskStatus.COMPLETED]
+        page = done[self.pager.fit(len(done), self._per_page)]
+        views = [v for v in (self._media.view(r, now) for r in page) if v is not None]
+        self._ids = tuple(v.task_id for v in views)
+        set_if_changed(self.grid, "children", tuple(v.widget for v in views))
+        set_if_changed(self.empty.layout, "display", "none" if done else "")
 
     def set_look(self, look: Look) -> None:
-        """Redraw the captions and columns for ``look``."""
+        """Resize the columns for ``look``."""
         self.look = look
         set_if_changed(self.grid.layout, "grid_template_columns", self._columns())
-        self._redraw()
 
     def close(self) -> None:
         """Close the gallery's own widgets (the cards belong to the media cache)."""
-        for cell in self._cells.values():
-            close_tree(cell, keep=cell.children[:1])
-        self._cells.clear()
-        close_tree(self.widget)
+        close_tree(self.widget, keep=self.grid.children)
 
 
 class HistoryView:
