@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _schedule
+from ._engine import Write
 from ._log import logger
 from ._paths import video_path_in
 from .errors import DownloadError, ResultExpiredError, ValidationError, VeoError
@@ -172,7 +173,6 @@ class Downloads:
                 st.dl_attempts = attempt
             st.dl_due = due
 
-        engine.commit(task_id, engine.write_of(new, [event], DOWNLOAD_FIELDS,
-                                      {"downloader": None, "download_until": None}),
-                      on_saved=saved)
+        engine.commit(task_id, Write(new, [event], DOWNLOAD_FIELDS,
+                                     {"downloader": None, "download_until": None}, saved))
         return new.task

@@ -150,12 +150,17 @@ class Settings:
 
 @dataclass
 class Write:
-    """A store write that failed and is retried (memory waits for it)."""
+    """One write for :meth:`Engine.commit`: ``fields`` of ``record`` (None:
+    all), ``events`` and the claim columns in ``claim``; ``on_saved(state)``
+    runs (lock held) once the store has it, then callbacks hear of it when
+    ``notify``. Kept and retried when it fails."""
 
     record: TaskRecord
     events: list[Event]
     fields: tuple[str, ...] | None
     claim: dict[str, Any]
+    on_saved: Callable[[TaskState], None] | None = None
+    notify: bool = True
     attempts: int = 0
 
 
@@ -478,8 +483,7 @@ class Engine:
 
     # ------------------------------------------------------------------ writes
 
-    def commit(self, task_id: str, write: Write, *, on_saved: Callable[[TaskState], None] | None = None,
-               notify: bool = True) -> TaskState | None:
+    def commit(self, task_id: str, write: Write) -> TaskState | None:
         """Write to the store first; only then show it in memory. A failed
         write is kept and retried (memory keeps the last stored record, and
         the task is not polled meanwhile); the error is recorded."""
@@ -499,21 +503,14 @@ class Engine:
                 state.contact_at = row.contact_at
                 state.poller, state.poll_until = row.poller, row.poll_until
                 state.downloader, state.download_until = row.downloader, row.download_until
-            if on_saved is not None:
-                on_saved(state)
+            if write.on_saved is not None:
+                write.on_saved(state)
             self.cond.notify_all()
             task = state.record.task
         self.wake()
-        if notify:
+        if write.notify:
             self.notify(task)
         return state
-
-    @staticmethod
-    def write_of(record: TaskRecord, events: list[Event], fields: tuple[str, ...] | None,
-                 claim: dict[str, Any]) -> Write:
-        """A write for :meth:`commit`: ``fields`` of ``record`` (None: all),
-        ``events`` and the claim columns given."""
-        return Write(record, events, fields, claim)
 
     def _write_failed(self, task_id: str, write: Write, exc: BaseException) -> None:
         with self.lock:
@@ -533,7 +530,7 @@ class Engine:
             write = None if state is None else state.pending
         try:
             if write is not None:
-                self.commit(task_id, write, on_saved=lambda st: self.reschedule(st, time.time()))
+                self.commit(task_id, write)
         finally:
             with self.lock:
                 if state is not None:
@@ -777,8 +774,7 @@ class Engine:
                 self.observed.setdefault(learned[0], []).append(learned[1])
             self.downloads.schedule(st, time.time())
 
-        write = Write(new, events, fields, self._claim(due, now))
-        self.commit(task_id, write, on_saved=saved, notify=changed)
+        self.commit(task_id, Write(new, events, fields, self._claim(due, now), saved, changed))
         return new.task if changed else None
 
     def _give_up(self, rec: TaskRecord, age: float, stamp: datetime) -> tuple[TaskRecord, Event]:
@@ -820,8 +816,8 @@ class Engine:
                 st.last_age = now - st.t0
 
         fields = ("next_poll_at", "error", "last_polled_at")
-        self.commit(task_id, Write(new, events, fields, self._claim(due, contact)),
-                    on_saved=saved, notify=False)
+        self.commit(task_id, Write(new, events, fields, self._claim(due, contact), saved,
+                                   notify=False))
         logger.warning("veo_nb: polling %s failed (attempt %d): %s", task_id, errors, exc)
         return None
 
@@ -860,8 +856,7 @@ class Engine:
         def saved(st: TaskState) -> None:
             st.due = None
 
-        self.commit(task_id, Write(new, events, fields, self._claim(None, stamp_s)),
-                    on_saved=saved)
+        self.commit(task_id, Write(new, events, fields, self._claim(None, stamp_s), saved))
         return new.task if changed else None
 
 
@@ -915,4 +910,4 @@ def engines() -> list[Engine]:
         return list(_engines.values())
 
 
-__all__ = ["Engine", "Settings", "TaskState", "attach", "engines", "process_id", "NOT_POLLED"]
+__all__ = ["Engine", "Settings", "TaskState", "Write", "attach", "engines", "process_id", "NOT_POLLED"]

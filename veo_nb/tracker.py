@@ -43,12 +43,13 @@ from ._engine import (
     Settings,
     TaskState,
     TokenBucket,
+    Write,
     age_zero,
     attach,
     given_up,
 )
 from ._log import logger
-from ._paths import remove_stale_partials
+from ._paths import DEFAULT_DATA_DIR, DEMO_DATA_DIR, remove_stale_partials
 from ._spec import MIN_POLL_INTERVAL_S, URL_LIFETIME_S, build_create_payload
 from ._tables import html_table
 from .errors import (
@@ -68,10 +69,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import VeoClient
     from .widgets import VeoPanel
 
-#: Where the tracker keeps its history and videos unless told otherwise.
-DEFAULT_DATA_DIR = Path("veo_nb_data")
-#: The same for demo mode, apart from the real service's history.
-DEMO_DATA_DIR = DEFAULT_DATA_DIR / "demo"
 #: Tasks shown by the tracker's HTML representation (the most recent ones).
 REPR_ROWS = 20
 #: Environment variable naming who submits tasks (default: the JupyterHub
@@ -414,8 +411,8 @@ class Tracker:
                     state.errors = 0
                     engine.reschedule(state, now)
                 new = self._tagged(replace(state.record, next_poll_at=from_unix(state.due)))
-                write = engine.write_of(new, [Event(task_id, "note", detail="tracked again")],
-                                        _TRACK_FIELDS, {})
+                write = Write(new, [Event(task_id, "note", detail="tracked again")],
+                              _TRACK_FIELDS, {}, lambda st: engine.downloads.schedule(st, time.time()))
             else:
                 if task is None:
                     record = TaskRecord(task_id, label=label, prompt=prompt,
@@ -437,15 +434,13 @@ class Tracker:
                     deadline=engine.settings.give_up_after)
                 event = (Event(task_id, "status", task.status_text, detail="tracked")
                          if task is not None else Event(task_id, "note", detail="tracked"))
-                write = engine.write_of(record, [event], None, {})
 
                 def saved(st: TaskState) -> None:
                     st.due = due
                     engine.downloads.schedule(st, time.time())
 
-                return engine.commit(task_id, write, on_saved=saved) is not None
-        return engine.commit(task_id, write, on_saved=lambda st: engine.downloads.schedule(
-            st, time.time())) is not None
+                write = Write(record, [event], None, {}, saved)
+        return engine.commit(task_id, write) is not None
 
     def submit(self, prompt: str, *, label: str | None = None, **create_kwargs: Any) -> Task:
         """Create a video task (``model``, ``resolution``, ``aspect_ratio``,
@@ -474,10 +469,11 @@ class Tracker:
             due = engine.next_due(state)
             state.record = record = replace(record, next_poll_at=from_unix(due))
         until = None if due is None else due + engine.settings.grace
-        write = engine.write_of(record, [Event(task.id, "status", task.status_text,
-                                               observed_at=from_unix(now), detail="created")],
-                                None, {"contact_at": now, "poller": engine.me, "poll_until": until})
-        saved = engine.commit(task.id, write, on_saved=lambda st: setattr(st, "due", due))
+        write = Write(record, [Event(task.id, "status", task.status_text,
+                                     observed_at=from_unix(now), detail="created")],
+                      None, {"contact_at": now, "poller": engine.me, "poll_until": until},
+                      lambda st: setattr(st, "due", due))
+        saved = engine.commit(task.id, write)
         if saved is None:
             raise StoreError(
                 f"task {task.id} was created on the service (and is billed) but could not be "
