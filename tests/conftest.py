@@ -15,13 +15,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pg_cluster  # noqa: E402
 
-_ENV = ("VEO_API_KEY", "VEO_BASE_URL", "VEO_DEMO", "VEO_TIME_SCALE", "VEO_LOG")
+_ENV = ("VEO_API_KEY", "VEO_BASE_URL", "VEO_DEMO", "VEO_TIME_SCALE", "VEO_LOG",
+        "VEO_DEMO_VIDEO_SIZE", "VEO_DEMO_FAILURE_RATE", "VEO_NB_STORE", "VEO_NB_OWNER")
 
 
 @pytest.fixture(autouse=True)
-def _clean_veo_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_veo_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     for name in _ENV:
         monkeypatch.delenv(name, raising=False)
+    # Defaults such as ./veo_nb_data/ (the store, demo mode's emulator state)
+    # land in a folder of the test's, never in the checkout.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(scope="session")

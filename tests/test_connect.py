@@ -71,3 +71,41 @@ def test_demo_failure_rate_comes_from_the_environment(monkeypatch: pytest.Monkey
             time.sleep(client.time_scale * 31)
         results.append(result)
     assert all(r.status.value == "completed" for r in results)
+
+
+def test_demo_tasks_survive_a_kernel_restart(tmp_path):
+    """A restart ends the embedded emulator; the next kernel's emulator loads
+    its state from veo_nb_data/demo/, so an unfinished task is still known and
+    completes (it became 'failed (404)' before)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    kernel = textwrap.dedent("""
+        import sys, time
+        import veo_nb
+        client = veo_nb.connect(demo=True, time_scale=0.02, failure_rate=0, quiet=True)
+        tracker = veo_nb.Tracker(client)
+        if sys.argv[1] == "submit":
+            task = tracker.submit("a long pan [duration: 200]")
+            print(task.id, flush=True)
+            time.sleep(60)  # killed meanwhile, like a kernel restart
+        else:
+            (done,) = tracker.wait(timeout=60)
+            print(done.id, done.status_text, done.error, done.video_path is not None, flush=True)
+    """)
+    first = subprocess.Popen([sys.executable, "-c", kernel, "submit"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        task_id = first.stdout.readline().strip()
+        assert task_id.startswith("vgen_")
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        first.stdout.close()
+    second = subprocess.run([sys.executable, "-c", kernel, "resume"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == [task_id, "completed", "None", "True"]

@@ -9,14 +9,18 @@ import threading
 from typing import Any
 
 from ._log import logger
+from ._paths import DEMO_DATA_DIR
 from ._schedule import documented_window
 from .client import VeoClient
+from .errors import ValidationError
 
 #: Demo mode's clock runs this much faster than the real service: 2–5 min
 #: become about 15–45 s (including the short queued phase).
 DEMO_TIME_SCALE = 0.12
 #: Share of demo tasks that fail at random, as some do on the real service.
 DEMO_FAILURE_RATE = 0.1
+#: Environment variable choosing the size of demo videos.
+DEMO_VIDEO_SIZE_ENV = "VEO_DEMO_VIDEO_SIZE"
 
 _lock = threading.Lock()
 _demo_emulator: Any = None
@@ -26,17 +30,42 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def demo_video_size() -> str | int:
+    """What the demo emulator serves: ``VEO_DEMO_VIDEO_SIZE`` (``sample``,
+    ``realistic`` or a number of bytes), by default the small samples."""
+    value = (os.environ.get(DEMO_VIDEO_SIZE_ENV) or "sample").strip().lower()
+    if value in ("sample", "realistic"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError(
+            f"{DEMO_VIDEO_SIZE_ENV}={value!r}: use 'sample', 'realistic' or a number of bytes"
+        ) from None
+
+
 def _embedded_emulator(time_scale: float, failure_rate: float) -> tuple[Any, bool]:
     """The process-wide demo emulator, started on first use and stopped at
-    exit; the flag says whether this call started it."""
+    exit; the flag says whether this call started it.
+
+    Its tasks, clock and links live in ``veo_nb_data/demo/emulator.json``, so
+    after a kernel restart the tasks of the last session are still known and
+    finish normally. When another running kernel owns that file, this one
+    runs an emulator of its own, without a state file."""
     global _demo_emulator
-    from .emulator import Emulator
+    from .emulator import Emulator, EmulatorStateInUse
 
     with _lock:
         emu = _demo_emulator
         if emu is not None and (emu.time_scale, emu.failure_rate) == (time_scale, failure_rate):
             return emu, False
-        emu = Emulator(time_scale=time_scale, failure_rate=failure_rate).start()
+        options = {"time_scale": time_scale, "failure_rate": failure_rate,
+                   "video_size": demo_video_size()}
+        try:
+            emu = Emulator(state_path=(DEMO_DATA_DIR / "emulator.json").resolve(), **options).start()
+        except EmulatorStateInUse as exc:
+            logger.info("veo_nb: %s; using an emulator without a state file", exc)
+            emu = Emulator(**options).start()
         atexit.register(emu.stop)
         _demo_emulator = emu
         return emu, True
@@ -62,7 +91,10 @@ def connect(
       one line when it starts (``quiet=True`` silences it).
       ``failure_rate`` is the share of demo tasks that fail at random
       (default ``VEO_DEMO_FAILURE_RATE``, else 0.1; prompts with ``[fail]``
-      fail whatever it is).
+      fail whatever it is). Its videos are small samples unless
+      ``VEO_DEMO_VIDEO_SIZE`` says ``realistic`` (about 4/12/40 MB for
+      720p/1080p/4K) or a number of bytes. Its state is kept in
+      ``veo_nb_data/demo/``, so unfinished demo tasks survive a kernel restart.
 
     ``time_scale`` (or ``VEO_TIME_SCALE``) tells a client of a standalone
     ``veo-nb emulator`` how fast that emulator's clock runs. Other keyword

@@ -7,6 +7,11 @@ import re
 import time
 from pathlib import Path
 
+#: Where the tracker keeps its history and videos unless told otherwise.
+DEFAULT_DATA_DIR = Path("veo_nb_data")
+#: The same for demo mode (with the embedded emulator's state), apart from
+#: the real service's history.
+DEMO_DATA_DIR = DEFAULT_DATA_DIR / "demo"
 #: A download in progress is a hidden ``.<random>.part`` file next to its video.
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".part"
 #: A partial file untouched this long belongs to no live download.

@@ -654,7 +654,8 @@ class Emulator:
 
     def client(self, **kwargs: Any) -> VeoClient:
         """A :class:`veo_nb.client.VeoClient` for this emulator (key, base URL,
-        ``time_scale`` and ``demo=True`` filled in; ``kwargs`` override)."""
+        ``time_scale``, ``demo=True`` and, with a state file, the stable
+        ``service`` filled in; ``kwargs`` override)."""
         from ..client import VeoClient
 
         options: dict[str, Any] = {
@@ -663,6 +664,8 @@ class Emulator:
             "time_scale": self.time_scale,
             "demo": True,
         }
+        if self.service_id is not None:  # the same service across restarts and ports
+            options["service"] = self.service_id
         options.update(kwargs)
         return VeoClient(**options)
 
