@@ -139,3 +139,31 @@ def test_unwritable_media_folder_fails_clearly_then_resumes(tmp_path: Path) -> N
                 assert tracker.record(task_id).url_expires_at.timestamp() > time.time()
         finally:
             tracker.close()
+
+
+def test_answers_lost_after_the_service_handled_them_never_break_the_interval(
+        tmp_path: Path) -> None:
+    """Faults *behind* the service: it handles the request, then the answer
+    is reset or comes after the client gave up. A client that retried such a
+    poll at once polled twice inside the interval (19 violations in 64)."""
+    faults = FaultConfig(seed=21, lost_answer_rate=0.15, slow_answer_rate=0.15, slow_answer_s=0.3)
+    with Emulator(time_scale=SCALE, failure_rate=0.1, seed=8, faults=faults,
+                  video_size="sample") as emu:
+        client = emu.client(timeout=0.2)  # slow answers outlive it
+        with Tracker(client, store=tmp_path / "h.sqlite", media_dir=tmp_path / "v") as tracker:
+            ids, unsure = [], 0
+            for i in range(60):
+                try:
+                    ids.append(tracker.submit(_prompt(i)).id)
+                except VeoError as exc:  # maybe created: never sent again (it could bill twice)
+                    assert getattr(exc, "reached", True)
+                    unsure += 1
+            orphans = sorted(set(emu.task_ids()) - set(ids))  # created, answer lost
+            tracker.track_many(orphans)
+            tracker.wait([*ids, *orphans], timeout=300)
+            _check_all(emu, tracker, [*ids, *orphans])
+        injected = emu.stats.faults
+    print(f"\nfaults injected: {dict(injected)}; creates with a lost answer: {unsure}, "
+          f"of which created: {len(orphans)}")
+    assert injected.get("lost_answer", 0) > 5 and injected.get("slow_answer", 0) > 5
+    assert unsure > 0 and len(orphans) > 0

@@ -16,6 +16,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import ipywidgets
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -318,3 +320,24 @@ def test_huge_and_endless_bodies_are_bounded(service: HostileService, tmp_path: 
 def test_printable_control_free_alphabet() -> None:
     """The escaping test above relies on these characters being invisible or dangerous."""
     assert not set("\u202e\x00\x1b\x07\ufeff\u200b") & set(string.printable.replace("\x0b", ""))
+
+
+@pytest.mark.parametrize("url", ["http://cdn.example:99999/v.mp4", "https://cdn.example:abc/v.mp4",
+                                 "http://[bad/v.mp4"])
+def test_a_link_with_a_bad_port_fails_its_download_for_good(service: HostileService,
+                                                            tmp_path: Path, url: str) -> None:
+    """It passed the http(s) check, then raised a bare ValueError: the
+    download stayed 'pending' forever, with no event and no error."""
+    service.tasks["vgen_bad"] = {"id": "vgen_bad", "status": "completed", "video_url": url}
+    with Tracker(service.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v") as tracker:
+        tracker.track("vgen_bad")
+        wait_until(lambda: tracker.record("vgen_bad").download_state == "failed",
+                   what="the download to fail")
+        rec = tracker.record("vgen_bad")
+        assert "port" in rec.download_error and "must be an http" in rec.download_error
+        history = tracker.history()
+        downloads = history[(history.task_id == "vgen_bad") & (history.kind == "download")]
+        assert downloads.detail.str.startswith("failed").any()
+        time.sleep(0.5)
+        assert tracker._engine.states["vgen_bad"].dl_due is None  # not retried: it cannot work
+        assert tracker.wait(["vgen_bad"], timeout=5)[0].status_text == "completed"
