@@ -63,7 +63,7 @@ def test_no_video_is_sent_or_read_until_played_and_freed_when_it_leaves(big_trac
 
         newest = ids[1]
         view = media_of(p, newest)
-        assert "🎬 3.0 MB · 8 s · 720p · 16:9" in view.card.value
+        assert "<b>3.0 MB · 8 s · 720p · 16:9</b>" in view.card.value
         assert view.player is None and not view.play.disabled
         assert "0 · 0 MB of 256.0 MB" in p.videos.value
         mark = traffic.mark()

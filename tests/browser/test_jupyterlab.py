@@ -1,11 +1,16 @@
-"""The quickstart notebook in a real JupyterLab, in a real Chromium.
+"""The panel in a real JupyterLab, in a real Chromium.
 
-One Run All, then, without touching anything: the panel renders, statuses
-advance by themselves, a finished task's video loads (8 s long), the failed
-task's error that contains markup is shown as text and runs nothing, and a
-video that is playing keeps playing (same element, time advancing) while
-other rows update. Takes a screenshot of the live panel (docs/img/panel.png
-is written when missing or with VEO_NB_UPDATE_SCREENSHOT=1).
+The quickstart: one Run All, then: the panel renders, statuses advance by
+themselves, a finished task's video loads (8 s long; after a click on its
+▶ Play when it is too big to be shown at once), the failed task's error
+that contains markup is shown as text and runs nothing, and a video that is
+playing keeps playing (same element, time advancing) while other rows
+update. Takes a screenshot of the live panel (docs/img/panel.png is written
+when missing or with VEO_NB_UPDATE_SCREENSHOT=1).
+
+A 15 MB video: no byte of it passes through the kernel's websocket until
+▶ Play is clicked, then the file once, and it plays; showing the panel again
+turns the first output into one line.
 """
 
 from __future__ import annotations
@@ -13,11 +18,23 @@ from __future__ import annotations
 import os
 import shutil
 import time
+
+import nbformat
 from pathlib import Path
 
 import pytest
 
 from jlab_helpers import open_notebook, run_all_via_menu, wait_for
+from panel_page import (
+    JS_PANEL,
+    KernelTraffic,
+    open_and_run_all,
+    panel_text,
+    row_text,
+    video_states,
+    wait_for_panel,
+    wait_playable,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "img" / "panel.png"
@@ -35,44 +52,11 @@ IN_FLIGHT = {"queued", "processing"}
 
 pytestmark = pytest.mark.timeout(600)
 
-# JS run in the page. The panel is the widget output that mentions the first prompt.
-JS_PANEL = """() => {
-    const outs = [...document.querySelectorAll('.jp-OutputArea-output')];
-    return outs.find(o => o.querySelector('.jupyter-widgets')
-                          && o.innerText.includes('%s')) || null;
-}""" % FOX
-
-JS_PANEL_TEXT = """() => {
-    const p = (%s)();
-    return p ? p.innerText : '';
-}""" % JS_PANEL
-
-JS_ROW_TEXT = """(needle) => {
-    // The smallest element of the panel whose text holds the needle and a status word.
-    const p = (%s)();
-    if (!p) return '';
-    const words = ['queued', 'processing', 'completed', 'failed', 'unknown'];
-    let best = null;
-    for (const el of p.querySelectorAll('*')) {
-        const t = el.innerText || '';
-        if (t.includes(needle) && words.some(w => t.toLowerCase().includes(w))) {
-            if (!best || t.length < best.innerText.length) best = el;
-        }
-    }
-    return best ? best.innerText : '';
-}""" % JS_PANEL
-
-JS_LOADED_VIDEOS = """() => {
-    const p = (%s)();
-    if (!p) return [];
-    return [...p.querySelectorAll('video')]
-        .filter(v => v.readyState >= 1)
-        .map(v => ({readyState: v.readyState, duration: v.duration,
-                    src: (v.currentSrc || v.src || '').slice(0, 40)}));
-}""" % JS_PANEL
+# JS run in the page: the live panel (see panel_page.JS_PANEL).
+JS_PANEL_FN = f"() => {JS_PANEL}"
 
 JS_TAG_AND_PLAY = """async () => {
-    const p = (%s)();
+    const p = %s;
     const v = [...p.querySelectorAll('video')].find(v => v.readyState >= 1 && v.isConnected);
     if (!v) return null;
     v.__veoTag = 'watched';
@@ -106,7 +90,7 @@ def _screenshot_panel(page, path: Path) -> None:
     """The whole panel in one picture: JupyterLab scrolls the notebook inside
     its own container, so make the viewport tall enough for the panel first."""
     box = page.evaluate("""() => {
-        const p = (%s)();
+        const p = %s;
         p.scrollIntoView({block: 'start'});
         const r = p.getBoundingClientRect();
         return {height: r.height};
@@ -115,9 +99,9 @@ def _screenshot_panel(page, path: Path) -> None:
     page.set_viewport_size({"width": size["width"],
                             "height": int(min(4000, max(size["height"], box["height"] + 400)))})
     try:
-        page.evaluate("() => (%s)().scrollIntoView({block: 'start'})" % JS_PANEL)
+        page.evaluate("() => %s.scrollIntoView({block: 'start'})" % JS_PANEL)
         page.wait_for_timeout(500)  # let layout settle after the resize
-        handle = page.evaluate_handle(JS_PANEL)
+        handle = page.evaluate_handle(JS_PANEL_FN)
         handle.as_element().screenshot(path=str(path))
     finally:
         page.set_viewport_size(size)
@@ -134,14 +118,14 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     run_all_via_menu(page)
 
     # 1. The panel renders, with tasks still in flight.
-    wait_for(lambda: page.evaluate(JS_PANEL_TEXT), timeout=180, what="the panel to render")
-    wait_for(lambda: all(page.evaluate(JS_ROW_TEXT, n) for n in ROWS), timeout=90,
+    wait_for_panel(page)
+    wait_for(lambda: all(row_text(page, n) for n in ROWS), timeout=90,
              what="a row for every submitted task")
     seen: dict[str, list[set[str]]] = {n: [] for n in ROWS}
 
     def observe() -> None:
         for n in ROWS:
-            seen[n].append(_statuses(page.evaluate(JS_ROW_TEXT, n)))
+            seen[n].append(_statuses(row_text(page, n)))
 
     # 2. Statuses advance with no user action, up to a loaded video.
     def first_task_done() -> bool:
@@ -153,8 +137,8 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
                 if any(s & IN_FLIGHT for s in states) and states[-1] & set(TERMINAL)]
     assert advanced, f"no row was seen going from queued/processing to finished: {seen}"
 
-    videos = wait_for(lambda: page.evaluate(JS_LOADED_VIDEOS), timeout=180,
-                      what="a finished task's <video> to load (readyState >= 1)")
+    # Small videos show at once; a bigger one plays after a click on its card.
+    videos = wait_playable(page, FOX, timeout=180)
     assert all(abs(v["duration"] - 8.0) < 0.5 for v in videos), videos
 
     # A screenshot of the panel while it is live (the README's picture).
@@ -168,13 +152,13 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     # 3. A playing video keeps playing across refresh ticks while other rows update.
     handle = page.evaluate_handle(JS_TAG_AND_PLAY)
     assert handle.json_value() is not None, "no loaded video to play"
-    watch = [n for n in ROWS if _statuses(page.evaluate(JS_ROW_TEXT, n)) & IN_FLIGHT]
+    watch = [n for n in ROWS if _statuses(row_text(page, n)) & IN_FLIGHT]
     if not watch:
         # Every task already finished (on a slow machine the slow one may have
         # ended by now): give the panel a row to update.
         page.evaluate(JS_KERNEL_EXECUTE, f'tracker.submit("[duration: 250] {EXTRA}")')
         watch = [EXTRA]
-    before = {n: page.evaluate(JS_ROW_TEXT, n) for n in watch}
+    before = {n: row_text(page, n) for n in watch}
     row_changes = 0
     last = dict(before)
 
@@ -182,7 +166,7 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
         nonlocal row_changes
         done = False
         for n in watch:
-            text = page.evaluate(JS_ROW_TEXT, n)
+            text = row_text(page, n)
             if text != last[n]:
                 row_changes += 1
                 last[n] = text
@@ -198,7 +182,7 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
     state = handle.evaluate("""v => ({
         connected: v.isConnected, tag: v.__veoTag, paused: v.paused,
         progress: v.__veoProgress, events: v.__veoEvents, readyState: v.readyState,
-        sameAsInPanel: [...document.querySelectorAll('video')].includes(v)})""")
+        sameAsInPanel: [...document.querySelectorAll('.veo-panel video')].includes(v)})""")
     assert state["connected"] and state["sameAsInPanel"], (
         f"the playing <video> was replaced during refreshes: {state}")
     assert state["tag"] == "watched"
@@ -208,12 +192,12 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
 
     # 4. The failed task's markup is text, not HTML, and ran nothing.
     blocked_row = wait_for(lambda: (lambda r: r if "failed" in r.lower() else "")(
-        page.evaluate(JS_ROW_TEXT, BLOCKED)), timeout=120, what="the failed task's row")
-    panel_text = page.evaluate(JS_PANEL_TEXT)
-    assert "<b>Blocked</b>" in panel_text, panel_text[-2000:]
-    assert "<script>" in panel_text
+        row_text(page, BLOCKED)), timeout=120, what="the failed task's row")
+    text = panel_text(page)
+    assert "<b>Blocked</b>" in text, text[-2000:]
+    assert "<script>" in text
     injected = page.evaluate("""() => {
-        const p = (%s)();
+        const p = %s;
         return {
             bold: [...p.querySelectorAll('b, strong')].filter(
                       b => b.innerText.trim() === 'Blocked').length,
@@ -228,9 +212,53 @@ def test_quickstart_panel_live_in_jupyterlab(lab, page, tmp_path: Path) -> None:
 
     # 5. Everything settles.
     def all_done() -> bool:
-        return all(_statuses(page.evaluate(JS_ROW_TEXT, n)) & set(TERMINAL)
+        return all(_statuses(row_text(page, n)) & set(TERMINAL)
                    for n in (FOX, SLOW, BLOCKED))
 
     wait_for(all_done, timeout=240, what="every task to finish")
     assert page.evaluate("() => window.veoXss === undefined")
     print(f"whole test {time.monotonic() - started:.0f} s; screenshot {shot}")
+
+
+BIG = 15 * 1024 * 1024
+BIG_SETUP = f"""
+import veo_nb
+from veo_nb.emulator import Emulator
+emu = Emulator(time_scale=0.01, failure_rate=0, video_size={BIG}).start()
+tracker = veo_nb.Tracker(emu.client(), store="big/h.sqlite", media_dir="big/videos")
+task = tracker.submit("A harbour at dusk, fifteen megabytes [duration: 130]")
+tracker.wait([task.id], timeout=120)
+import os; os.path.getsize(tracker.get(task.id).video_path)
+"""
+REPLACED = "replaced by a newer panel"
+
+
+def test_a_big_video_passes_no_bytes_through_the_kernel_until_played(lab, page) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in
+                (BIG_SETUP, "veo_nb.panel(tracker)", "veo_nb.panel(tracker)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nbformat.write(nb, lab.root_dir / "big_video.ipynb")
+    traffic = KernelTraffic().attach(page)
+    open_and_run_all(page, lab.notebook_url("big_video.ipynb"))
+
+    wait_for(lambda: "A harbour at dusk" in row_text(page, "harbour") and
+             "completed" in row_text(page, "harbour"), timeout=180, what="the finished row")
+    card = row_text(page, "harbour")
+    assert "15.0 MB · 8 s · 720p · 16:9" in card, card
+    # The first panel's output became one line; the second one is live.
+    wait_for(lambda: REPLACED in page.evaluate(
+        "() => document.querySelector('.jp-Notebook').innerText"), timeout=60,
+        what="the first panel's output to say it was replaced")
+    assert page.evaluate("() => document.querySelectorAll('.veo-panel').length") == 1
+    page.wait_for_timeout(3000)  # a few refresh ticks
+    before = traffic.nbytes
+    assert before < 1024 * 1024, f"{before} bytes from the kernel before any play"
+    assert video_states(page, loaded_only=False) == []
+
+    videos = wait_playable(page, "harbour", timeout=120)
+    assert all(abs(v["duration"] - 8.0) < 0.5 for v in videos), videos
+    assert traffic.nbytes - before >= BIG, (before, traffic.nbytes)
+    assert traffic.nbytes - before <= 1.05 * BIG + 200_000
+    print(f"kernel to browser: {before} bytes before the click, {traffic.nbytes - before} after")

@@ -248,7 +248,7 @@ def card_html(record: TaskRecord, size: int | None, note: str, look: Look) -> st
     line = " · ".join(f for f in facts if f)
     caption = record.label or record.prompt or record.task_id
     extra = f'<br><span style="color:{look.muted}">{esc(note)}</span>' if note else ""
-    return (f'<div style="font-size:{look.font_size};line-height:1.4">🎬 {line}<br>'
+    return (f'<div style="font-size:{look.font_size};line-height:1.4"><b>{line}</b><br>'
             f'<span title="{esc(short(record.prompt, TITLE_CHARS))}">'
             f"{esc(short(caption, PROMPT_CHARS // 2))}</span>{extra}</div>")
 

@@ -90,8 +90,8 @@ class Parts:
     """Layouts and styles shared by every card of a panel: one model each
     instead of one per card, so a new card costs a few hundred bytes."""
 
-    def __init__(self) -> None:
-        self.box = widgets.Layout(flex="0 0 auto", width="min-content", min_width="200px")
+    def __init__(self, look: Look) -> None:
+        self.box = widgets.Layout(flex="0 0 auto", width=f"{look.video_width}px")
         self.card = widgets.Layout()
         self.card_style = HTMLStyle()
         self.play = widgets.Layout(width="auto")
@@ -190,7 +190,7 @@ class MediaCache:
         self._report = report
         self._lock = lock
         self._changed = changed
-        self._parts = Parts()
+        self._parts = Parts(look)
         self._views: OrderedDict[str, MediaView] = OrderedDict()
         self._loaded: OrderedDict[str, MediaView] = OrderedDict()  # least recently played first
         #: Video bytes put into widget messages since the panel opened.
@@ -343,6 +343,7 @@ class MediaCache:
     def set_look(self, look: Look) -> None:
         """Resize the players and redraw the cards for ``look``."""
         self.look = look
+        set_if_changed(self._parts.box, "width", f"{look.video_width}px")
         for view in self._views.values():
             if view.player is not None:
                 set_if_changed(view.player.layout, "width", f"{look.video_width}px")
