@@ -18,6 +18,7 @@ from test_widgets_support import (  # noqa: F401 - fixtures
     XSS,
     big_emulator,
     big_tracker,
+    created_elsewhere,
     emulator,
     finished,
     make_panel,
@@ -166,10 +167,7 @@ def test_double_clicks_act_once(tracker, make_panel, emulator):
 
 
 def test_track_pasted_ids_filter_and_search(tracker, make_panel, emulator):
-    other = emulator.client()
-    fox = other.create_video("a fox [duration: 130]").id
-    bad = other.create_video("[fail: nope] an owl").id
-    other.close()
+    fox, bad = created_elsewhere(emulator, ["a fox [duration: 130]", "[fail: nope] an owl"])
     p = make_panel(tracker)
     p.track_form.ids.value = f"{fox},\n  {bad}  {fox}"
     p.track_form.button.click()
@@ -366,9 +364,7 @@ def test_pause_stops_polling_and_a_paused_row_is_never_late(tracker, make_panel,
 
 def test_newest_first_with_sort_order_and_pagers_at_top_and_bottom(tracker, make_panel,
                                                                    emulator):
-    other = emulator.client()
-    ids = [other.create_video(f"clip {i} [duration: 5000]").id for i in range(5)]
-    other.close()
+    ids = created_elsewhere(emulator, [f"clip {i} [duration: 5000]" for i in range(5)])
     tracker.track_many(ids)
     newest = tracker.submit("zz newest [duration: 5000]", label="b-label").id
     p = make_panel(tracker, page_size=2)
@@ -410,9 +406,7 @@ def test_submitting_never_moves_the_view_from_a_played_video(big_tracker, make_p
 
 def test_rows_exist_only_for_the_visible_page_and_the_gallery_fills_itself(tracker, make_panel,
                                                                            emulator):
-    other = emulator.client()
-    ids = [other.create_video(f"clip {i} [duration: 130]").id for i in range(25)]
-    other.close()
+    ids = created_elsewhere(emulator, [f"clip {i} [duration: 130]" for i in range(25)])
     tracker.track_many(ids)
     p = make_panel(tracker, page_size=10, gallery_page_size=4)
     assert len(p.rows_box.children) == 10 and len(p._rows) == 10

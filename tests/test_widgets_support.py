@@ -65,6 +65,12 @@ def running_emulator(video_size: str | int) -> Iterator[Emulator]:
         emulator.stop()
 
 
+def _tracker_on(folder: Path, emulator: Emulator) -> Iterator[Tracker]:
+    tr = new_tracker(folder, emulator)
+    yield tr
+    tr.close()
+
+
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     """The emulator serving its small sample videos (about 20 KB: shown at once)."""
@@ -74,9 +80,7 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def tracker(tmp_path: Path, emulator: Emulator) -> Iterator[Tracker]:
-    tr = new_tracker(tmp_path, emulator)
-    yield tr
-    tr.close()
+    yield from _tracker_on(tmp_path, emulator)
 
 
 @pytest.fixture
@@ -88,9 +92,16 @@ def big_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def big_tracker(tmp_path: Path, big_emulator: Emulator) -> Iterator[Tracker]:
-    tr = new_tracker(tmp_path, big_emulator)
-    yield tr
-    tr.close()
+    yield from _tracker_on(tmp_path, big_emulator)
+
+
+def created_elsewhere(emulator: Emulator, prompts: list[str]) -> list[str]:
+    """Ids of tasks created by another client (as pasted ids are)."""
+    other = emulator.client()
+    try:
+        return [other.create_video(p).id for p in prompts]
+    finally:
+        other.close()
 
 
 @pytest.fixture
