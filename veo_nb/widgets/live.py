@@ -22,8 +22,8 @@ import time
 import uuid
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import ipywidgets as widgets
 
@@ -57,6 +57,13 @@ _STATUS_FILTERS: tuple[tuple[str, str], ...] = (
     ("completed", "completed"), ("failed", "failed"), (NOT_FOUND, NOT_FOUND),
     ("unknown", "unknown"),
 )
+class _Form(Protocol):
+    widget: widgets.Widget
+
+    def close(self) -> None: ...
+
+
+F = TypeVar("F", bound=_Form)
 _STATUS_RANK = {"queued": 0, "processing": 1, "completed": 2, "failed": 3, NOT_FOUND: 4}
 
 
@@ -107,6 +114,25 @@ _ticker = _Ticker()
 # The live panel of each history (store_key -> panel).
 _live: dict[str, weakref.ref[VeoPanel]] = {}
 _live_lock = threading.Lock()
+
+
+class _Lazy(Generic[F]):
+    """A form built on first use, shown in its own (at first empty) box."""
+
+    def __init__(self, make: Callable[[], F]) -> None:
+        self._make = make
+        self._form: F | None = None
+        self.page = widgets.VBox()
+
+    def get(self) -> F:
+        if self._form is None:
+            self._form = self._make()
+            self.page.children = (self._form.widget,)
+        return self._form
+
+    def close(self) -> None:
+        if self._form is not None:
+            self._form.close()
 
 
 def sort_records(records: Sequence[TaskRecord], by: str, descending: bool) -> list[TaskRecord]:
@@ -216,13 +242,14 @@ class VeoPanel(widgets.VBox):
         self.projector = widgets.ToggleButton(value=size == "large", description="Projector",
                                               icon="desktop",
                                               tooltip="larger text and videos, high contrast")
-        self.submit_form = SubmitForm(tracker, self.report, self.show_task, self._clicks)
-        self.track_form = TrackForm(tracker, self.report, self.show_task, self._clicks)
+        # The forms are built when first opened (a third of the panel's widgets).
+        self._submit = _Lazy(lambda: SubmitForm(tracker, self.report, self.show_task, self._clicks))
+        self._track = _Lazy(lambda: TrackForm(tracker, self.report, self.show_task, self._clicks))
         self.manage = ManageBar(tracker, self.report, self.confirm, self._clicks, self.update)
-        self.export_bar = ExportBar(tracker, self.report, self.confirm, self._clicks)
+        self._export = _Lazy(lambda: ExportBar(tracker, self.report, self.confirm, self._clicks))
+        self._lazy = {0: self._submit, 1: self._track, 3: self._export}
         self.forms = Switcher(
-            [self.submit_form.widget, self.track_form.widget, self.manage.widget,
-             self.export_bar.widget],
+            [self._submit.page, self._track.page, self.manage.widget, self._export.page],
             ("Submit a prompt", "Track task ids", "Remove & archive", "Export"),
             native=self.frontend.tabs, optional=True)
         self.empty = widgets.HTML(_dom_classes=("veo-empty",))
@@ -251,6 +278,7 @@ class VeoPanel(widgets.VBox):
         self.projector.observe(lambda change: self.set_size("large" if change["new"] else "normal"),
                                names="value")
         self.tabs.observe(self._tab_changed)
+        self.forms.observe(self._form_opened)
         self._apply_look()
 
         if start and not tracker.running:
@@ -367,8 +395,9 @@ class VeoPanel(widgets.VBox):
             self._shown = ()
             self.gallery.close()
             self.media.close()
-            for part in (self.submit_form, self.track_form, self.manage, self.export_bar):
-                part.close()
+            self.manage.close()
+            for lazy in self._lazy.values():
+                lazy.close()
             for child in self.children:
                 close_tree(child)
             self.layout.close()
@@ -533,6 +562,26 @@ class VeoPanel(widgets.VBox):
         with self.order.hold_trait_notifications():
             self.order.value = SORTS[change["new"]]
         self._navigate()
+
+    @property
+    def submit_form(self) -> SubmitForm:
+        """The Submit form (built on first use)."""
+        return self._submit.get()
+
+    @property
+    def track_form(self) -> TrackForm:
+        """The Track form (built on first use)."""
+        return self._track.get()
+
+    @property
+    def export_bar(self) -> ExportBar:
+        """The Export form (built on first use)."""
+        return self._export.get()
+
+    def _form_opened(self) -> None:
+        lazy = self._lazy.get(self.forms.selected_index)  # type: ignore[arg-type]
+        if lazy is not None:
+            lazy.get()
 
     def _tab_changed(self) -> None:
         if self.tabs.selected_index == 2:
