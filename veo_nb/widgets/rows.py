@@ -31,7 +31,8 @@ class RowView:
         self.look = look
         self.info = widgets.HTML(layout=widgets.Layout(flex="1 1 320px", min_width="240px"),
                                  _dom_classes=("veo-row-info",))
-        self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="95%"))
+        self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="95%"),
+                                         _dom_classes=("veo-bar",))
         self.clock = widgets.Label(style={"font_size": look.font_size})
         self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto"))
         self.remove = widgets.Button(description="✕", tooltip="remove this task from the view",
