@@ -13,20 +13,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_widgets_support import (  # noqa: F401 - fixtures
+from test_widgets_support import (
     DEADLINE,
     XSS,
-    big_emulator,
-    big_tracker,
     created_elsewhere,
-    emulator,
     finished,
-    make_panel,
     media_of,
     row_text,
     shown_ids,
     threads,
-    tracker,
     tree_comm_ids,
     until,
 )
@@ -35,6 +30,8 @@ from veo_nb.tracker import NOT_FOUND_REASON, Tracker
 from veo_nb.widgets import UI_THREAD_NAME
 from veo_nb.widgets.controls import SETTLE_S
 from veo_nb.widgets.traffic import record_traffic
+
+pytest_plugins = ["test_widgets_support"]  # the fixtures
 
 
 def settle() -> None:
@@ -422,8 +419,8 @@ def test_rows_exist_only_for_the_visible_page_and_the_gallery_fills_itself(track
     until(lambda: all(media_of(p, i) is not None for i in ids[5:15]))
     # The gallery filled itself while the Tasks tab was shown.
     assert p.tabs.selected_index == 0
-    until(lambda: len(p.gallery.grid.children) == 4)
-    assert "page 1 of 7" in p.gallery.pager.label.value
+    until(lambda: "page 1 of 7" in p.gallery.pager.label.value)
+    assert len(p.gallery.grid.children) == 4
     # small videos are loaded at once, but only for the rows and cards shown
     until(lambda: len(p.media.loaded_ids()) == 14)
     assert p.media.loaded_ids() == set(shown_ids(p)) | p.gallery.shown_ids()

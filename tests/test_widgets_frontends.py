@@ -15,20 +15,17 @@ from pathlib import Path
 import ipywidgets as widgets
 import pytest
 
-from test_widgets_support import (  # noqa: F401 - fixtures
+from test_widgets_support import (
     MB,
-    big_emulator,
-    big_tracker,
-    emulator,
     finished,
-    make_panel,
     media_of,
-    tracker,
     tree_types,
 )
 from veo_nb.widgets.frontend import VSCODE_ENV, detect_frontend
 from veo_nb.widgets.traffic import record_traffic
 from veo_nb.widgets.tree import walk
+
+pytest_plugins = ["test_widgets_support"]  # the fixtures
 
 
 @pytest.fixture

@@ -13,28 +13,24 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from test_widgets_support import (  # noqa: F401 - fixtures
-    big_emulator,
-    big_tracker,
-    emulator,
+from test_widgets_support import (
     finished,
     large_buffers,
-    make_panel,
-    media_of,
     new_tracker,
     open_widgets,
     threads,
-    tracker,
     until,
 )
 from veo_nb import panel
-from veo_nb.tracker import Tracker, default_tracker
+from veo_nb.tracker import default_tracker
 from veo_nb.widgets import UI_THREAD_NAME
 from veo_nb.widgets.live import FAILING_AFTER
 from veo_nb.widgets.tree import walk
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 REPLACED = "This veo_nb panel was replaced by a newer panel of the same history."
+
+pytest_plugins = ["test_widgets_support"]  # the fixtures
 
 
 @pytest.fixture

@@ -20,18 +20,13 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from test_widgets_support import (  # noqa: F401 - fixtures
+from test_widgets_support import (
     MB,
-    big_emulator,
-    big_tracker,
-    emulator,
     file_opens,
     finished,
     large_buffers,
-    make_panel,
     media_of,
     shown_ids,
-    tracker,
     until,
 )
 from veo_nb.models import TaskStatus
@@ -42,6 +37,8 @@ from veo_nb.widgets.format import LOOKS
 from veo_nb.widgets.frontend import FRONTENDS
 from veo_nb.widgets.media import MediaCache, stream_url
 from veo_nb.widgets.traffic import record_traffic
+
+pytest_plugins = ["test_widgets_support"]  # the fixtures
 
 
 def test_no_video_is_sent_or_read_until_played_and_freed_when_it_leaves(big_tracker, make_panel):
