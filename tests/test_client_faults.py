@@ -142,12 +142,12 @@ def test_5xx_retried_then_succeeds(srv: ScriptedServer, status: int) -> None:
      Reply(200, json.dumps(TASK).encode(), delay_s=1.0)],
     ids=["503", "reset", "reset-after-headers", "read-timeout"],
 )
-def test_retry_sent_false_raises_at_once_a_poll_that_may_have_arrived(
+def test_retry_false_raises_at_once_a_poll_that_may_have_arrived(
     srv: ScriptedServer, broken: Reply
 ) -> None:
     srv.script(broken, OK)
     with make(srv, timeout=0.3) as c, pytest.raises(APIError) as info:
-        c.get_result("vgen_1", retry_sent=False)
+        c.get_result("vgen_1", retry=False)
     assert info.value.reached is True
     time.sleep(0.05)
     assert srv.hits() == 1
@@ -157,10 +157,28 @@ def test_refused_connection_is_marked_not_reached() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    c = VeoClient(api_key=KEY, base_url=f"http://127.0.0.1:{port}", max_retries=0)
+    c = VeoClient(api_key=KEY, base_url=f"http://127.0.0.1:{port}", max_retries=4)
+    start = time.monotonic()
     with c, pytest.raises(APIConnectionError) as info:
-        c.get_result("vgen_1", retry_sent=False)
+        c.get_result("vgen_1", retry=False)
     assert info.value.reached is False
+    assert time.monotonic() - start < 0.5  # one attempt, no backoff
+
+
+def test_retry_false_neither_retries_a_429_nor_waits_at_the_gate(srv: ScriptedServer) -> None:
+    """A poll whose sender took a claim must go out then or not at all: a
+    storm's Retry-After waited out inside the call sent it after the claim
+    ran out, next to another process's poll."""
+    srv.script(Reply.json({"error": "busy"}, 429, Retry_After="1"), OK)
+    with make(srv) as c:
+        with pytest.raises(RateLimitError) as info:
+            c.get_result("vgen_1", retry=False)
+        assert info.value.reached is True and info.value.retry_after == 1.0
+        start = time.monotonic()
+        with pytest.raises(RateLimitError) as gated:
+            c.get_result("vgen_1", retry=False)  # the gate is closed: nothing is sent
+        assert gated.value.reached is False and time.monotonic() - start < 0.2
+    assert srv.hits() == 1
 
 
 def test_5xx_exhausted_raises_api_error_with_excerpt(srv: ScriptedServer) -> None:

@@ -645,26 +645,30 @@ class Engine:
             return None
         reached = False
         try:
+            if settings.bucket is not None:
+                settings.bucket.acquire()
+            # The claim is taken right before the one attempt goes out (the
+            # client neither retries nor waits at its 429 gate): a claim's
+            # lease covers that request, never a wait or a retry after it.
             sent = time.time()
             row = self.store.claim_poll(task_id, self.me, now=sent, interval=interval,
                                         until=sent + settings.claim_s)
             if row is None:  # another process polls it, or did so a moment ago
                 self._claim_refused(task_id)
                 return None
-            if settings.bucket is not None:
-                settings.bucket.acquire()
             reached = True
             try:
-                task = client.get_result(task_id, retry_sent=False)
+                task = client.get_result(task_id, retry=False)
             except APIError as exc:
                 reached = exc.reached
                 raise
         except NotFoundError as exc:
             return self._on_not_found(task_id, exc)
         except RateLimitError as exc:
-            wait_s = max(exc.retry_after or interval, interval)
-            self._share_gate(wait_s if exc.retry_after else None)
-            return self._on_poll_error(task_id, exc, wait_s, reached=True)
+            wait_s = max(exc.retry_after or interval, interval if exc.reached else 0.0)
+            if exc.reached:
+                self._share_gate(exc.retry_after)
+            return self._on_poll_error(task_id, exc, wait_s, reached=exc.reached)
         except VeoError as exc:
             return self._on_poll_error(task_id, exc, None, reached=reached)
         finally:

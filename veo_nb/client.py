@@ -324,7 +324,7 @@ class VeoClient:
         )
         return self._call("POST", _spec.CREATE_PATH, payload=payload, idempotent=False)
 
-    def get_result(self, task_id: str, *, retry_sent: bool = True) -> Task:
+    def get_result(self, task_id: str, *, retry: bool = True) -> Task:
         """The task's current state (``queued``, ``processing``, ``completed``
         with ``video_url``, or ``failed`` with ``error``).
 
@@ -334,9 +334,13 @@ class VeoClient:
         A failure before the request left (refused connection, DNS, connect
         timeout) is retried at once, with backoff. A failure after which the
         service may have handled the poll (a timeout, a reset, a 5xx) counts
-        as a poll: it is retried only after :attr:`min_poll_interval_s`, or,
-        with ``retry_sent=False``, raised at once (its ``reached`` is True) so
-        the caller can schedule the next poll itself.
+        as a poll: it is retried only after :attr:`min_poll_interval_s`.
+
+        ``retry=False`` makes exactly one attempt, sent at once or not at all
+        (it does not wait out a 429's ``Retry-After`` either: it raises
+        :class:`~veo_nb.RateLimitError`), so that a caller that schedules
+        polls itself, like the tracker, knows when each poll went out; every
+        error's ``reached`` says whether the service may have seen it.
         """
         if not isinstance(task_id, str) or not task_id.strip():
             raise ValidationError(f"task_id must be a non-empty string, got {task_id!r:.80}")
@@ -344,7 +348,8 @@ class VeoClient:
         if segment in (".", ".."):  # a dot segment would be resolved away by the URL
             segment = segment.replace(".", "%2E")
         path = _spec.RESULT_PATH.format(id=segment)
-        return self._call("GET", path, payload=None, idempotent=True, retry_sent=retry_sent)
+        return self._call("GET", path, payload=None, idempotent=True,
+                          retries=None if retry else 0)
 
     def download(
         self, task: Task | str, dest: str | os.PathLike[str], *, max_bytes: int | None = None,
@@ -446,35 +451,39 @@ class VeoClient:
                 self._rate_limited_until, time.monotonic() + retry_after
             )
 
-    def _wait_for_gate(self) -> None:
-        """Block until the shared 429 wait is over (or raise when it is too long)."""
+    def _wait_for_gate(self, patient: bool = True) -> None:
+        """Block until the shared 429 wait is over (or, when it is too long or
+        not ``patient``, raise without sending anything)."""
         while True:
             remaining = self.rate_limited_until - time.monotonic()
             if remaining <= 0:
                 return
-            if remaining > MAX_RETRY_AFTER_WAIT_S:
+            if remaining > MAX_RETRY_AFTER_WAIT_S or not patient:
                 raise RateLimitError(
-                    f"rate limited by the service for another {remaining:.0f} s; "
+                    f"rate limited by the service for another {remaining:.1f} s; "
                     "try again later",
-                    retry_after=remaining,
+                    retry_after=remaining, reached=False,
                 )
             logger.debug("waiting %.2f s for the service's rate limit", remaining)
             self._sleep(remaining)
 
     def _call(
         self, method: str, path: str, *, payload: dict[str, Any] | None, idempotent: bool,
-        retry_sent: bool = True,
+        retries: int | None = None,
     ) -> Task:
-        """Send one API request, retrying by these rules: a failure before the
-        request left (refused, DNS, connect timeout) is retried with backoff;
-        one after which the service may have handled it (timeouts, resets,
-        5xx) only for a read with ``retry_sent``, and never sooner than one
-        poll interval after that attempt; a 429 after its ``Retry-After``."""
+        """Send one API request, retrying up to ``retries`` times (default
+        ``max_retries``; 0: one attempt, not delayed by the 429 gate either)
+        by these rules: a failure before the request left (refused, DNS,
+        connect timeout) is retried with backoff; one after which the service
+        may have handled it (timeouts, resets, 5xx) only for a read, and never
+        sooner than one poll interval after that attempt; a 429 after its
+        ``Retry-After``."""
         headers = {"Authorization": f"Bearer {self._require_key()}", "Accept": "application/json"}
         url = self._base_url + path
+        retries = self._max_retries if retries is None else retries
         attempt = 0
         while True:
-            self._wait_for_gate()
+            self._wait_for_gate(patient=retries > 0)
             started = time.monotonic()
             try:
                 resp = self._session.request(
@@ -487,8 +496,7 @@ class VeoClient:
                 )
             except _READ_ERRORS as exc:
                 reached = not _never_sent(exc)
-                wait = self._retry_wait(attempt, reached=reached, idempotent=idempotent,
-                                        retry_sent=retry_sent)
+                wait = self._retry_wait(attempt, retries, reached=reached, idempotent=idempotent)
                 logger.debug(
                     "%s %s failed: %s (attempt %d, %s)",
                     method, path, type(exc).__name__, attempt + 1,
@@ -514,11 +522,10 @@ class VeoClient:
                     self._note_rate_limit(retry_after)
                 # the service refused the request: retried after the shared gate
                 wait = 0.0 if retry_after is not None else self._backoff(attempt)
-                if attempt >= self._max_retries or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
+                if attempt >= retries or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
                     raise error
             elif resp.status_code >= 500:
-                wait = self._retry_wait(attempt, reached=True, idempotent=idempotent,
-                                        retry_sent=retry_sent)
+                wait = self._retry_wait(attempt, retries, reached=True, idempotent=idempotent)
                 if wait is None or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
                     raise error
                 wait = max(wait, retry_after or 0.0)
@@ -527,14 +534,14 @@ class VeoClient:
             self._sleep(wait)
             attempt += 1
 
-    def _retry_wait(self, attempt: int, *, reached: bool, idempotent: bool,
-                    retry_sent: bool) -> float | None:
+    def _retry_wait(self, attempt: int, retries: int, *, reached: bool,
+                    idempotent: bool) -> float | None:
         """Seconds before retrying a failed attempt, or None to give up."""
-        if attempt >= self._max_retries:
+        if attempt >= retries:
             return None
         if not reached:
             return self._backoff(attempt)
-        if not (idempotent and retry_sent):
+        if not idempotent:
             return None
         return max(self._backoff(attempt), self.min_poll_interval_s)
 

@@ -70,8 +70,10 @@ class RateLimitError(APIError):
         status_code: int | None = 429,
         body_excerpt: str = "",
         retry_after: float | None = None,
+        reached: bool = True,
     ) -> None:
-        super().__init__(message, status_code=status_code, body_excerpt=body_excerpt)
+        super().__init__(message, status_code=status_code, body_excerpt=body_excerpt,
+                         reached=reached)
         self.retry_after = retry_after
 
 
