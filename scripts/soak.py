@@ -1,18 +1,23 @@
 """Soak test: the fault mix for SOAK_SECONDS seconds (default 600), then the figures.
 
-A tracker subprocess keeps submitting tasks to a faulty emulator (5xx,
-resets, truncated and slow downloads, latency); this process kills it with
-SIGKILL and starts a new one every few seconds, adds rate-limit storms and
-takes the emulator down and back up on the same ports. At the end a last
-tracker finishes every task, and every acknowledged task is compared with
-the emulator's truth and every video with what its media host serves.
+Two to four tracker subprocesses share one store and keep submitting tasks
+to a faulty emulator: 5xx, resets, truncated and slow downloads, latency,
+and answers lost *after* the service handled the request (reset, or slower
+than the client's timeout). This process SIGKILLs one of them and starts a
+new one every few seconds, adds rate-limit storms and takes the emulator
+down and back up on the same ports. At the end a last tracker finishes every
+task; every acknowledged task is compared with the emulator's truth, every
+video with what its media host serves, and each surviving process's view
+with the final records (a process still showing an old status is a stale
+view).
 
 Exits 1 when a must-be-zero figure (tasks lost, videos lost, interval
-violations) is not zero. Everything runs on 127.0.0.1.
+violations, stale views) is not zero. Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -33,21 +38,42 @@ from veo_nb.emulator import Emulator, FaultConfig  # noqa: E402
 
 SCALE = 0.01
 FAULTS = FaultConfig(seed=20, error_rate=0.10, reset_rate=0.05, truncate_rate=0.05,
-                     drip_rate=0.05, drip_s=0.3, latency_s=0.002, jitter_s=0.01)
+                     drip_rate=0.05, drip_s=0.3, latency_s=0.002, jitter_s=0.01,
+                     lost_answer_rate=0.03, slow_answer_rate=0.03, slow_answer_s=0.6)
+#: Client timeout of the trackers: slow answers outlive it.
+TIMEOUT_S = 0.5
+#: Tracker processes sharing the store at any time.
+PROCESSES = (2, 4)
 CHILD = r"""
-import sys, time
+import json, sys, threading, time
 from veo_nb import Tracker, VeoClient, VeoError
-base, key, scale, store, media = sys.argv[1:6]
-tracker = Tracker(VeoClient(key, base, time_scale=float(scale)), store=store, media_dir=media)
-tracker.start()
-for i in range(100_000):
-    try:
-        task = tracker.submit(f"soak {time.time():.3f} [duration: {120 + i % 180}]")
-    except VeoError:
-        time.sleep(0.1)
-        continue
-    print(task.id, flush=True)
-    time.sleep(0.2)
+base, key, scale, timeout, store, media = sys.argv[1:7]
+tracker = Tracker(VeoClient(key, base, time_scale=float(scale), timeout=float(timeout)),
+                  store=store, media_dir=media)
+submitting = threading.Event()
+submitting.set()
+
+
+def submit():
+    for i in range(100_000):
+        if not submitting.is_set():
+            return
+        try:
+            task = tracker.submit(f"soak {time.time():.3f} [duration: {120 + i % 180}]")
+        except VeoError:
+            time.sleep(0.1)  # refused, or its answer was lost: never sent again
+            continue
+        print(json.dumps({"acked": task.id}), flush=True)
+        time.sleep(0.4)
+
+
+threading.Thread(target=submit, daemon=True).start()
+for line in sys.stdin:  # "stop": no more submits; "report": print the view
+    if line.strip() == "stop":
+        submitting.clear()
+    elif line.strip() == "report":
+        view = {r.task_id: r.status_text for r in tracker.records()}
+        print(json.dumps({"view": view}), flush=True)
 """
 
 
@@ -56,17 +82,38 @@ class Child:
 
     def __init__(self, emu: Emulator, store: Path, media: Path, acked: set[str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(SCALE), str(store),
-             str(media)],
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(SCALE), str(TIMEOUT_S),
+             str(store), str(media)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
+        self.view: dict[str, str] | None = None
+        self._got_view = threading.Event()
         self._reader = threading.Thread(target=self._read, args=(acked,), daemon=True)
         self._reader.start()
 
     def _read(self, acked: set[str]) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            acked.add(line.strip())
+            data = json.loads(line)
+            if "acked" in data:
+                acked.add(data["acked"])
+            else:
+                self.view = data["view"]
+                self._got_view.set()
+
+    def say(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def report(self) -> dict[str, str]:
+        """The statuses this process shows now."""
+        self._got_view.clear()
+        self.say("report")
+        if not self._got_view.wait(60):
+            raise RuntimeError(f"tracker {self.proc.pid} did not report its view")
+        assert self.view is not None
+        return self.view
 
     def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -80,17 +127,21 @@ def main() -> int:
     acked: set[str] = set()
     kills = outages = storms = 0
     with tempfile.TemporaryDirectory() as tmp, \
-            Emulator(time_scale=SCALE, failure_rate=0.15, seed=2, faults=FAULTS) as emu:
+            Emulator(time_scale=SCALE, failure_rate=0.15, seed=2, faults=FAULTS,
+                     video_size="sample") as emu:
         store, media = Path(tmp) / "h.sqlite", Path(tmp) / "videos"
         end = time.monotonic() + seconds
-        child = Child(emu, store, media, acked)
+        children = [Child(emu, store, media, acked) for _ in range(PROCESSES[0])]
         while time.monotonic() < end:
             time.sleep(min(rng.uniform(2.0, 8.0), max(0.0, end - time.monotonic())))
             event = rng.random()
             if event < 0.6:
-                child.kill()
+                victim = children.pop(rng.randrange(len(children)))
+                victim.kill()
                 kills += 1
-                child = Child(emu, store, media, acked)
+                wanted = rng.randint(*PROCESSES)
+                while len(children) < wanted:
+                    children.append(Child(emu, store, media, acked))
             elif event < 0.8:
                 emu.storm(rng.uniform(0.5, 2.0))
                 storms += 1
@@ -100,25 +151,34 @@ def main() -> int:
                 emu.resume()
                 outages += 1
             print(f"[{seconds - (end - time.monotonic()):6.0f} s] {len(acked)} tasks, "
-                  f"{kills} kills, {storms} storms, {outages} outages", flush=True)
-        child.kill()
+                  f"{len(children)} trackers, {kills} kills, {storms} storms, {outages} outages",
+                  flush=True)
+        for child in children:
+            child.say("stop")
+        time.sleep(1.0)
         ids = sorted(acked)
-        with Tracker(emu.client(), store=store, media_dir=media) as tracker:
-            tracker.start()
+        with Tracker(emu.client(timeout=TIMEOUT_S), store=store, media_dir=media) as tracker:
             tracker.wait(ids, timeout=600)
             wait_until(lambda: all(tracker.record(i).download_state in ("saved", "none")
                                    for i in ids), timeout=600, what="every video saved")
             records = [tracker.record(i) for i in ids]
             stored = {r.task_id for r in tracker.store.records(tracked_only=False)}
+            time.sleep(2.0)  # the survivors follow the final records
+            final = {r.task_id: r.status_text for r in tracker.records()}
+            stale = sum(view.get(i) != status for child in children
+                        for view in [child.report()] for i, status in final.items())
+        for child in children:
+            child.kill()
         lost_tasks, lost_videos = mismatches(emu, records, media)
         stats = emu.stats
     figures = {
         "seconds": seconds,
         "tasks acknowledged": len(ids),
         "tasks created on the emulator": stats.creates,
-        "created but never recorded (killed between create and save)":
+        "created but never recorded (answer lost, or killed before saving)":
             len(set(emu.task_ids()) - stored),
         "tracker kills": kills,
+        "stale views (a survivor showing an old status)": stale,
         "storms": storms,
         "outages": outages,
         "API requests answered": stats.requests_total,
@@ -134,7 +194,8 @@ def main() -> int:
         print(f"{'faults injected: ' + kind:>62}: {count}")
     for problem in (lost_tasks + lost_videos)[:20]:
         print("  problem:", problem)
-    must_be_zero = ("tasks lost", "videos lost", "interval violations")
+    must_be_zero = ("tasks lost", "videos lost", "interval violations",
+                    "stale views (a survivor showing an old status)")
     return 1 if any(figures[name] for name in must_be_zero) else 0
 
 
