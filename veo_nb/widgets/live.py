@@ -286,14 +286,14 @@ class VeoPanel(widgets.VBox):
         self._unsubscribe = tracker.on_change(lambda _task: _ticker.wake())
         self._closed = False
         self.update()
+        if refresh_every is not None:
+            _ticker.add(self)  # before the older panel leaves: the UI thread goes on
         with _live_lock:
             ref = _live.get(tracker.store_key)
             _live[tracker.store_key] = weakref.ref(self)
         older = ref() if ref is not None else None
         if older is not None:
             older.close(replaced=True)
-        if refresh_every is not None:
-            _ticker.add(self)
 
     # ------------------------------------------------------------------ commands
 
