@@ -53,3 +53,56 @@ def test_a_running_tracker_does_not_keep_the_interpreter_alive(tmp_path: Path) -
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "submitted" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_a_tracker_polls_by_itself_without_start(tmp_path: Path, veo_emulator: Emulator) -> None:
+    """submit() then tasks() later: it said 'queued' forever when nothing
+    called start() (no panel, no wait())."""
+    import time
+
+    tracker = Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v")
+    try:
+        task = tracker.submit("on its own [duration: 130]")
+        deadline = time.monotonic() + 30
+        while tracker.tasks().set_index("task_id").loc[task.id, "video_path"] is None:
+            assert time.monotonic() < deadline, "never finished without start()"
+            time.sleep(0.05)
+        assert tracker.record(task.id).status_text == "completed"
+    finally:
+        tracker.close()
+
+
+def test_start_false_leaves_polling_to_refresh(tmp_path: Path, veo_emulator: Emulator) -> None:
+    import time
+
+    with Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
+                 start=False) as tracker:
+        task = tracker.submit("driven by hand [duration: 125]")
+        assert not tracker.running
+        time.sleep(2.0)  # past its finish: nothing polled it
+        assert veo_emulator.stats.polls_by_task.get(task.id, 0) == 0
+        assert tracker.record(task.id).status_text == "queued"
+        while not tracker.record(task.id).is_terminal:
+            tracker.refresh()
+            time.sleep(0.05)
+        assert veo_emulator.stats.interval_violations == 0
+
+
+def test_wait_returns_once_the_videos_are_saved(tmp_path: Path) -> None:
+    """wait() returned before the videos were saved, so tasks() right after
+    often had no video_path; downloads=False waits for statuses only."""
+    from veo_nb.emulator import FaultConfig
+
+    slow = FaultConfig(seed=3, drip_rate=1.0, drip_s=0.5)  # every video takes 0.5 s
+    with Emulator(time_scale=0.01, failure_rate=0, faults=slow) as emu, \
+            Tracker(emu.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v") as tr:
+        first = [tr.submit(f"clip {i} [duration: {125 + 10 * i}]").id for i in range(3)]
+        done = tr.wait(first, timeout=60)
+        assert all(t.video_path is not None and t.video_path.is_file() for t in done)
+        frame = tr.tasks().set_index("task_id")
+        assert frame.loc[first, "video_path"].notna().all()
+        fast = tr.submit("statuses only [duration: 125]").id
+        (early,) = tr.wait([fast], timeout=60, downloads=False)
+        assert early.status_text == "completed" and early.video_path is None
+        assert [t.id for t in tr.as_completed([fast], timeout=60)] == [fast]
+        assert tr.get(fast).video_path is not None
