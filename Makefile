@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench soak emulator clean media
+.PHONY: demo test test-fast bench soak emulator clean media
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Prints the quickstart's own URL (with its token) and opens it.
 demo: $(STAMP)
-	cd notebooks && VEO_DEMO=1 ../$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 \
-	    $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) 01_quickstart.ipynb
+	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# The quick loop: everything but the slow tests (browsers, notebooks, processes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
