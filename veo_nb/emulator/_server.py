@@ -476,6 +476,7 @@ class Emulator:
         self._clock_offset = 0.0
         self._faults = Faults(faults)
         self._ports = (port, 0)
+        self._live = False
         self._state = StateFile(state_path) if state_path is not None else None
         self._save_lock = threading.Lock()
         self._service_id: str | None = None
@@ -505,6 +506,7 @@ class Emulator:
                 state.unlock()
             raise
         self._ports = (self._api.server_address[1], self._cdn.server_address[1])
+        self._live = True  # until stop(); pause() keeps the ports
         self._save()
         for server, name in ((self._api, "api"), (self._cdn, "media")):
             thread = threading.Thread(
@@ -519,6 +521,7 @@ class Emulator:
         """Stop both servers, close open connections, delete padded videos;
         with ``state_path``, save the state and release the file."""
         self._close_servers()
+        self._live = False
         self._media.close()
         self._save()
         if self._state is not None:
@@ -619,21 +622,24 @@ class Emulator:
 
     # -- addresses and scaled rules ------------------------------------------
 
-    def _origin(self, server: _Server | None) -> str:
-        if server is None:
+    def _origin(self, which: int) -> str:
+        # The ports are kept while paused (resume() reuses them), so a
+        # request finishing during pause() still builds its links.
+        port = self._ports[which]
+        if not self._live:
             raise RuntimeError("the emulator is not running: call start() first")
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://{host}:{server.server_address[1]}"
+        return f"http://{host}:{port}"
 
     @property
     def base_url(self) -> str:
         """The API base URL, e.g. ``http://127.0.0.1:PORT/kyyReactApiServer``."""
-        return self._origin(self._api) + API_PREFIX
+        return self._origin(0) + API_PREFIX
 
     @property
     def media_url(self) -> str:
         """The media host's origin, e.g. ``http://127.0.0.1:OTHERPORT``."""
-        return self._origin(self._cdn)
+        return self._origin(1)
 
     @property
     def service_id(self) -> str | None:
