@@ -90,7 +90,7 @@ class Child:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, emu: Any, store: Path, media: Path, mode: str, ids: list[str] = (),
+    def start(cls, emu: Any, store: str | Path, media: Path, mode: str, ids: list[str] = (),
               *, timeout: float = 120.0) -> Child:
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(emu.time_scale),

@@ -17,11 +17,20 @@ import pytest
 from mp_helpers import Child, media_gets
 from veo_nb import Tracker
 from veo_nb.emulator import Emulator
-from veo_nb.store import Store
+from veo_nb.store import open_store
 
 SCALE = 0.01  # the 30 s rule -> 0.3 s
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store every process opens: a SQLite file, or a PostgreSQL database
+    on a real throwaway server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "h.sqlite")
+    return request.getfixturevalue("pg_db_url")
 
 
 def _truth(emu: Emulator, task_id: str) -> str:
@@ -29,12 +38,13 @@ def _truth(emu: Emulator, task_id: str) -> str:
 
 
 @pytest.mark.parametrize("processes", [2, 4])
-def test_processes_on_one_store_share_the_polling(tmp_path: Path, processes: int) -> None:
+def test_processes_on_one_store_share_the_polling(tmp_path: Path, processes: int,
+                                                  shared: str) -> None:
     with Emulator(time_scale=SCALE, failure_rate=0.2, seed=processes, video_size="sample") as emu:
         client = emu.client()
         ids = [client.create_video(f"shared {i} [duration: {125 + 20 * i}]").id for i in range(8)]
-        store, media = tmp_path / "h.sqlite", tmp_path / "videos"
-        children = [Child.start(emu, store, media, "track", ids) for _ in range(processes)]
+        media = tmp_path / "videos"
+        children = [Child.start(emu, shared, media, "track", ids) for _ in range(processes)]
         results = [c.result() for c in children]
         stats = emu.stats
         truth = {i: _truth(emu, i) for i in ids}
@@ -53,20 +63,21 @@ def test_processes_on_one_store_share_the_polling(tmp_path: Path, processes: int
     assert polls <= 8 * 9
 
 
-def test_a_killed_poller_is_taken_over(tmp_path: Path) -> None:
+def test_a_killed_poller_is_taken_over(tmp_path: Path, shared: str) -> None:
     """The polling process is SIGKILLed (a kernel restart): another live
     process takes its tasks over within one interval plus the claim's
     expiry, without breaking the interval."""
     with Emulator(time_scale=SCALE, failure_rate=0, seed=7, video_size="sample") as emu:
-        store, media = tmp_path / "h.sqlite", tmp_path / "videos"
-        poller = Child.start(emu, store, media, "submit:6", timeout=60)
+        media = tmp_path / "videos"
+        poller = Child.start(emu, shared, media, "submit:6", timeout=60)
         ids = poller.ready()
-        follower = Child.start(emu, store, media, "follow", ids)
+        follower = Child.start(emu, shared, media, "follow", ids)
         follower.ready()
         time.sleep(0.3)
         poller.kill()
         killed_at = time.time()
-        with Store(store) as view:
+        view, _ = open_store(shared, tmp_path / "unused")
+        with view:
             unfinished = [r.record.task_id for r in view.rows() if not r.record.is_terminal]
         result = follower.result()
         stats = emu.stats
@@ -80,14 +91,14 @@ def test_a_killed_poller_is_taken_over(tmp_path: Path) -> None:
 
 
 def test_a_followers_wait_returns_when_the_poller_records_completion(
-        tmp_path: Path, veo_emulator: Emulator) -> None:
+        tmp_path: Path, veo_emulator: Emulator, shared: str) -> None:
     """A process that does not poll (another one holds the claims) still
     waits for the tasks, and learns of each final status within about a
     second of the poller recording it."""
-    store, media = tmp_path / "h.sqlite", tmp_path / "videos"
-    with Tracker(veo_emulator.client(), store=store, media_dir=media) as poller:
+    media = tmp_path / "videos"
+    with Tracker(veo_emulator.client(), store=shared, media_dir=media) as poller:
         ids = [poller.submit(f"followed {i} [duration: {130 + 30 * i}]").id for i in range(4)]
-        follower = Child.start(veo_emulator, store, media, "follow", ids)
+        follower = Child.start(veo_emulator, shared, media, "follow", ids)
         follower.ready()
         result = follower.result()
         records = {i: poller.record(i) for i in ids}

@@ -30,7 +30,8 @@ from .errors import (
 )
 from .models import Task, TaskStatus
 from .records import Event, TaskRecord
-from .store import Store, StoreError
+from .store import BaseStore, Store, StoreError
+from .store_pg import PostgresStore
 from .tracker import Tracker, generate
 
 __version__ = "0.1.0"
@@ -53,6 +54,8 @@ __all__ = [
     "panel",
     "VeoPanel",
     "Store",
+    "BaseStore",
+    "PostgresStore",
     "StoreError",
     "Task",
     "TaskStatus",

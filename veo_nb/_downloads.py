@@ -10,10 +10,16 @@ while bytes arrive, so a slow 40 MB download keeps it, and it runs out
 process takes the download over. A link that expires (24 h after completion)
 before the video could be saved is recorded as ``expired``, never silently
 lost; a link that is not a valid http(s) URL fails for good.
+
+Processes on several machines may share a store (PostgreSQL): a video is
+still fetched once, by whichever process claims it, onto that machine
+(``saved_on``). The other machines do not fetch it again; their views play
+it from the service's link while the link lives (24 h).
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -34,6 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Parallel downloads per store and process.
 DOWNLOAD_WORKERS = 4
+#: This machine, as recorded in ``saved_on``: a video saved elsewhere (a
+#: store shared by several machines) is played there, or here from its link.
+HOST = socket.gethostname()
 #: Download states after which nothing is attempted again.
 _SETTLED = ("saved", "expired")
 
@@ -63,6 +72,8 @@ class Downloads:
                 or state.downloading or state.dl_due is not None or rec.task_id in self._hopeless):
             return
         if rec.download_state == "saved":
+            if rec.saved_on not in (None, HOST):
+                return  # saved on another machine sharing the store: not ours to fetch
             if rec.video_path and Path(rec.video_path).is_file():
                 return
             # deleted or moved: show it as not saved, and fetch it again
@@ -164,7 +175,8 @@ class Downloads:
                 logger.warning("veo_nb: download of %s failed (attempt %d): %s",
                                task_id, attempt, error)
             new = replace(state.record, download_state=outcome, download_error=error,
-                          video_path=str(path) if path else state.record.video_path)
+                          video_path=str(path) if path else state.record.video_path,
+                          saved_on=HOST if path else state.record.saved_on)
             event = Event(task_id, "download", new.status_text, observed_at=from_unix(now),
                           attempt=attempt, detail=f"{outcome}: {path if path else error}")
 

@@ -65,7 +65,7 @@ from .store import POLL_FIELDS, Row
 if TYPE_CHECKING:  # pragma: no cover
     from ._downloads import Downloads
     from .client import VeoClient
-    from .store import Store
+    from .store import BaseStore
 
 #: Seconds between two looks at the store for other processes' changes.
 FOLLOW_EVERY_S = 0.2
@@ -210,7 +210,7 @@ class Engine:
     """Task states, schedule, claims and the poller thread of one store in
     one process (see the module docstring). Made by :func:`attach`."""
 
-    def __init__(self, store: Store, own_store: bool, settings: Settings, *, polling: bool) -> None:
+    def __init__(self, store: BaseStore, own_store: bool, settings: Settings, *, polling: bool) -> None:
         from ._downloads import Downloads
 
         self.store = store
@@ -239,6 +239,7 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name=f"veo_nb-poller:{self.key}",
                                         daemon=True)
         self._thread.start()
+        self._unsubscribe = store.subscribe(self.wake)  # PostgreSQL: woken at once by NOTIFY
         on_exit(self, Engine._at_exit)
 
     # ------------------------------------------------------------------ facts
@@ -325,6 +326,7 @@ class Engine:
             self.polling = False
             self.cond.notify_all()
         _forget(self)
+        self._unsubscribe()
         self._stop.set()
         self._wake.set()
         if self._thread is not threading.current_thread():
@@ -876,7 +878,7 @@ _registry_lock = threading.RLock()
 _engines: dict[str, Engine] = {}
 
 
-def attach(store: Store, own_store: bool, settings: Settings, *, polling: bool) -> Engine:
+def attach(store: BaseStore, own_store: bool, settings: Settings, *, polling: bool) -> Engine:
     """The engine of ``store``'s key in this process: the running one, taken
     over with ``settings`` (the newest tracker's), or a new one."""
     with _registry_lock:

@@ -58,7 +58,7 @@ TASK_EXTRA_COLUMNS: tuple[str, ...] = (
 )
 #: The columns of :func:`history_frame`, in order.
 HISTORY_COLUMNS: tuple[str, ...] = (
-    "task_id", "status", "observed_at", "kind", "http_status", "attempt", "detail",
+    "task_id", "status", "observed_at", "kind", "http_status", "attempt", "detail", "owner",
 )
 #: The columns of :func:`summary_frame`, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -99,7 +99,8 @@ class TaskRecord:
     :attr:`VeoClient.service <veo_nb.VeoClient.service>`; ``None`` in stores
     written before veo_nb recorded it), ``owner`` who submitted or tracked it,
     ``key_fingerprint`` a short hash of the API key that created it (never
-    the key itself).
+    the key itself), ``saved_on`` the machine whose ``media_dir`` holds the
+    saved video (a store may be shared by several).
     """
 
     task_id: str
@@ -130,6 +131,7 @@ class TaskRecord:
     service: str | None = None
     owner: str | None = None
     key_fingerprint: str | None = None
+    saved_on: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -291,15 +293,19 @@ def history_from_rows(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
         "http_status": pd.array(raw["http_status"].astype("float64"), dtype="Int64"),
         "attempt": pd.array(raw["attempt"].astype("float64"), dtype="Int64"),
         "detail": pd.Series(raw["detail"], dtype=object),
+        "owner": pd.Series(raw["owner"], dtype=object),
     }
     return pd.DataFrame(frame, columns=list(HISTORY_COLUMNS))
 
 
-def history_frame(events: Iterable[Event]) -> pd.DataFrame:
+def history_frame(events: Iterable[Event], owners: Mapping[str, str | None] | None = None) -> pd.DataFrame:
     """One row per event: task_id, status, observed_at, kind, http_status,
-    attempt, detail."""
+    attempt, detail, and the ``owner`` of its task (from ``owners``: task id
+    → owner)."""
+    owners = owners or {}
     return history_from_rows([
-        (e.task_id, e.status, to_unix(e.observed_at), e.kind, e.http_status, e.attempt, e.detail)
+        (e.task_id, e.status, to_unix(e.observed_at), e.kind, e.http_status, e.attempt, e.detail,
+         owners.get(e.task_id))
         for e in events
     ])
 

@@ -24,6 +24,8 @@ keep them from stepping on each other (see :mod:`veo_nb._engine`):
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import threading
 import time
@@ -32,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import pandas as pd
 
-from .errors import VeoError
+from .errors import ValidationError, VeoError
 from .models import TaskStatus
 from .records import (
     HISTORY_COLUMNS,
@@ -48,7 +51,7 @@ from .records import (
 )
 
 #: The schema version this release writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: SQL steps that bring a store from version ``v - 1`` to version ``v``.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -93,6 +96,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE services (service TEXT PRIMARY KEY, rate_limited_until REAL NOT NULL)",
         "UPDATE tasks SET contact_at = last_polled_at",
     ),
+    # 4: on which machine a saved video lies (a store shared by several).
+    4: ("ALTER TABLE tasks ADD COLUMN saved_on TEXT",),
 }
 
 #: Seconds SQLite waits for another writer before reporting "locked".
@@ -113,7 +118,7 @@ POLL_FIELDS: tuple[str, ...] = (
     "next_poll_at",
 )
 #: What a download changes.
-DOWNLOAD_FIELDS: tuple[str, ...] = ("download_state", "download_error", "video_path")
+DOWNLOAD_FIELDS: tuple[str, ...] = ("download_state", "download_error", "video_path", "saved_on")
 #: Fields kept from the stored row when it is terminal and the incoming one is not.
 _STATUS_FIELDS = (
     "status", "status_text", "started_at", "finished_at", "video_url",
@@ -152,8 +157,14 @@ _INSERT_EVENT = (
 )
 _SELECT_ROWS = f"SELECT {', '.join(_COLUMNS + _CLAIM_COLUMNS)} FROM tasks"
 _BUMP_REV = "UPDATE meta SET value = value + 1 WHERE name = 'rev'"
+_SELECT_REV = "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev'"
+_SELECT_EVENTS = (
+    "SELECT " + ", ".join(f"e.{c}" for c in HISTORY_COLUMNS if c != "owner")
+    + ", t.owner FROM events e LEFT JOIN tasks t ON t.task_id = e.task_id ORDER BY e.seq"
+)
 
 _T = TypeVar("_T")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+")
 
 
 class StoreError(VeoError):
@@ -232,12 +243,278 @@ def _event_row(event: Event) -> tuple[Any, ...]:
     )
 
 
+def check_version(version: int, where: object) -> None:
+    """Refuse a store written by a newer release (``version`` is its schema)."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where} was written by a newer veo_nb (store schema {version}, this "
+            f"release reads up to {SCHEMA_VERSION}): upgrade veo_nb (pip install -U "
+            "veo_nb) or use another store"
+        )
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
 
 
-class Store:
+class BaseStore:
+    """What every store does, written once in SQL both SQLite and PostgreSQL
+    speak (``?`` placeholders; a backend adapts them). A backend provides
+    ``key``, :meth:`_transact` (one write transaction), :meth:`_read`,
+    :meth:`version`, :meth:`close` and two dialect details."""
+
+    #: The SQL for the larger of two numbers.
+    _GREATEST = "MAX"
+    #: The last ``ORDER BY`` key of :meth:`rows` (first sight ties).
+    _TIE = "rowid"
+
+    @property
+    def key(self) -> str:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transact(self, body: Callable[[Any], _T]) -> _T:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _read(self, body: Callable[[Any], _T]) -> _T:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def version(self) -> int:  # pragma: no cover - abstract
+        """A number that changes whenever another process commits."""
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        """Close the store; it cannot be used afterwards."""
+        raise NotImplementedError
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` soon after another process commits, where the
+        backend can tell at once (PostgreSQL's ``LISTEN``); returns a function
+        that unsubscribes. Followers also ask :meth:`version` regularly."""
+        return lambda: None
+
+    def _notify(self, cur: Any) -> None:
+        """Tell the other processes a write is about to be committed (inside
+        the transaction; nothing for a backend that cannot)."""
+
+    def __enter__(self) -> BaseStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        record: TaskRecord,
+        events: Iterable[Event] = (),
+        *,
+        fields: Sequence[str] | None = None,
+        claim: dict[str, Any] | None = None,
+    ) -> Row:
+        """Insert ``record`` or update ``fields`` of its stored row (default:
+        all), append ``events`` and set the ``claim`` columns given
+        (``contact_at``, ``poller``, ``poll_until``, ``downloader``,
+        ``download_until``), in one transaction; return the stored row as it
+        now is, with its new revision.
+
+        A stored terminal status is never replaced by a running one (another
+        process may have seen the end first); ``first_seen_at`` keeps its
+        first value."""
+        wanted = _ALL_FIELDS if fields is None else tuple(fields)
+        sql = _UPSERTS.get(wanted)
+        if sql is None:
+            sql = _UPSERTS[wanted] = _upsert_sql(wanted)
+        values = _record_row(record)
+        event_rows = [_event_row(e) for e in events]
+        claim = dict(claim or {})
+        unknown = set(claim) - set(_CLAIM_COLUMNS[1:])
+        if unknown:
+            raise ValueError(f"not claim columns: {sorted(unknown)}")
+
+        def body(cur: Any) -> Row:
+            self._bump(cur)
+            cur.execute(sql, values)
+            if claim:
+                cur.execute(
+                    f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in claim)} WHERE task_id = ?",
+                    (*claim.values(), record.task_id),
+                )
+            if event_rows:
+                cur.executemany(_INSERT_EVENT, event_rows)
+            return _stored_row(cur.execute(
+                f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
+
+        return self._transact(body)
+
+    def _bump(self, cur: Any) -> None:
+        """Start a write that others must hear of: the next revision (writers
+        queue on the counter's row, so revisions follow commit order)."""
+        cur.execute(_BUMP_REV)
+        self._notify(cur)
+
+    def save(self, record: TaskRecord, events: Iterable[Event] = ()) -> None:
+        """Insert or update ``record`` and append ``events``, in one transaction.
+
+        When the stored row is already ``completed``/``failed`` (perhaps
+        written by another process) and ``record`` is not, the stored status,
+        times, link, error and raw body are kept; other fields are updated.
+        ``first_seen_at`` keeps its first value.
+        """
+        self.write(record, events)
+
+    def append_events(self, events: Iterable[Event]) -> None:
+        """Append ``events`` in one transaction."""
+        rows = [_event_row(e) for e in events]
+        if rows:
+            self._transact(lambda cur: cur.executemany(_INSERT_EVENT, rows))
+
+    def delete(self, task_ids: Iterable[str]) -> None:
+        """Erase the records and events of ``task_ids``, in one transaction
+        (followers in other processes hear of it through :meth:`changes`)."""
+        rows = [(i,) for i in task_ids]
+
+        def body(cur: Any) -> None:
+            self._bump(cur)
+            cur.executemany("DELETE FROM events WHERE task_id = ?", rows)
+            cur.executemany("DELETE FROM tasks WHERE task_id = ?", rows)
+            cur.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
+
+        self._transact(body)
+
+    # ------------------------------------------------------------------ claims
+
+    def claim_poll(self, task_id: str, me: str, *, now: float, interval: float,
+                   until: float) -> Row | None:
+        """Take the poll claim of unfinished ``task_id`` for process ``me``
+        until ``until``, recording ``now`` as its last contact; return the
+        stored row. Refused (None) while another process holds an unexpired
+        claim or the last contact is less than ``interval`` seconds old."""
+        def body(cur: Any) -> Row | None:
+            taken = cur.execute(
+                "UPDATE tasks SET poller = ?, poll_until = ?, contact_at = ? "
+                f"WHERE task_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
+                "AND (poller IS NULL OR poller = ? OR poll_until IS NULL OR poll_until <= ?) "
+                "AND (contact_at IS NULL OR contact_at <= ?)",
+                (me, until, now, task_id, me, now, now - interval),
+            ).rowcount
+            return self._row(cur, task_id) if taken else None
+
+        return self._transact(body)
+
+    def claim_download(self, task_id: str, me: str, *, now: float, until: float) -> bool:
+        """Take (or extend) the download claim of ``task_id`` for ``me`` until
+        ``until``; False while another process holds an unexpired one."""
+        return bool(self._transact(lambda cur: cur.execute(
+            "UPDATE tasks SET downloader = ?, download_until = ? WHERE task_id = ? "
+            "AND (downloader IS NULL OR downloader = ? OR download_until IS NULL "
+            "OR download_until <= ?)",
+            (me, until, task_id, me, now),
+        ).rowcount))
+
+    def release(self, me: str, task_ids: Iterable[str] | None = None) -> None:
+        """Give up the claims ``me`` holds (on ``task_ids``, default all), so
+        other processes take those tasks over at once."""
+        ids = None if task_ids is None else list(task_ids)
+
+        def body(cur: Any) -> None:
+            self._bump(cur)
+            for column, until in (("poller", "poll_until"), ("downloader", "download_until")):
+                sql = (f"UPDATE tasks SET {column} = NULL, {until} = NULL, rev = {_NEXT_REV} "
+                       f"WHERE {column} = ?")
+                if ids is None:
+                    cur.execute(sql, (me,))
+                elif ids:
+                    cur.executemany(sql + " AND task_id = ?", [(me, i) for i in ids])
+
+        self._transact(body)
+
+    def rate_limited_until(self, service: str) -> float:
+        """Unix time before which no process should send ``service`` a request
+        (a 429's ``Retry-After``, shared by every process); 0.0 when none."""
+        row = self._read(lambda cur: cur.execute(
+            "SELECT rate_limited_until FROM services WHERE service = ?", (service,)).fetchone())
+        return 0.0 if row is None else float(row[0])
+
+    def limit_rate(self, service: str, until: float) -> None:
+        """Record that ``service`` asked every client to wait until ``until``."""
+        self._transact(lambda cur: cur.execute(
+            "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
+            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = "
+            f"{self._GREATEST}(services.rate_limited_until, excluded.rate_limited_until)",
+            (service, until)))
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def _row(cur: Any, task_id: str) -> Row | None:
+        found = cur.execute(f"{_SELECT_ROWS} WHERE task_id = ?", (task_id,)).fetchone()
+        return None if found is None else _stored_row(found)
+
+    def row(self, task_id: str) -> Row | None:
+        """The stored row of ``task_id`` with its claims, or None."""
+        return self._read(lambda cur: self._row(cur, task_id))
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The stored record of ``task_id``, or None."""
+        row = self.row(task_id)
+        return None if row is None else row.record
+
+    def rows(self, *, tracked_only: bool = True) -> list[Row]:
+        """Stored rows in the order first seen (only tracked ones, unless
+        ``tracked_only=False``)."""
+        where = "WHERE tracked = 1 " if tracked_only else ""
+        found = self._read(lambda cur: cur.execute(
+            f"{_SELECT_ROWS} {where}ORDER BY first_seen_at IS NULL, first_seen_at, {self._TIE}"
+        ).fetchall())
+        return [_stored_row(r) for r in found]
+
+    def records(self, *, tracked_only: bool = True) -> list[TaskRecord]:
+        """Stored records in the order they were first seen (only those still
+        tracked, unless ``tracked_only=False``)."""
+        return [r.record for r in self.rows(tracked_only=tracked_only)]
+
+    def revision(self) -> int:
+        """The newest revision written to the store."""
+        return self._read(lambda cur: int(cur.execute(_SELECT_REV).fetchone()[0]))
+
+    def changes(self, since: int) -> tuple[list[Row], list[str], int]:
+        """Rows written after revision ``since`` (tracked or not), ids deleted
+        after it, and the newest revision."""
+        def read(cur: Any) -> tuple[list[Row], list[str], int]:
+            newest = int(cur.execute(_SELECT_REV).fetchone()[0])
+            rows = cur.execute(
+                f"{_SELECT_ROWS} WHERE rev > ? AND rev <= ? ORDER BY rev", (since, newest)
+            ).fetchall()
+            gone = cur.execute(
+                "SELECT task_id FROM deleted WHERE rev > ? AND rev <= ? ORDER BY rev",
+                (since, newest)).fetchall()
+            return [_stored_row(r) for r in rows], [g[0] for g in gone], newest
+
+        return self._read(read)
+
+    def event_count(self) -> int:
+        """How many events the store holds."""
+        return self._read(lambda cur: cur.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def tasks_frame(self, *, tracked_only: bool = False) -> pd.DataFrame:
+        """One row per stored task (see :func:`veo_nb.records.tasks_frame`)."""
+        return tasks_frame(self.records(tracked_only=tracked_only))
+
+    def events_frame(self) -> pd.DataFrame:
+        """Every event, in the order written, with the owner of its task (see
+        :func:`veo_nb.records.history_frame` for the columns)."""
+        rows = self._read(lambda cur: cur.execute(_SELECT_EVENTS).fetchall())
+        return history_from_rows(rows)
+
+
+class Store(BaseStore):
     """Task records and events in one SQLite file (created with its folders).
 
     Thread-safe; several processes may use the same file at once. Use as a
@@ -278,12 +555,7 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer veo_nb (store schema "
-                    f"{version}, this release reads up to {SCHEMA_VERSION}): "
-                    "upgrade veo_nb (pip install -U veo_nb) or use another store path"
-                )
+            check_version(version, self.path)
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for sql in MIGRATIONS[step]:
                     conn.execute(sql)
@@ -309,7 +581,7 @@ class Store:
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
 
-    def _transact(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _transact(self, body: Callable[[Any], _T]) -> _T:
         """Run ``body(connection)`` in one write transaction (retried while
         another process holds the write lock) and return what it returns."""
 
@@ -327,221 +599,64 @@ class Store:
 
         return self._retry(transaction)
 
-    # ------------------------------------------------------------------ writes
-
-    def write(
-        self,
-        record: TaskRecord,
-        events: Iterable[Event] = (),
-        *,
-        fields: Sequence[str] | None = None,
-        claim: dict[str, Any] | None = None,
-    ) -> Row:
-        """Insert ``record`` or update ``fields`` of its stored row (default:
-        all), append ``events`` and set the ``claim`` columns given
-        (``contact_at``, ``poller``, ``poll_until``, ``downloader``,
-        ``download_until``), in one transaction; return the stored row as it
-        now is, with its new revision.
-
-        A stored terminal status is never replaced by a running one (another
-        process may have seen the end first); ``first_seen_at`` keeps its
-        first value."""
-        wanted = _ALL_FIELDS if fields is None else tuple(fields)
-        sql = _UPSERTS.get(wanted)
-        if sql is None:
-            sql = _UPSERTS[wanted] = _upsert_sql(wanted)
-        values = _record_row(record)
-        event_rows = [_event_row(e) for e in events]
-        claim = dict(claim or {})
-        unknown = set(claim) - set(_CLAIM_COLUMNS[1:])
-        if unknown:
-            raise ValueError(f"not claim columns: {sorted(unknown)}")
-
-        def body(conn: sqlite3.Connection) -> Row:
-            conn.execute(_BUMP_REV)
-            conn.execute(sql, values)
-            if claim:
-                conn.execute(
-                    f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in claim)} WHERE task_id = ?",
-                    (*claim.values(), record.task_id),
-                )
-            conn.executemany(_INSERT_EVENT, event_rows)
-            return _stored_row(conn.execute(
-                f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
-
-        return self._transact(body)
-
-    def save(self, record: TaskRecord, events: Iterable[Event] = ()) -> None:
-        """Insert or update ``record`` and append ``events``, in one transaction.
-
-        When the stored row is already ``completed``/``failed`` (perhaps
-        written by another process) and ``record`` is not, the stored status,
-        times, link, error and raw body are kept; other fields are updated.
-        ``first_seen_at`` keeps its first value.
-        """
-        self.write(record, events)
-
-    def append_events(self, events: Iterable[Event]) -> None:
-        """Append ``events`` in one transaction."""
-        rows = [_event_row(e) for e in events]
-        self._transact(lambda conn: conn.executemany(_INSERT_EVENT, rows))
-
-    def delete(self, task_ids: Iterable[str]) -> None:
-        """Erase the records and events of ``task_ids``, in one transaction
-        (followers in other processes hear of it through :meth:`changes`)."""
-        rows = [(i,) for i in task_ids]
-
-        def body(conn: sqlite3.Connection) -> None:
-            conn.execute(_BUMP_REV)
-            conn.executemany("DELETE FROM events WHERE task_id = ?", rows)
-            conn.executemany("DELETE FROM tasks WHERE task_id = ?", rows)
-            conn.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
-
-        self._transact(body)
-
-    # ------------------------------------------------------------------ claims
-
-    def claim_poll(self, task_id: str, me: str, *, now: float, interval: float,
-                   until: float) -> Row | None:
-        """Take the poll claim of unfinished ``task_id`` for process ``me``
-        until ``until``, recording ``now`` as its last contact; return the
-        stored row. Refused (None) while another process holds an unexpired
-        claim or the last contact is less than ``interval`` seconds old."""
-        def body(conn: sqlite3.Connection) -> Row | None:
-            taken = conn.execute(
-                "UPDATE tasks SET poller = ?, poll_until = ?, contact_at = ? "
-                f"WHERE task_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
-                "AND (poller IS NULL OR poller = ? OR poll_until IS NULL OR poll_until <= ?) "
-                "AND (contact_at IS NULL OR contact_at <= ?)",
-                (me, until, now, task_id, me, now, now - interval),
-            ).rowcount
-            return self._row(conn, task_id) if taken else None
-
-        return self._transact(body)
-
-    def claim_download(self, task_id: str, me: str, *, now: float, until: float) -> bool:
-        """Take (or extend) the download claim of ``task_id`` for ``me`` until
-        ``until``; False while another process holds an unexpired one."""
-        return bool(self._transact(lambda conn: conn.execute(
-            "UPDATE tasks SET downloader = ?, download_until = ? WHERE task_id = ? "
-            "AND (downloader IS NULL OR downloader = ? OR download_until IS NULL "
-            "OR download_until <= ?)",
-            (me, until, task_id, me, now),
-        ).rowcount))
-
-    def release(self, me: str, task_ids: Iterable[str] | None = None) -> None:
-        """Give up the claims ``me`` holds (on ``task_ids``, default all), so
-        other processes take those tasks over at once."""
-        ids = None if task_ids is None else [(i,) for i in task_ids]
-
-        def body(conn: sqlite3.Connection) -> None:
-            conn.execute(_BUMP_REV)
-            for column, until in (("poller", "poll_until"), ("downloader", "download_until")):
-                sql = (f"UPDATE tasks SET {column} = NULL, {until} = NULL, rev = {_NEXT_REV} "
-                       f"WHERE {column} = ?")
-                if ids is None:
-                    conn.execute(sql, (me,))
-                else:
-                    conn.executemany(sql + " AND task_id = ?", [(me, i) for (i,) in ids])
-
-        self._transact(body)
-
-    def rate_limited_until(self, service: str) -> float:
-        """Unix time before which no process should send ``service`` a request
-        (a 429's ``Retry-After``, shared by every process); 0.0 when none."""
-        row = self._retry(lambda: self._conn.execute(
-            "SELECT rate_limited_until FROM services WHERE service = ?", (service,)).fetchone())
-        return 0.0 if row is None else float(row[0])
-
-    def limit_rate(self, service: str, until: float) -> None:
-        """Record that ``service`` asked every client to wait until ``until``."""
-        self._transact(lambda conn: conn.execute(
-            "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
-            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = "
-            "MAX(services.rate_limited_until, excluded.rate_limited_until)",
-            (service, until)))
-
-    # ------------------------------------------------------------------ reads
-
-    def _row(self, conn: sqlite3.Connection, task_id: str) -> Row | None:
-        found = conn.execute(f"{_SELECT_ROWS} WHERE task_id = ?", (task_id,)).fetchone()
-        return None if found is None else _stored_row(found)
-
-    def row(self, task_id: str) -> Row | None:
-        """The stored row of ``task_id`` with its claims, or None."""
-        return self._retry(lambda: self._row(self._conn, task_id))
-
-    def get(self, task_id: str) -> TaskRecord | None:
-        """The stored record of ``task_id``, or None."""
-        row = self.row(task_id)
-        return None if row is None else row.record
-
-    def rows(self, *, tracked_only: bool = True) -> list[Row]:
-        """Stored rows in the order first seen (only tracked ones, unless
-        ``tracked_only=False``)."""
-        where = "WHERE tracked = 1 " if tracked_only else ""
-        found = self._retry(lambda: self._conn.execute(
-            f"{_SELECT_ROWS} {where}ORDER BY first_seen_at IS NULL, first_seen_at, rowid"
-        ).fetchall())
-        return [_stored_row(r) for r in found]
-
-    def records(self, *, tracked_only: bool = True) -> list[TaskRecord]:
-        """Stored records in the order they were first seen (only those still
-        tracked, unless ``tracked_only=False``)."""
-        return [r.record for r in self.rows(tracked_only=tracked_only)]
+    def _read(self, body: Callable[[Any], _T]) -> _T:
+        return self._retry(lambda: body(self._conn))
 
     def version(self) -> int:
         """A number that changes whenever another connection commits (SQLite's
         ``PRAGMA data_version``): cheap enough to ask several times a second."""
         return self._retry(lambda: self._conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def revision(self) -> int:
-        """The newest revision written to the store."""
-        return self._retry(lambda: int(self._conn.execute(
-            "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev'").fetchone()[0]))
-
-    def changes(self, since: int) -> tuple[list[Row], list[str], int]:
-        """Rows written after revision ``since`` (tracked or not), ids deleted
-        after it, and the newest revision."""
-        def read() -> tuple[list[Row], list[str], int]:
-            rows = self._conn.execute(
-                f"{_SELECT_ROWS} WHERE rev > ? ORDER BY rev", (since,)).fetchall()
-            gone = self._conn.execute(
-                "SELECT task_id FROM deleted WHERE rev > ? ORDER BY rev", (since,)).fetchall()
-            return [_stored_row(r) for r in rows], [g[0] for g in gone], self.revision()
-
-        return self._retry(read)
-
-    def event_count(self) -> int:
-        """How many events the store holds."""
-        return self._retry(lambda: self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def tasks_frame(self, *, tracked_only: bool = False) -> pd.DataFrame:
-        """One row per stored task (see :func:`veo_nb.records.tasks_frame`)."""
-        return tasks_frame(self.records(tracked_only=tracked_only))
-
-    def events_frame(self) -> pd.DataFrame:
-        """Every event, in the order written (see
-        :func:`veo_nb.records.history_frame` for the columns)."""
-        sql = f"SELECT {', '.join(HISTORY_COLUMNS)} FROM events ORDER BY seq"
-        rows = self._retry(lambda: self._conn.execute(sql).fetchall())
-        return history_from_rows(rows)
-
     def close(self) -> None:
         """Close the file; the store cannot be used afterwards."""
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+
+#: Environment variable naming the store when a tracker is given none: a path
+#: for SQLite, or a ``postgresql://`` URL.
+STORE_ENV = "VEO_NB_STORE"
+
+
+def open_store(store: BaseStore | str | Path | None, default: Path) -> tuple[BaseStore, bool]:
+    """The store a tracker uses, and whether the tracker opened it (and so
+    closes it): ``store`` itself, a file path (SQLite), ``sqlite:///path``,
+    a ``postgresql://`` URL, or for None ``VEO_NB_STORE``, else ``default``.
+    A URL of any other kind is refused (it never becomes a file)."""
+    if isinstance(store, BaseStore):
+        return store, False
+    kind, where = store_kind(store)
+    if kind == "postgres":
+        from .store_pg import PostgresStore
+
+        return PostgresStore(where), True
+    return Store(where if store is not None or kind != "default" else default), True
+
+
+def store_kind(store: str | os.PathLike[str] | None) -> tuple[str, str]:
+    """``("sqlite", path)``, ``("postgres", url)`` or ``("default", "")`` for
+    a store argument (None: ``VEO_NB_STORE``, if set). Raises
+    :class:`~veo_nb.ValidationError` for a URL of another kind, before
+    anything is connected or created."""
+    if store is None:
+        store = os.environ.get(STORE_ENV, "").strip() or None
+        if store is None:
+            return "default", ""
+    text = os.fspath(store)
+    scheme, sep, rest = text.partition("://")
+    if not (sep and _SCHEME.fullmatch(scheme)):
+        return "sqlite", text
+    if scheme.lower() == "sqlite":  # as SQLAlchemy: sqlite:///relative, sqlite:////absolute
+        return "sqlite", unquote(rest[1:] if rest.startswith("/") else rest)
+    from .store_pg import SCHEMES, redact_url
+
+    if scheme.lower() in SCHEMES:
+        return "postgres", text
+    raise ValidationError(
+        f"store={redact_url(text)!r}: {scheme}:// is not a supported store; use a file "
+        "path or sqlite:///path/to/history.sqlite (SQLite, the default), or "
+        "postgresql://user@host:5432/database (PostgreSQL, pip install 'veo_nb[postgres]')"
+    )

@@ -61,7 +61,7 @@ from .errors import (
 )
 from .models import Task, TaskStatus
 from .records import NO_VIDEO_REASON, NOT_FOUND_REASON, Event, TaskRecord, from_unix
-from .store import Store, StoreError
+from .store import BaseStore, StoreError, open_store, store_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -93,34 +93,19 @@ def default_owner() -> str | None:
         return None
 
 
-def open_store(store: Store | str | Path | None, default: Path) -> tuple[Store, bool]:
-    """The store a tracker uses, and whether the tracker opened it (and so
-    closes it). A string with ``://`` is a database URL."""
-    if isinstance(store, Store):
-        return store, False
-    if store is None:
-        return Store(default), True
-    text = os.fspath(store)
-    if "://" in text:
-        scheme = text.split("://", 1)[0].lower()
-        raise ValidationError(
-            f"store={scheme}://… is not a supported store: pass a file path for the "
-            "embedded SQLite store (e.g. 'veo_nb_data/history.sqlite')"
-        )
-    return Store(text), True
-
-
 class Tracker:
     """Follows VEO tasks until they finish, saves their videos, keeps history.
 
     ``client``: a :class:`~veo_nb.client.VeoClient`; ``None`` calls
     :func:`veo_nb.connect` (the real service with ``VEO_API_KEY``, else the
     embedded emulator).
-    ``store``: a :class:`~veo_nb.store.Store`, a path, or ``None`` for
+    ``store``: a :class:`~veo_nb.store.Store` or
+    :class:`~veo_nb.store_pg.PostgresStore`, a path (SQLite), a
+    ``postgresql://`` URL, or ``None`` for ``VEO_NB_STORE`` if set, else
     ``./veo_nb_data/history.sqlite`` (``./veo_nb_data/demo/…`` in demo mode,
     so demo tasks never mix with real ones). A tracker on an existing store
     resumes its unfinished tasks and pending downloads; several trackers and
-    processes may share one store.
+    processes (and, with PostgreSQL, machines) may share one store.
     ``media_dir``: where videos are saved (default: ``videos/`` next to the
     default store); partial downloads a killed process left there (hidden
     ``.part`` files untouched for a minute) are deleted.
@@ -146,7 +131,7 @@ class Tracker:
         self,
         client: VeoClient | None = None,
         *,
-        store: Store | str | Path | None = None,
+        store: BaseStore | str | Path | None = None,
         media_dir: str | Path | None = None,
         poll_interval: float | None = None,
         expected_duration: tuple[float, float] | None = None,
@@ -158,6 +143,8 @@ class Tracker:
         start: bool = True,
         owner: str | None = None,
     ) -> None:
+        if not isinstance(store, BaseStore):
+            store_kind(store)  # a bad store URL is refused before anything starts
         if client is None:
             from ._connect import connect
 
@@ -219,7 +206,7 @@ class Tracker:
         return self._engine.client
 
     @property
-    def store(self) -> Store:
+    def store(self) -> BaseStore:
         """The store holding the history."""
         return self._engine.store
 

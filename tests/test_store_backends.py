@@ -1,0 +1,155 @@
+"""The store's contract on both backends: SQLite (a file) and PostgreSQL (a
+real throwaway server, see tests/pg_cluster.py): round trips, field-limited
+writes, claims, revisions, the shared 429 gate, deletions, versions."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from veo_nb import TaskStatus, Tracker, ValidationError
+from veo_nb.records import Event, TaskRecord
+from veo_nb.store import SCHEMA_VERSION, STORE_ENV, BaseStore, Store, StoreError, open_store
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseStore]:
+    if request.param == "sqlite":
+        opened, _ = open_store(tmp_path / "h.sqlite", tmp_path / "unused")
+    else:
+        opened, _ = open_store(request.getfixturevalue("pg_db_url"), tmp_path / "unused")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def record(task_id: str = "vgen_1", **kw) -> TaskRecord:
+    base = dict(label="fox", prompt="a <fox>", model="veo_3_1_fast", status=TaskStatus.QUEUED,
+                status_text="queued", first_seen_at=T0, request={"prompt": "a <fox>"},
+                raw={"id": task_id, "nested": [1, None]}, service="https://svc:443",
+                owner="ada", key_fingerprint="abc123")
+    base.update(kw)
+    return TaskRecord(task_id, **base)
+
+
+def test_round_trip_events_and_owner(store: BaseStore) -> None:
+    row = store.write(record(), [Event("vgen_1", "status", "queued", observed_at=T0)])
+    assert row.record == record() and row.rev >= 1
+    assert store.get("vgen_1") == record()
+    history = store.events_frame()
+    assert list(history.owner) == ["ada"] and list(history.kind) == ["status"]
+    assert list(store.tasks_frame().owner) == ["ada"]
+
+
+def test_writes_touch_only_their_fields_and_never_regress(store: BaseStore) -> None:
+    store.write(record())
+    store.write(record(status=TaskStatus.COMPLETED, status_text="completed", label="ignored"),
+                fields=("status", "status_text"))
+    got = store.get("vgen_1")
+    assert got.status is TaskStatus.COMPLETED and got.label == "fox"
+    store.write(record(status=TaskStatus.PROCESSING, status_text="processing", label="new"))
+    got = store.get("vgen_1")
+    assert got.status is TaskStatus.COMPLETED and got.label == "new"  # terminal kept
+
+
+def test_claims(store: BaseStore) -> None:
+    store.write(record())
+    assert store.claim_poll("vgen_1", "a", now=100.0, interval=30.0, until=160.0) is not None
+    assert store.claim_poll("vgen_1", "b", now=140.0, interval=30.0, until=200.0) is None  # held
+    assert store.claim_poll("vgen_1", "a", now=110.0, interval=30.0, until=170.0) is None  # too soon
+    taken = store.claim_poll("vgen_1", "b", now=161.0, interval=30.0, until=220.0)  # expired
+    assert taken is not None and (taken.poller, taken.contact_at) == ("b", 161.0)
+    store.release("b")
+    assert store.row("vgen_1").poller is None
+    assert store.claim_download("vgen_1", "a", now=1.0, until=10.0)
+    assert not store.claim_download("vgen_1", "b", now=5.0, until=20.0)
+    assert store.claim_download("vgen_1", "b", now=11.0, until=20.0)
+    store.write(record(status=TaskStatus.FAILED, status_text="failed"), fields=("status",))
+    assert store.claim_poll("vgen_1", "c", now=999.0, interval=30.0, until=1e4) is None  # finished
+
+
+def test_one_claim_wins_among_many_threads(store: BaseStore) -> None:
+    store.write(record())
+    winners = []
+
+    def claim(me: str) -> None:
+        if store.claim_poll("vgen_1", me, now=500.0, interval=30.0, until=600.0) is not None:
+            winners.append(me)
+
+    threads = [threading.Thread(target=claim, args=(f"p{i}",)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_changes_deletions_and_revisions(store: BaseStore) -> None:
+    start = store.revision()
+    store.write(record("vgen_1"))
+    store.write(record("vgen_2"))
+    rows, gone, newest = store.changes(start)
+    assert [r.record.task_id for r in rows] == ["vgen_1", "vgen_2"] and gone == []
+    store.delete(["vgen_1"])
+    rows, gone, later = store.changes(newest)
+    assert rows == [] and gone == ["vgen_1"] and later > newest
+    assert store.get("vgen_1") is None and [r.task_id for r in store.records()] == ["vgen_2"]
+
+
+def test_the_shared_rate_limit_gate(store: BaseStore) -> None:
+    assert store.rate_limited_until("svc") == 0.0
+    store.limit_rate("svc", 200.0)
+    store.limit_rate("svc", 150.0)  # never shortened
+    assert store.rate_limited_until("svc") == 200.0
+
+
+def test_a_url_of_another_kind_is_refused_and_never_becomes_a_file(tmp_path: Path, monkeypatch,
+                                                                   veo_emulator) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in ("mysql://root@127.0.0.1:3306/veo", "redis://127.0.0.1/0", "https://x/y"):
+        with pytest.raises(ValidationError, match="postgresql://user@host"):
+            open_store(url, tmp_path / "default.sqlite")
+    with pytest.raises(ValidationError, match="not a supported store"):
+        Tracker(veo_emulator.client(), store="mongodb://u:pw@127.0.0.1/veo")
+    with pytest.raises(ValidationError) as info:
+        Tracker(store="mysql://root:pw@127.0.0.1/veo")  # refused before demo mode starts
+    assert "pw" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no "mysql:" folder, no file
+
+
+def test_sqlite_urls_and_the_environment(tmp_path: Path, monkeypatch) -> None:
+    store, own = open_store(f"sqlite:///{tmp_path}/a.sqlite", tmp_path / "unused")
+    assert isinstance(store, Store) and own and store.path == tmp_path / "a.sqlite"
+    store.close()
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "from-env.sqlite"))
+    store, _ = open_store(None, tmp_path / "default.sqlite")
+    assert store.path == tmp_path / "from-env.sqlite"
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_a_newer_schema_and_hides_the_password(pg_db_url: str,
+                                                               tmp_path: Path) -> None:
+    import psycopg
+
+    secret = "S3cret-PASSWORD-zq9"
+    url = pg_db_url.replace("postgres@", f"postgres:{secret}@")  # trust auth: accepted
+    store, _ = open_store(url, tmp_path / "unused")
+    assert secret not in store.key and secret not in repr(store) and "***" in store.url
+    store.close()
+    with psycopg.connect(pg_db_url, autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value = %s WHERE name = 'schema'", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer veo_nb") as info:
+        open_store(url, tmp_path / "unused")
+    assert secret not in str(info.value)
+    broken = url.rsplit(":", 1)[0] + ":1/veo"  # nothing listens on port 1
+    with pytest.raises(StoreError) as down:
+        open_store(broken, tmp_path / "unused")
+    assert secret not in str(down.value) and "cannot use the PostgreSQL store" in str(down.value)
