@@ -36,7 +36,7 @@ def _follow(emu: Emulator, folder: Path, processes: int, tag: str) -> tuple[floa
     children = [Child.start(emu, folder / "h.sqlite", folder / "v", "stdin", timeout=300)
                 for _ in range(processes)]
     for child in children:  # every process is up before the tasks exist
-        child._up.wait(120)
+        child.up()
     client = emu.client()
     ids = [client.create_video(f"{tag} {i} [duration: {121 + (i * 53) % 178}]").id
            for i in range(TASKS)]

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 #: The child: ``base key scale store media mode timeout [ids...]``. ``mode``
-#: is ``track`` (track the ids itself), ``stdin`` (print ``{"up": true}``,
-#: then track the ids of one line read from stdin: so that a benchmark starts
-#: every process before the tasks exist), ``follow`` (wait for them to appear
-#: through the store), or ``submit:N`` (create N tasks and print their ids).
+#: is ``track`` (track the ids itself), ``follow`` (wait for them to appear
+#: through the store), ``submit:N`` (create N tasks and print their ids), or
+#: ``stdin`` / ``stdin-follow``: print ``{"up": true}``, then track / follow
+#: the ids of one line read from stdin (so that a benchmark starts every
+#: process before the tasks exist, and sees every change as it happens).
 CHILD = r"""
 import json, sys, threading, time
 from veo_nb import Tracker, VeoClient
@@ -53,7 +54,7 @@ def watch(task):
 client = Counting(key, base, time_scale=float(scale), timeout=5)
 tracker = Tracker(client, store=store, media_dir=media)
 tracker.on_change(watch)
-if mode == "stdin":
+if mode.startswith("stdin"):
     print(json.dumps({"up": True}), flush=True)
     ids = sys.stdin.readline().split()
 if mode in ("track", "stdin"):
@@ -95,7 +96,8 @@ class Child:
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(emu.time_scale),
              str(store), str(media), mode, str(timeout), *ids],
-            stdin=subprocess.PIPE if mode == "stdin" else None, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE if mode.startswith("stdin") else None, stdout=subprocess.PIPE,
+            text=True,
         )
         child = cls(proc)
         child._reader = threading.Thread(target=child._read, daemon=True)
@@ -111,10 +113,14 @@ class Child:
             if "up" in self.lines[-1]:
                 self._up.set()
 
-    def send(self, ids: list[str], timeout: float = 60.0) -> None:
-        """Once a ``stdin`` child is up, give it the ids to track."""
+    def up(self, timeout: float = 120.0) -> None:
+        """Wait until a ``stdin`` child follows the store."""
         if not self._up.wait(timeout):
             raise AssertionError(f"child {self.proc.pid} never came up")
+
+    def send(self, ids: list[str], timeout: float = 120.0) -> None:
+        """Once a ``stdin`` child is up, give it the ids to track or follow."""
+        self.up(timeout)
         assert self.proc.stdin is not None
         self.proc.stdin.write(" ".join(ids) + "\n")
         self.proc.stdin.flush()

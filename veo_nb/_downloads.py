@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _schedule
-from ._engine import Write
+from ._engine import Write, holder_dead
 from ._log import logger
 from ._paths import video_path_in
 from .errors import DownloadError, ResultExpiredError, ValidationError, VeoError
@@ -64,26 +64,34 @@ class Downloads:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def schedule(self, state: TaskState, now: float) -> None:
-        """Arm the download of a completed task whose video is not on disk
-        (the engine's lock is held)."""
+        """Arm (or disarm) the download of a completed task whose video is not
+        on disk, after what the task's record now says (the engine's lock is
+        held): when another process saved it meanwhile, nothing is attempted."""
+        if state.downloading:
+            return
         rec = state.record
-        settings = self._engine.settings
-        if (not settings.download or rec.status is not TaskStatus.COMPLETED or not rec.video_url
-                or state.downloading or state.dl_due is not None or rec.task_id in self._hopeless):
+        if not self._wanted(state):
+            state.dl_due = None
             return
-        if rec.download_state == "saved":
-            if rec.saved_on not in (None, HOST):
-                return  # saved on another machine sharing the store: not ours to fetch
-            if rec.video_path and Path(rec.video_path).is_file():
-                return
-            # deleted or moved: show it as not saved, and fetch it again
+        if rec.download_state == "saved":  # deleted or moved: not saved, fetch it again
             state.record = replace(rec, download_state="pending", video_path=None)
-        elif rec.download_state in ("expired", "none"):
-            return
-        due = now
-        if state.downloader not in (None, self._engine.me) and (state.download_until or 0.0) > now:
-            due = state.download_until or now  # another process is on it
+        due = now if state.dl_due is None else state.dl_due
+        if (state.downloader not in (None, self._engine.me)
+                and (state.download_until or 0.0) > now and not holder_dead(state.downloader)):
+            due = max(due, state.download_until or now)  # another process is on it
         state.dl_due = due
+
+    def _wanted(self, state: TaskState) -> bool:
+        """Whether this process should (still) fetch ``state``'s video."""
+        rec = state.record
+        if (not self._engine.settings.download or rec.status is not TaskStatus.COMPLETED
+                or not rec.video_url or rec.task_id in self._hopeless):
+            return False
+        if rec.download_state == "saved":
+            # saved on another machine sharing the store: not ours to fetch
+            return rec.saved_on in (None, HOST) and not (
+                rec.video_path and Path(rec.video_path).is_file())
+        return rec.download_state not in ("expired", "none")
 
     def dispatch(self, task_id: str, state: TaskState, now: float) -> list[float]:
         """Start ``state``'s download if due; return when it is due otherwise."""
@@ -104,12 +112,14 @@ class Downloads:
                 return None
             state.dl_due = None
             rec = state.record
+            holder = state.downloader
         expires = to_unix(rec.url_expires_at)
         if expires is not None and time.time() >= expires:
             return self._done(task_id, "expired", error="the video link expired (24 h after "
                               "completion) before it could be downloaded")
         now = time.time()
-        if not engine.store.claim_download(task_id, engine.me, now=now, until=now + self.claim_s):
+        if not engine.store.claim_download(task_id, engine.me, now=now, until=now + self.claim_s,
+                                           orphan=holder if holder_dead(holder) else None):
             self._someone_else(task_id)
             return None
         row = engine.store.row(task_id)

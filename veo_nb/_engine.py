@@ -69,6 +69,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Seconds between two looks at the store for other processes' changes.
 FOLLOW_EVERY_S = 0.2
+#: The shortest gap between two looks, however often other processes write.
+FOLLOW_MIN_GAP_S = 0.1
+#: The least time a claim outlives its holder's next due time (seconds).
+CLAIM_GRACE_S = 10.0
 #: Unexpected worker errors kept in memory (see ``Tracker.recent_errors``).
 RECENT_ERRORS = 50
 #: The same unexpected error of one task is recorded at most this often (seconds).
@@ -85,6 +89,26 @@ _TERMINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED)
 # interval either. time.monotonic(); inf while a poll is in flight.
 _contact_lock = threading.Lock()
 _last_contact: dict[tuple[str, str], float] = {}
+
+
+def holder_dead(holder: str | None) -> bool:
+    """Whether the process holding a claim is known to be gone: it ran on this
+    machine and its pid is free (a crashed or restarted kernel). A holder on
+    another machine, or a pid now used by another process, counts as alive:
+    its claim then simply runs out."""
+    if not holder:
+        return False
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or holder == process_id():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's, or not ours to ask
+        return False
+    return False
 
 
 def process_id() -> str:
@@ -138,8 +162,11 @@ class Settings:
 
     @property
     def grace(self) -> float:
-        """How long past its due time a claim outlives a silent poller."""
-        return self.poll_interval
+        """How long past its due time a claim outlives a silent poller: one
+        interval, but at least :data:`CLAIM_GRACE_S`, so that a busy machine's
+        poller, late by a second, is not raced by every other process. (A
+        poller found dead on this machine loses its claims at once.)"""
+        return max(self.poll_interval, CLAIM_GRACE_S)
 
     @property
     def claim_s(self) -> float:
@@ -479,7 +506,8 @@ class Engine:
             due = now
         if state.contact_at is not None:
             due = max(due, state.contact_at + self.settings.poll_interval)
-        if state.poller not in (None, self.me) and (state.poll_until or 0.0) > now:
+        if (state.poller not in (None, self.me) and (state.poll_until or 0.0) > now
+                and not holder_dead(state.poller)):
             due = max(due, state.poll_until or now)
         state.due = due
 
@@ -584,18 +612,26 @@ class Engine:
         return futures
 
     def _run(self) -> None:
+        followed = -math.inf  # time.monotonic() of the last look at the store
         while not self._stop.is_set():
             self._wake.clear()
             wake_at: float | None = None
+            # Woken for every write of every process (NOTIFY), a follower
+            # still looks at most every FOLLOW_MIN_GAP_S: many processes on a
+            # busy store would otherwise spend the machine on looking.
+            follow_in = FOLLOW_MIN_GAP_S - (time.monotonic() - followed)
             try:
-                self.follow()
+                if follow_in <= 0:
+                    followed = time.monotonic()
+                    self.follow()
+                    follow_in = FOLLOW_EVERY_S
                 if self.polling:
                     wake_at = self.dispatch()[1]
             except Exception as exc:  # noqa: BLE001 - the poller must survive anything
                 if self.closed or (isinstance(exc, RuntimeError) and "shutdown" in str(exc)):
                     return  # the pools refuse work at interpreter exit
                 self.record_error("", "the poller", exc)
-            timeout = FOLLOW_EVERY_S if wake_at is None else min(FOLLOW_EVERY_S, wake_at - time.time())
+            timeout = follow_in if wake_at is None else min(follow_in, wake_at - time.time())
             self._wake.wait(max(0.0, timeout))
 
     def guarded(self, task_id: str, job: Callable[[str], Task | None], what: str,
@@ -653,8 +689,12 @@ class Engine:
             # client neither retries nor waits at its 429 gate): a claim's
             # lease covers that request, never a wait or a retry after it.
             sent = time.time()
+            with self.lock:
+                state = self.states.get(task_id)
+                holder = None if state is None else state.poller
             row = self.store.claim_poll(task_id, self.me, now=sent, interval=interval,
-                                        until=sent + settings.claim_s)
+                                        until=sent + settings.claim_s,
+                                        orphan=holder if holder_dead(holder) else None)
             if row is None:  # another process polls it, or did so a moment ago
                 self._claim_refused(task_id)
                 return None
@@ -747,6 +787,7 @@ class Engine:
                 service=rec.service or self.client.service,
             )
             fields = (*POLL_FIELDS, "service")
+            claim = self._claim(None, now)
             due: float | None = None
             learned: tuple[tuple[str | None, str | None], float] | None = None
             if status.is_terminal:
@@ -764,6 +805,10 @@ class Engine:
                         fields = (*fields, "download_state")
                         events.append(Event(task_id, "download", task.status_text,
                                             observed_at=stamp, detail="pending"))
+                        # who saw it finish downloads it: the others see the claim
+                        # with the completion, and do not race for the video
+                        claim.update(downloader=self.me,
+                                     download_until=now + self.downloads.claim_s)
             else:
                 probe = replace(state, last_age=age)
                 due = self.next_due(probe)
@@ -771,6 +816,8 @@ class Engine:
                     new, gave_up = self._give_up(new, age, stamp)
                     events.append(gave_up)
             new = replace(new, next_poll_at=from_unix(due))
+            if due is not None:
+                claim = self._claim(due, now)
 
         def saved(st: TaskState) -> None:
             st.errors = 0
@@ -780,7 +827,7 @@ class Engine:
                 self.observed.setdefault(learned[0], []).append(learned[1])
             self.downloads.schedule(st, time.time())
 
-        self.commit(task_id, Write(new, events, fields, self._claim(due, now), saved, changed))
+        self.commit(task_id, Write(new, events, fields, claim, saved, changed))
         return new.task if changed else None
 
     def _give_up(self, rec: TaskRecord, age: float, stamp: datetime) -> tuple[TaskRecord, Event]:

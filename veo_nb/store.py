@@ -141,10 +141,9 @@ def _upsert_sql(fields: Sequence[str]) -> str:
             updates.append(f"{name} = COALESCE(tasks.{name}, excluded.{name})")
         else:
             updates.append(f"{name} = excluded.{name}")
-    updates.append(f"rev = {_NEXT_REV}")
     return (
-        f"INSERT INTO tasks ({', '.join(_COLUMNS)}, rev) "
-        f"VALUES ({', '.join('?' for _ in _COLUMNS)}, {_NEXT_REV}) "
+        f"INSERT INTO tasks ({', '.join(_COLUMNS)}) "
+        f"VALUES ({', '.join('?' for _ in _COLUMNS)}) "
         f"ON CONFLICT (task_id) DO UPDATE SET {', '.join(updates)}"
     )
 
@@ -339,7 +338,6 @@ class BaseStore:
             raise ValueError(f"not claim columns: {sorted(unknown)}")
 
         def body(cur: Any) -> Row:
-            self._bump(cur)
             cur.execute(sql, values)
             if claim:
                 cur.execute(
@@ -348,14 +346,18 @@ class BaseStore:
                 )
             if event_rows:
                 cur.executemany(_INSERT_EVENT, event_rows)
+            self._bump(cur)
+            cur.execute(f"UPDATE tasks SET rev = {_NEXT_REV} WHERE task_id = ?", (record.task_id,))
             return _stored_row(cur.execute(
                 f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
 
         return self._transact(body)
 
     def _bump(self, cur: Any) -> None:
-        """Start a write that others must hear of: the next revision (writers
-        queue on the counter's row, so revisions follow commit order)."""
+        """Take the next revision for a write others must hear of. Writers
+        queue on the counter's row from here to their commit, so revisions
+        follow commit order: a write does its other work first, and bumps
+        last, to hold that queue as briefly as it can."""
         cur.execute(_BUMP_REV)
         self._notify(cur)
 
@@ -381,9 +383,9 @@ class BaseStore:
         rows = [(i,) for i in task_ids]
 
         def body(cur: Any) -> None:
-            self._bump(cur)
             cur.executemany("DELETE FROM events WHERE task_id = ?", rows)
             cur.executemany("DELETE FROM tasks WHERE task_id = ?", rows)
+            self._bump(cur)
             cur.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
 
         self._transact(body)
@@ -391,31 +393,34 @@ class BaseStore:
     # ------------------------------------------------------------------ claims
 
     def claim_poll(self, task_id: str, me: str, *, now: float, interval: float,
-                   until: float) -> Row | None:
+                   until: float, orphan: str | None = None) -> Row | None:
         """Take the poll claim of unfinished ``task_id`` for process ``me``
         until ``until``, recording ``now`` as its last contact; return the
         stored row. Refused (None) while another process holds an unexpired
-        claim or the last contact is less than ``interval`` seconds old."""
+        claim (unless it is ``orphan``, a holder known to be dead) or the
+        last contact is less than ``interval`` seconds old."""
         def body(cur: Any) -> Row | None:
             taken = cur.execute(
                 "UPDATE tasks SET poller = ?, poll_until = ?, contact_at = ? "
                 f"WHERE task_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
-                "AND (poller IS NULL OR poller = ? OR poll_until IS NULL OR poll_until <= ?) "
-                "AND (contact_at IS NULL OR contact_at <= ?)",
-                (me, until, now, task_id, me, now, now - interval),
+                "AND (poller IS NULL OR poller = ? OR poller = ? OR poll_until IS NULL "
+                "OR poll_until <= ?) AND (contact_at IS NULL OR contact_at <= ?)",
+                (me, until, now, task_id, me, orphan or me, now, now - interval),
             ).rowcount
             return self._row(cur, task_id) if taken else None
 
         return self._transact(body)
 
-    def claim_download(self, task_id: str, me: str, *, now: float, until: float) -> bool:
+    def claim_download(self, task_id: str, me: str, *, now: float, until: float,
+                       orphan: str | None = None) -> bool:
         """Take (or extend) the download claim of ``task_id`` for ``me`` until
-        ``until``; False while another process holds an unexpired one."""
+        ``until``; False while another process (but ``orphan``, known to be
+        dead) holds an unexpired one."""
         return bool(self._transact(lambda cur: cur.execute(
             "UPDATE tasks SET downloader = ?, download_until = ? WHERE task_id = ? "
-            "AND (downloader IS NULL OR downloader = ? OR download_until IS NULL "
-            "OR download_until <= ?)",
-            (me, until, task_id, me, now),
+            "AND (downloader IS NULL OR downloader = ? OR downloader = ? "
+            "OR download_until IS NULL OR download_until <= ?)",
+            (me, until, task_id, me, orphan or me, now),
         ).rowcount))
 
     def release(self, me: str, task_ids: Iterable[str] | None = None) -> None:

@@ -41,6 +41,8 @@ POOL_SIZE = 4
 CHANNEL = "veo_nb_changes"
 #: Seconds a connection problem is retried before it is reported.
 RETRY_S = 10.0
+#: Seconds to wait for the server when connecting.
+CONNECT_TIMEOUT_S = 10
 
 _REAL = "DOUBLE PRECISION"
 #: The schema, created in one step: a PostgreSQL store starts at the
@@ -142,11 +144,15 @@ class PostgresStore(BaseStore):
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
         try:
+            # One direct connection first: a wrong URL fails at once, clearly,
+            # and the tables are made or migrated before the pool opens.
+            with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                with conn.transaction(), conn.cursor() as cur:
+                    self._migrate(_Cursor(cur))
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
-                                        kwargs={"autocommit": True}, timeout=RETRY_S,
-                                        name=self._key)
-            self._pool.wait(timeout=RETRY_S)
-            self._transact(self._migrate)
+                                        kwargs={"autocommit": True,
+                                                "connect_timeout": CONNECT_TIMEOUT_S},
+                                        timeout=RETRY_S, name=self._key)
         except Exception as exc:  # noqa: BLE001 - psycopg and pool errors alike
             self._close_pool()
             if isinstance(exc, StoreError):

@@ -356,12 +356,26 @@ class Tracker:
                 unsaved.append(task_id)
         for future in self._engine.poll_now(ids):
             future.result()
+        self._first_answers(ids)
         self._engine.wake()
         if unsaved:
             raise StoreError(f"could not save {len(unsaved)} tracked task(s) to {self.store_key}; "
                              "they are followed in memory and the write is retried",
                              task_ids=unsaved)
         return [self.get(i) for i in ids]
+
+    def _first_answers(self, ids: list[str]) -> None:
+        """Wait (a request's time at most) while the poller thread, which may
+        have picked a newly tracked id before us, is still polling it: the
+        returned tasks are then the answers of those first polls."""
+        engine = self._engine
+        deadline = time.monotonic() + self.client.timeout
+        with engine.cond:
+            while any(engine.states[i].polling for i in ids if i in engine.states):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                engine.cond.wait(left)
 
     def _tagged(self, record: TaskRecord) -> TaskRecord:
         """``record`` with this tracker's service, key fingerprint and owner

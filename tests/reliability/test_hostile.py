@@ -199,6 +199,7 @@ def test_hostile_strings_are_escaped_and_bounded_but_kept_raw(
     with Tracker(service.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
                  download=False) as tracker:
         tracker.track_many(list(bodies))
+        wait_until(lambda: all(tracker.record(i).poll_count for i in bodies), what="polled")
         view = veo_nb.panel(tracker)
         view.update()
         widget_html = [w.value for w in _widgets_of(view) if isinstance(w, ipywidgets.HTML)]

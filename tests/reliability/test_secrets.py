@@ -141,3 +141,42 @@ def test_the_key_goes_only_to_the_api(tmp_path: Path, video_on_api_host: bool) -
 def test_the_leak_detector_finds_every_form() -> None:
     for form in _forms(KEY):
         assert _leaks(b"<" + form + b">", "sample")
+
+
+DB_PASSWORD = "pg-Pa55w0rd-Xq7secret"
+
+
+@pytest.mark.postgres
+def test_the_database_password_appears_nowhere(tmp_path: Path, pg_db_url: str) -> None:
+    """A PostgreSQL store URL with a password (the test server trusts any):
+    the password is in no repr, store key, log, error, frame, export or
+    widget state, and a wrong URL's error does not quote it either."""
+    url = pg_db_url.replace("postgres@", f"postgres:{DB_PASSWORD}@")
+    found: list[str] = []
+    with Emulator(time_scale=0.01, failure_rate=0.3, seed=3) as emu, \
+            captured_logs(logging.DEBUG) as logs:
+        tracker = Tracker(emu.client(), store=url, media_dir=tmp_path / "v")
+        view = veo_nb.panel(tracker)
+        try:
+            ids = [tracker.submit(p).id for p in ("a fox", "a boat [fail]")]
+            tracker.wait(ids, timeout=120)
+            view.update()
+            shown = [repr(tracker), tracker._repr_html_(), tracker.store_key, repr(tracker.store),
+                     tracker.tasks().to_string(), tracker.history().to_string(),
+                     tracker.summary().to_string(), repr(view), _all_widget_state()]
+            exports = [tracker.export(tmp_path / f"out/{what}.csv", what)
+                       for what in ("tasks", "history", "summary")]
+        finally:
+            view.close()
+            tracker.close()
+        errors = []
+        for bad in (url.rsplit(":", 1)[0] + ":1/veo", url + "_missing_db"):
+            with pytest.raises(VeoError) as info:
+                Tracker(emu.client(), store=bad, media_dir=tmp_path / "v")
+            errors.append(f"{info.value!s} {info.value!r}")
+        log_text = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in logs)
+    texts = {"logs": log_text, "errors": "\n".join(errors), **{f"view {i}": t for i, t in
+                                                              enumerate(shown)}}
+    texts.update({p.name: p.read_text() for p in exports})
+    found = [where for where, text in texts.items() if DB_PASSWORD in text]
+    assert "***" in tracker.store.url and found == []
