@@ -527,3 +527,75 @@ def test_bad_options_raise_validation_errors(tracker):
         with pytest.raises(ValidationError, match=message):
             VeoPanel(tracker, refresh_every=None, start=False, **options)
     assert Path(tracker.store.path).exists()
+
+
+def test_rows_show_their_owner_escaped_and_the_owner_filter_offers_each_owner(tmp_path,
+                                                                               emulator,
+                                                                               make_panel):
+    from test_widgets_support import new_tracker
+
+    owners = ("ana", "<b>ben</b>", "chloé")
+    trackers = []
+    ids = {}
+    try:
+        for i, owner in enumerate(owners[:2]):  # students submitting to one shared store
+            tr = new_tracker(tmp_path, emulator, owner=owner)
+            trackers.append(tr)
+            ids[owner] = tr.submit(f"clip {i} [duration: 5000]").id
+        tracker = trackers[-1]
+        assert {r.task_id: r.owner for r in tracker.records()} == {v: k for k, v in ids.items()}
+        p = make_panel(tracker)
+        assert "by ana" in row_text(p, ids["ana"])
+        assert "by &lt;b&gt;ben&lt;/b&gt;" in row_text(p, ids["<b>ben</b>"])
+        assert "<b>ben</b>" not in row_text(p, ids["<b>ben</b>"])
+        # each owner once, sorted (Dropdown labels are text: nothing to escape)
+        assert list(p.owner_filter.options) == [("all owners", ""), ("<b>ben</b>", "<b>ben</b>"),
+                                                ("ana", "ana")]
+
+        p.owner_filter.value = "ana"
+        assert shown_ids(p) == [ids["ana"]] and p.pager.page == 0
+        p.owner_filter.value = ""
+        p.search.value = "BEN"  # search looks in the owner too
+        assert shown_ids(p) == [ids["<b>ben</b>"]]
+        p.owner_filter.value = "ana"
+        assert shown_ids(p) == []
+        assert "No task matches “BEN” with owner ana" in p.empty.value
+        p.search.value = ""
+
+        # A new owner is offered as soon as their task appears; the choice stays.
+        tr = new_tracker(tmp_path, emulator, owner=owners[2])
+        trackers.append(tr)
+        ids[owners[2]] = tr.submit("clip 2 [duration: 5000]").id
+        until(lambda: ("chloé", "chloé") in p.owner_filter.options)
+        assert p.owner_filter.value == "ana" and shown_ids(p) == [ids["ana"]]
+        assert [v for _, v in p.owner_filter.options] == ["", "<b>ben</b>", "ana", "chloé"]
+        p.owner_filter.value = ""
+        assert set(shown_ids(p)) == set(ids.values())
+        assert "by chloé" in row_text(p, ids["chloé"])
+    finally:
+        for tr in trackers:
+            tr.close()
+
+
+def test_the_chosen_owner_stays_offered_when_their_tasks_leave_the_view(tmp_path, emulator,
+                                                                       make_panel):
+    from test_widgets_support import new_tracker
+
+    first = new_tracker(tmp_path, emulator, owner="dana")
+    task = first.submit("one [duration: 5000]")
+    tracker = new_tracker(tmp_path, emulator, owner="eli")
+    try:
+        other = tracker.submit("two [duration: 5000]")
+        p = make_panel(tracker)
+        p.owner_filter.value = "dana"
+        assert shown_ids(p) == [task.id]
+        tracker.remove([task.id])
+        until(lambda: shown_ids(p) == [])
+        assert p.owner_filter.value == "dana" and ("dana", "dana") in p.owner_filter.options
+        assert "No task matches owner dana (of 1 tasks)" in p.empty.value
+        p.owner_filter.value = ""  # once another is chosen, dana is no longer offered
+        until(lambda: list(p.owner_filter.options) == [("all owners", ""), ("eli", "eli")])
+        assert shown_ids(p) == [other.id]
+    finally:
+        first.close()
+        tracker.close()

@@ -136,8 +136,8 @@ def format_text(record: TaskRecord) -> str:
 
 def search_text(record: TaskRecord) -> str:
     """Everything the panel's search looks in, lower case."""
-    values = (record.task_id, record.label, record.prompt, record.model, record.resolution,
-              record.aspect_ratio, record.error, status_word(record))
+    values = (record.task_id, record.label, record.owner, record.prompt, record.model,
+              record.resolution, record.aspect_ratio, record.error, status_word(record))
     return "\n".join(str(v) for v in values if v).lower()
 
 
@@ -181,16 +181,25 @@ def timing(record: TaskRecord, now: float, window: tuple[float, float], *,
     return Timing(round(progress, 2), style, f"{fmt_seconds(elapsed)} · {eta}")
 
 
+def owner_html(owner: str | None, look: Look = LOOKS["normal"]) -> str:
+    """``by <owner>`` (who submitted or tracked the task), escaped; "" without one."""
+    if not owner:
+        return ""
+    return (f'<span class="veo-owner" style="color:{look.muted};white-space:nowrap" '
+            f'title="submitted by">by {esc(short(owner, 40))}</span>')
+
+
 def row_html(record: TaskRecord, look: Look = LOOKS["normal"]) -> str:
-    """The text part of a task row: status badge, label, model, resolution
-    and aspect ratio, id, prompt (shortened; whole on hover), error,
-    download state and local path."""
+    """The text part of a task row: status badge, label, owner, model,
+    resolution and aspect ratio, id, prompt (shortened; whole on hover),
+    error, download state and local path."""
     prompt = record.prompt or ""
     muted = f"color:{look.muted}"
     details = " · ".join(p for p in (esc(short(record.model, 40)), format_text(record)) if p)
     parts = [
         badge_html(record),
         f"<b>{esc(short(record.label, 60))}</b>" if record.label else "",
+        owner_html(record.owner, look),
         f'<span style="{muted}">{details}</span>' if details else "",
         id_html(record.task_id),
     ]

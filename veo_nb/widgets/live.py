@@ -57,6 +57,8 @@ _STATUS_FILTERS: tuple[tuple[str, str], ...] = (
     ("completed", "completed"), ("failed", "failed"), (NOT_FOUND, NOT_FOUND),
     ("unknown", "unknown"),
 )
+#: The owner filter's first option (every owner, and tasks without one).
+ALL_OWNERS = ("all owners", "")
 class _Form(Protocol):
     widget: widgets.Widget
 
@@ -159,7 +161,8 @@ class VeoPanel(widgets.VBox):
 
     Shows a header (counts per status, polling state, next poll, videos
     loaded, demo mode) and a message line, then tabs: **Tasks** (controls,
-    forms and one row per task, newest first, paginated), **Gallery**
+    filters by status and by owner, search, forms and one row per task,
+    newest first, paginated), **Gallery**
     (finished videos) and **History** (summary and events as readable tables).
 
     Options:
@@ -232,7 +235,13 @@ class VeoPanel(widgets.VBox):
         self.pause_button = widgets.Button(icon="pause", _dom_classes=("veo-pause",))
         self.status_filter = widgets.Dropdown(options=_STATUS_FILTERS, value="",
                                               layout=widgets.Layout(width="150px"))
-        self.search = widgets.Text(placeholder="search id, label, prompt, model, 1080p, 9:16, error",
+        # Filled with each owner seen (a shared store holds every student's tasks).
+        self.owner_filter = widgets.Dropdown(options=(ALL_OWNERS,), value="",
+                                             layout=widgets.Layout(width="150px"),
+                                             _dom_classes=("veo-owner-filter",))
+        self._owners: tuple[str, ...] = ()
+        self._syncing_owners: int | None = None  # the thread setting the options
+        self.search = widgets.Text(placeholder="search id, label, owner, prompt, model, 1080p, 9:16, error",
                                    layout=widgets.Layout(width="300px"))
         self.sort = widgets.Dropdown(options=list(SORTS), value=sort, description="sort",
                                      layout=widgets.Layout(width="170px"))
@@ -258,7 +267,8 @@ class VeoPanel(widgets.VBox):
         self.gallery = GalleryView(self.media, gallery_page_size, self.look, self.update)
         self.history = HistoryView(tracker)
         toolbar = widgets.HBox(
-            [self.refresh_button, self.pause_button, self.status_filter, self.search,
+            [self.refresh_button, self.pause_button, self.status_filter, self.owner_filter,
+             self.search,
              self.sort, self.order, self.projector, self.manage.dismiss],
             layout=widgets.Layout(flex_flow="row wrap", grid_gap="4px"))
         tasks_tab = widgets.VBox([toolbar, self.forms.widget, self.pager.top, self.empty,
@@ -274,6 +284,7 @@ class VeoPanel(widgets.VBox):
         self._clicks.bind(self.pause_button, self.toggle_polling)
         for control in (self.status_filter, self.search, self.order):
             control.observe(lambda _: self._navigate(), names="value")
+        self.owner_filter.observe(self._owner_changed, names="value")
         self.sort.observe(self._sort_changed, names="value")
         self.projector.observe(lambda change: self.set_size("large" if change["new"] else "normal"),
                                names="value")
@@ -444,6 +455,7 @@ class VeoPanel(widgets.VBox):
             now = time.time()
             polling = self.tracker.running
             self._records = self.tracker.records()
+            self._sync_owners(self._records)
             ordered = self._ordered(self._records, filtered=False)
             shown = self._filter(ordered)
             page = self._page(shown)
@@ -464,12 +476,38 @@ class VeoPanel(widgets.VBox):
 
     def _filter(self, records: list[TaskRecord]) -> list[TaskRecord]:
         status = self.status_filter.value
+        owner = self.owner_filter.value
         needle = self.search.value.strip().lower()
-        if not status and not needle:
+        if not status and not owner and not needle:
             return records
         return [r for r in records
                 if (not status or status_word(r) == status)
+                and (not owner or r.owner == owner)
                 and (not needle or needle in search_text(r))]
+
+    def _sync_owners(self, records: Sequence[TaskRecord]) -> None:
+        """Offer each owner seen in ``records`` (sorted, case-insensitively)
+        in the owner filter; the chosen one stays chosen, and stays offered
+        while it is chosen even when none of its tasks is left."""
+        owners = {r.owner for r in records if r.owner}
+        if self.owner_filter.value:
+            owners.add(self.owner_filter.value)
+        wanted = tuple(sorted(owners, key=lambda o: (o.casefold(), o)))
+        if wanted == self._owners:
+            return
+        self._owners = wanted
+        value = self.owner_filter.value
+        self._syncing_owners = threading.get_ident()
+        try:
+            with self.owner_filter.hold_sync():  # one message: no flash of "all owners"
+                self.owner_filter.options = (ALL_OWNERS, *((o, o) for o in wanted))
+                self.owner_filter.value = value
+        finally:
+            self._syncing_owners = None
+
+    def _owner_changed(self, _change: dict[str, Any]) -> None:
+        if self._syncing_owners != threading.get_ident():  # a choice, not the options' refill
+            self._navigate()
 
     def _page(self, shown: list[TaskRecord]) -> list[TaskRecord]:
         """The rows of the current page, plus the rows whose video the user
@@ -513,6 +551,8 @@ class VeoPanel(widgets.VBox):
                 parts.append(f"“{self.search.value.strip()}”")
             if self.status_filter.value:
                 parts.append(f"status {self.status_filter.value}")
+            if self.owner_filter.value:
+                parts.append(f"owner {self.owner_filter.value}")
             text = (f"No task matches {' with '.join(parts)} "
                     f"(of {len(self._records)} tasks): change the search or the filter.")
         set_if_changed(self.empty, "value",
