@@ -74,6 +74,11 @@ tracker = veo_nb.Tracker(client, store="veo_nb_data/quickstart.sqlite")
 tracker
 """),
     md("""
+The tracker polls in the background by itself from now on: nothing else needs to
+run for the statuses to move. Running this cell again (or **Run All** again) does
+not start a second poller: every tracker on the same history file shares one.
+"""),
+    md("""
 ## 2. Submit a few prompts
 
 `submit` returns straight away with the new task (its id and status); the video
@@ -115,40 +120,59 @@ if client.demo:
 ## 3. The live panel
 
 The panel refreshes by itself: statuses move from *queued* to *processing* to
-*completed* or *failed* without you running anything, finished videos play inline,
-and the **Gallery** and **History** tabs show all videos and every recorded event.
+*completed* or *failed* without you running anything, the newest tasks come
+first, and each finished video shows as a card: click **▶ Play** to watch it (no
+video is sent to your browser before you ask for it). The **Gallery** and
+**History** tabs show all videos and every recorded event.
+
+Showing a panel again (re-running the cell, or Run All) replaces the previous
+one, whose output then says so: there is one live panel per history.
 """),
     code("""
 veo_nb.panel(tracker)
 """),
     md("""
-## 4. Wait for everything to finish
+## 4. The results as a DataFrame
 
-`wait()` blocks until every task is done (the panel above keeps updating while it
-waits). You don't have to wait: polling runs in the background, so you can keep
-working in other cells instead.
+`tasks()` returns one row per task: prompt, model, status, timings, error message,
+and the path of the downloaded MP4. It is a snapshot: run the cell again to see
+the statuses move on (the panel above shows them live).
+"""),
+    code("""
+df = tracker.tasks()
+df[["label", "prompt", "status", "total_s", "video_path"]]
+"""),
+    md("""
+`veo_nb.table()` shows any of these tables for people: local times to the second,
+rounded numbers, no `<NA>`, and long messages wrapped instead of cut.
+"""),
+    code("""
+veo_nb.table(tracker.summary())
+"""),
+    md("""
+## 5. Wait for everything to finish
+
+You never have to wait: polling runs in the background. But a script, or the end
+of a notebook, often wants every result, and `wait()` blocks until every task has
+finished **and** its video is saved (so each `video_path` is set right after).
+
+While this cell runs, the panel keeps updating. In JupyterLab 4.4+ (with
+ipykernel 7.1+) its buttons answer too; in VS Code and Colab, clicks on widgets
+wait until the running cell ends. That is why this blocking cell comes last, where
+nothing needs clicking.
 """),
     code("""
 finished = tracker.wait(timeout=600)
 for task in finished:
-    print(f"{task.id}  {task.status.value:<10}  {task.error or task.video_url or ''}")
-"""),
-    md("""
-## 5. The results as a DataFrame
-
-`tasks()` returns one row per task: prompt, model, status, timings, error message,
-and the path of the downloaded MP4.
+    print(f"{task.id}  {task.status.value:<10}  {task.error or task.video_path}")
 """),
     code("""
-df = tracker.tasks()
-df
-"""),
-    code("""
-df["status"].value_counts()
+tracker.tasks()["status"].value_counts()
 """),
     md("""
 Next: `02_classroom_demo.ipynb` (a sweep across models, the gallery, timings and
-failures) and `03_history_analysis.ipynb` (history, success rates and export).
+failures), `03_history_analysis.ipynb` (history, success rates and export) and
+`04_class_dashboard.ipynb` (a teacher's live view of a whole class).
 """),
 ]
 
@@ -235,12 +259,37 @@ tracker saw.
     code("""
 veo_nb.panel(tracker)
 """),
+    md("""
+## 3. Invalid requests are caught before anything is sent
+
+While the sweep runs (the panel above keeps updating), a first kind of failure,
+one that needs no waiting. veo_nb checks each request against the model table.
+Here, `veo_3_1_fast_stable` cannot make 4K videos and takes no reference images:
+you get a `ValidationError` that says what to change, and no task is created
+(nothing is billed).
+"""),
+    code("""
+for kwargs in [
+    {"model": "veo_3_1_fast_stable", "resolution": "4K"},
+    {"model": "veo_3_1_fast_stable", "reference_images": ["https://example.com/a.jpg"]},
+    {"aspect_ratio": "4:3"},
+]:
+    try:
+        tracker.submit("A sailing boat at sea", **kwargs)
+    except veo_nb.ValidationError as exc:
+        print(f"{kwargs} -> ValidationError: {exc}")
+"""),
+    md("""
+Now wait for the sweep. `wait()` blocks until every task has finished and its
+video is saved; it sits here, after the panel and the quick checks, because in VS
+Code and Colab widget clicks wait until a running cell ends.
+"""),
     code("""
 finished = tracker.wait(timeout=900)
 print(f"{len(finished)} tasks finished")
 """),
     md("""
-## 3. How long did each model take?
+## 4. How long did each model take?
 
 `summary()` condenses the history per model: how many tasks, how many succeeded,
 and typical times. `tasks()` has the per-task timings (`queued_s`, `processing_s`,
@@ -251,12 +300,12 @@ and typical times. `tasks()` has the per-task timings (`queued_s`, `processing_s
 itself a useful lesson about small samples.)
 """),
     code("""
-tracker.summary()
+veo_nb.table(tracker.summary())
 """),
     code("""
 tasks = tracker.tasks()
 times = tasks.groupby("model")["total_s"].describe()[["count", "mean", "min", "max"]]
-times
+times.round(1)
 """),
     md("""
 A plot, if `matplotlib` is installed (`pip install matplotlib`); otherwise the table
@@ -275,40 +324,23 @@ else:
     plt.show()
 """),
     md("""
-## 4. What failures look like, and why
+## 5. What failures look like, and why
 
-There are three different ways a request can go wrong.
+Besides invalid requests (section 3), two more ways a request can go wrong.
 
-**a) Invalid requests are caught before anything is sent.** veo_nb checks each
-request against the model table. Here, `veo_3_1_fast_stable` cannot make 4K videos
-and takes no reference images: you get a `ValidationError` that says what to
-change, and no task is created (nothing is billed).
-"""),
-    code("""
-for kwargs in [
-    {"model": "veo_3_1_fast_stable", "resolution": "4K"},
-    {"model": "veo_3_1_fast_stable", "reference_images": ["https://example.com/a.jpg"]},
-    {"aspect_ratio": "4:3"},
-]:
-    try:
-        tracker.submit("A sailing boat at sea", **kwargs)
-    except veo_nb.ValidationError as exc:
-        print(f"{kwargs} -> ValidationError: {exc}")
-"""),
-    md("""
-**b) Tasks can fail on the service.** The task was accepted, ran for a while, and
+**a) Tasks can fail on the service.** The task was accepted, ran for a while, and
 then reported `failed` with a message (a safety policy, an overloaded model, a
 timeout...). The message is in the `error` column. In demo mode some tasks fail at
 random, as they do on the real service, and `[fail]` forces one.
 
-**c) Tasks can complete without a video.** The service says `completed`, but
+**b) Tasks can complete without a video.** The service says `completed`, but
 there is no `video_url` — typically the output was blocked by a safety filter
 after it was generated. There is nothing to watch, so veo_nb counts the task as
 `failed` and says why in `error`. `[no-video]` forces one in demo mode.
 """),
     code("""
 failed = tasks[tasks["status"] == "failed"]
-failed[["label", "model", "error"]]
+veo_nb.table(failed[["label", "model", "error"]], title="Failed tasks and why")
 """),
     md("""
 The history keeps what the service actually said: for a completed-without-video
@@ -319,9 +351,8 @@ from veo_nb.tracker import NO_VIDEO_REASON
 
 no_video_ids = tasks.loc[tasks["error"] == NO_VIDEO_REASON, "task_id"]
 events = tracker.history()
-events[events["task_id"].isin(no_video_ids) & (events["kind"] == "status")][
-    ["task_id", "status", "observed_at", "detail"]
-]
+veo_nb.table(events[events["task_id"].isin(no_video_ids) & (events["kind"] == "status")][
+    ["task_id", "status", "observed_at", "detail"]], tasks=tasks)
 """),
 ]
 
@@ -354,9 +385,10 @@ tracker = veo_nb.Tracker(client, store="veo_nb_data/history.sqlite")
     md("""
 ## 1. Some history to analyse
 
-In demo mode, submit a small batch and wait for it; each run of the notebook adds
-to the same history file, so the tables below grow. With a real key this only
-happens when the store is empty.
+In demo mode, submit a small batch and follow it as it finishes (a line per task,
+so there is something to see while it runs); each run of the notebook adds to the
+same history file, so the tables below grow. With a real key this only happens
+when the store is empty.
 """),
     code("""
 if client.demo or tracker.tasks().empty:
@@ -374,8 +406,10 @@ if client.demo or tracker.tasks().empty:
     })
     if not client.demo:
         batch = batch.head(1)  # real tasks are billed
-    tracker.submit_many(batch)
-    tracker.wait(timeout=900)
+    new = tracker.submit_many(batch)
+    print(f"submitted {len(new)} tasks; each line below appears as one is done")
+    for task in tracker.as_completed(list(new["task_id"].dropna()), timeout=900):
+        print(f"  {task.id}  {task.status.value:<10} {task.error or ''}")
 """),
     md("""
 ## 2. Tasks, history and summary
@@ -391,10 +425,10 @@ tasks.head()
 """),
     code("""
 events = tracker.history()
-events.head(10)
+veo_nb.table(events.tail(10), tasks=tasks, title="The newest 10 events")
 """),
     code("""
-tracker.summary()
+veo_nb.table(tracker.summary())
 """),
     md("""
 ## 3. Durations
@@ -487,6 +521,106 @@ veo_nb.panel(tracker)
 ]
 
 
+# ---------------------------------------------------------------------------
+DASHBOARD = [
+    md("""
+# Class dashboard
+
+A teacher's live view of a whole class: every student's tasks, from one shared
+history. Run it as an app, without the code, with
+[Voilà](https://voila.readthedocs.io):
+
+```bash
+VEO_NB_STORE=postgresql://teacher@db.example:5432/veo voila notebooks/04_class_dashboard.ipynb
+```
+
+* **A class on JupyterHub** shares a PostgreSQL database: each student's notebook
+  uses `veo_nb.Tracker(store="postgresql://…")` (or sets `VEO_NB_STORE`), and each
+  task records its `owner` (the JupyterHub user). This dashboard reads the same
+  database, with the same API key, and shows every task as the students' kernels
+  poll them.
+* **Without a database configured** (no `VEO_NB_STORE`) it runs in demo mode on the
+  embedded emulator and store, and plays a small class itself.
+"""),
+    code("""
+import os
+
+import ipywidgets as widgets
+import pandas as pd
+
+import veo_nb
+
+shared = os.environ.get("VEO_NB_STORE")
+client = veo_nb.connect()
+tracker = veo_nb.Tracker(client, store=shared or "veo_nb_data/class.sqlite", owner="teacher")
+print(f"class history: {tracker.store_key}")
+"""),
+    md("""
+In demo mode, a few "students" submit a task or two each (with a real store, the
+students' own notebooks do this).
+"""),
+    code("""
+if not shared and client.demo:
+    prompts = {
+        "ada": ["A paper crane unfolding itself", "Rain on a tin roof, close-up"],
+        "ben": ["A tiny robot watering a plant"],
+        "chloe": ["Northern lights over a frozen lake", "[fail] A crowded stadium"],
+        "dev": ["Time-lapse of a city waking up"],
+    }
+    for student, texts in prompts.items():
+        for text in texts:
+            tracker.submit(text, owner=student, label=f"{student}: {text[:24]}")
+"""),
+    md("""
+## Counts per student
+
+Updated live: every change any student's kernel records reaches this table within
+about a second.
+"""),
+    code("""
+counts = widgets.HTML()
+
+
+def count_per_student(_task=None):
+    frame = tracker.tasks()
+    if frame.empty:
+        counts.value = "<i>No tasks yet.</i>"
+        return
+    table = pd.crosstab(frame["owner"].fillna("(unknown)"), frame["status"].astype(str))
+    table["total"] = table.sum(axis=1)
+    counts.value = veo_nb.table(table.reset_index())._repr_html_()
+
+
+count_per_student()
+tracker.on_change(count_per_student)
+counts
+"""),
+    md("""
+## Every task, live
+
+The panel filters by owner and status; its **Gallery** tab shows every finished
+video of the class.
+"""),
+    code("""
+veo_nb.panel(tracker)
+"""),
+    md("""
+## Tasks per student (a snapshot)
+"""),
+    code("""
+try:
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("matplotlib is not installed: pip install matplotlib to see the plot")
+else:
+    per_student = tracker.tasks().groupby("owner").size()
+    ax = per_student.plot.bar(rot=0, figsize=(6, 3), title="Tasks per student")
+    ax.set_ylabel("tasks")
+    plt.show()
+"""),
+]
+
+
 def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
@@ -506,6 +640,7 @@ NOTEBOOK_CELLS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_classroom_demo.ipynb": CLASSROOM,
     "03_history_analysis.ipynb": HISTORY,
+    "04_class_dashboard.ipynb": DASHBOARD,
 }
 
 

@@ -16,7 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pg_cluster  # noqa: E402
 
 _ENV = ("VEO_API_KEY", "VEO_BASE_URL", "VEO_DEMO", "VEO_TIME_SCALE", "VEO_LOG",
-        "VEO_DEMO_VIDEO_SIZE", "VEO_DEMO_FAILURE_RATE", "VEO_NB_STORE", "VEO_NB_OWNER")
+        "VEO_DEMO_VIDEO_SIZE", "VEO_DEMO_FAILURE_RATE", "VEO_DEMO_TIME_SCALE", "VEO_NB_STORE",
+        "VEO_NB_OWNER")
 
 
 @pytest.fixture(autouse=True)

@@ -101,3 +101,40 @@ def test_notebooks_match_their_generator() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_notebooks.py"), "--check"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_run_all_ten_times_in_one_kernel_stays_flat(tmp_path: Path) -> None:
+    """A teacher rehearsing: the quickstart, Run All ten times in one kernel,
+    with real-size videos. Six runs once left 6 live panels, 10× the widgets
+    and 600 MB more memory."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from runall import run_all
+
+    probes = run_all(10, tmp_path)
+    first, last = probes[0], probes[-1]
+    print(f"\nwidgets {[p.widgets for p in probes]}\nrss MB {[round(p.rss_mb) for p in probes]}")
+    assert last.widgets <= 1.2 * first.widgets
+    assert last.rss_mb - first.rss_mb <= 60
+    for probe in probes:  # one poller per store, whatever the number of trackers made
+        assert len(probe.pollers) == len(set(probe.pollers)) and len(probe.pollers) == 1
+    videos = list((tmp_path / "notebooks" / "veo_nb_data").rglob("*.mp4"))
+    assert len(videos) >= 10 * 4 and min(v.stat().st_size for v in videos) >= 3_000_000
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_executed_quickstart_stays_small_with_real_size_videos(tmp_path: Path) -> None:
+    """nbclient saves widget state with the outputs: with 10 MB videos the
+    executed quickstart weighed 54 MB; no video's bytes go into it now."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from runall import executed_size
+
+    assert executed_size(tmp_path) <= 2_000_000

@@ -37,6 +37,17 @@ from .tracker import Tracker, generate
 __version__ = "0.1.0"
 
 
+def table(frame: Any, *, tasks: Any = None, title: str = "", limit: int | None = None) -> Any:
+    """``frame`` (``tracker.tasks()``, ``history()``, ``summary()`` or a part
+    of one) as a table for people: local times to the second, rounded
+    numbers, no ``<NA>``/``None``, long error texts wrapped (whole on hover),
+    and with ``tasks`` (records or ``tasks()``) each id's label and prompt
+    beside it. Display it in a notebook; ``.frame`` is the table as strings."""
+    from ._tables import Table
+
+    return Table(frame, tasks=tasks, title=title, limit=limit)
+
+
 def __getattr__(name: str) -> Any:
     # The panel pulls in ipywidgets' frontend machinery: load it on first use,
     # so scripts that only poll never pay for it.
@@ -48,6 +59,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "connect",
+    "table",
     "VeoClient",
     "Tracker",
     "generate",

@@ -21,6 +21,8 @@ DEMO_TIME_SCALE = 0.12
 DEMO_FAILURE_RATE = 0.1
 #: Environment variable choosing the size of demo videos.
 DEMO_VIDEO_SIZE_ENV = "VEO_DEMO_VIDEO_SIZE"
+#: Environment variable setting demo mode's clock (rehearsals, tests).
+DEMO_TIME_SCALE_ENV = "VEO_DEMO_TIME_SCALE"
 
 _lock = threading.Lock()
 _demo_emulator: Any = None
@@ -93,7 +95,8 @@ def connect(
       (default ``VEO_DEMO_FAILURE_RATE``, else 0.1; prompts with ``[fail]``
       fail whatever it is). Its videos are small samples unless
       ``VEO_DEMO_VIDEO_SIZE`` says ``realistic`` (about 4/12/40 MB for
-      720p/1080p/4K) or a number of bytes. Its state is kept in
+      720p/1080p/4K) or a number of bytes; ``VEO_DEMO_TIME_SCALE`` sets its
+      clock (default :data:`DEMO_TIME_SCALE`). Its state is kept in
       ``veo_nb_data/demo/``, so unfinished demo tasks survive a kernel restart.
 
     ``time_scale`` (or ``VEO_TIME_SCALE``) tells a client of a standalone
@@ -111,6 +114,8 @@ def connect(
         client.close()
     if failure_rate is None:
         failure_rate = float(os.environ.get("VEO_DEMO_FAILURE_RATE") or DEMO_FAILURE_RATE)
+    if time_scale is None and os.environ.get(DEMO_TIME_SCALE_ENV):
+        time_scale = float(os.environ[DEMO_TIME_SCALE_ENV])
     emu, started = _embedded_emulator(time_scale or DEMO_TIME_SCALE, failure_rate)
     if started and not quiet:
         low, high = documented_window(None, emu.time_scale)

@@ -81,3 +81,28 @@ def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int
     ]
     more = f"<p>… and {len(records) - limit} more</p>" if len(records) > limit else ""
     return (f"<p><b>{esc(title)}</b></p><table><tr>{head}</tr>{''.join(rows)}</table>{more}")
+
+
+class Table:
+    """A DataFrame of veo_nb (``tasks()``, ``history()``, ``summary()`` or a
+    part of one) for people: what :func:`veo_nb.table` returns. In a notebook
+    it shows as an escaped HTML table in local time to the second, numbers
+    rounded, blanks for missing values, long text wrapped with the whole of it
+    on hover; ``.frame`` is that table as strings, ``repr`` its plain text."""
+
+    def __init__(self, frame: Any, *, tasks: Any = None, title: str = "",
+                 limit: int | None = None) -> None:
+        from .widgets.format import readable
+
+        self.frame = readable(frame, tasks=tasks)
+        self.title = title
+        self.limit = limit
+
+    def _repr_html_(self) -> str:
+        from .widgets.format import table_html
+
+        return table_html(self.frame, title=self.title, limit=self.limit)
+
+    def __repr__(self) -> str:
+        shown = self.frame if self.limit is None else self.frame.head(self.limit)
+        return (f"{self.title}\n" if self.title else "") + shown.to_string(index=False)

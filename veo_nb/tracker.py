@@ -443,12 +443,14 @@ class Tracker:
                 write = Write(record, [event], None, {}, saved)
         return engine.commit(task_id, write) is not None
 
-    def submit(self, prompt: str, *, label: str | None = None, **create_kwargs: Any) -> Task:
+    def submit(self, prompt: str, *, label: str | None = None, owner: str | None = None,
+               **create_kwargs: Any) -> Task:
         """Create a video task (``model``, ``resolution``, ``aspect_ratio``,
         ``reference_images``, ``first_image``, ``last_image`` as for
         :meth:`VeoClient.create_video <veo_nb.client.VeoClient.create_video>`)
         and track it. Its first poll comes at the schedule's early check:
-        the create response already told its status.
+        the create response already told its status. ``owner`` is recorded as
+        who submitted it (default: the tracker's, see :func:`default_owner`).
 
         Raises :class:`~veo_nb.StoreError` (with the new id in ``task_ids``)
         when the task was created but could not be saved to the store: it
@@ -460,9 +462,9 @@ class Tracker:
         sent = time.time()
         task = client.create_video(prompt, **create_kwargs)
         now = time.time()
-        record = self._tagged(TaskRecord.from_task(
+        record = self._tagged(replace(TaskRecord.from_task(
             task, label=label, request=request, now=from_unix(sent),
-            url_lifetime_s=engine.settings.url_lifetime))
+            url_lifetime_s=engine.settings.url_lifetime), owner=owner))
         with engine.lock:
             state = engine.states[task.id] = TaskState(
                 record, 0, t0=sent, last_age=now - sent, contact_at=now,
@@ -491,7 +493,7 @@ class Tracker:
         the store's ``error``.
 
         A DataFrame's columns are per-row keyword arguments of :meth:`submit`
-        (``prompt`` required; ``label``, ``model``, ``resolution``, …);
+        (``prompt`` required; ``label``, ``owner``, ``model``, ``resolution``, …);
         ``defaults`` apply where a row has no value."""
         import pandas as pd
 
