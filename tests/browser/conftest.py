@@ -1,5 +1,7 @@
-"""Fixtures of the real-browser tests: Chromium through Playwright, and a
-JupyterLab server on a temporary copy of ``notebooks/``.
+"""Fixtures of the real-browser tests: Chromium through Playwright, and
+throw-away servers: one JupyterLab for the session (on a temporary copy of
+``notebooks/``), one Notebook 7 and one Voilà per module that asks for them
+(each on an empty temporary folder the tests write their notebooks into).
 
 When no Chromium is installed the tests are skipped on a laptop (with a
 message saying how to get one) but FAIL under CI (``CI=true``): a CI run
@@ -11,8 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,8 @@ import pytest
 # import mode is.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from jlab_helpers import CHROMIUM_ARGS, LabServer, chromium_path, start_lab  # noqa: E402
+import chromium  # noqa: E402
+from servers import Server, start_lab, start_notebook, start_voila  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
@@ -40,7 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
-    path = chromium_path()
+    path = chromium.chromium_path()
     if path is None:
         message = (
             "no Chromium found at /usr/bin/chromium (or $VEO_NB_CHROMIUM): "
@@ -59,13 +63,11 @@ def chromium_executable() -> str:
 
 
 @pytest.fixture(scope="session")
-def browser(chromium_executable: str) -> Iterator[object]:
+def browser(chromium_executable: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(
-            executable_path=chromium_executable, args=CHROMIUM_ARGS, headless=True
-        )
+        b = chromium.launch(pw, chromium_executable)
         try:
             yield b
         finally:
@@ -73,26 +75,31 @@ def browser(chromium_executable: str) -> Iterator[object]:
 
 
 @pytest.fixture()
-def page(browser: object, lab: LabServer) -> Iterator[object]:
-    """A fresh browser context on the session's JupyterLab; the kernels a test
-    started are shut down after it."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
-    context.set_default_timeout(60_000)
-    pg = context.new_page()
-    pg.console_messages = []  # type: ignore[attr-defined]
-    pg.on("console", lambda m: pg.console_messages.append(f"{m.type}: {m.text}"))  # type: ignore[attr-defined]
-    pg.dialogs = []  # type: ignore[attr-defined]
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """``open_page(server, width=..., height=..., device_scale_factor=...)``:
+    a fresh page (see :func:`chromium.new_page`). After the test its context
+    is closed and the kernels it used are shut down (a tracker in a kernel
+    keeps polling)."""
+    made: list[tuple[Any, Server]] = []
 
-    def on_dialog(d: object) -> None:
-        pg.dialogs.append(d.message)  # type: ignore[attr-defined]
-        d.dismiss()  # type: ignore[attr-defined]
+    def make(server: Server, **options: Any) -> Any:
+        page = chromium.new_page(browser, **options)
+        made.append((page, server))
+        return page
 
-    pg.on("dialog", on_dialog)
     try:
-        yield pg
+        yield make
     finally:
-        context.close()
-        lab.shutdown_kernels()
+        for page, server in made:
+            ids = list(page.kernel_ids)
+            page.context.close()
+            server.shutdown_kernels(ids)
+
+
+@pytest.fixture()
+def page(open_page: Callable[..., Any], lab: Server) -> Any:
+    """A fresh page on the session's JupyterLab."""
+    return open_page(lab)
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +114,33 @@ def lab_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def lab(chromium_executable: str, lab_root: Path,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_lab(lab_root, tmp_path_factory.mktemp("lab_env"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def notebook7(chromium_executable: str,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Notebook 7 (``jupyter notebook``) on an empty temporary folder."""
+    server = start_notebook(tmp_path_factory.mktemp("nb7_root"),
+                            tmp_path_factory.mktemp("nb7_env"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def voila(chromium_executable: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Voilà on an empty temporary folder: each notebook written there is at
+    ``voila.notebook_url(relpath)`` (``/voila/render/…``)."""
+    server = start_voila(tmp_path_factory.mktemp("voila_root"),
+                         tmp_path_factory.mktemp("voila_env"))
     try:
         yield server
     finally:

@@ -1,36 +1,30 @@
-"""Page actions on the veo_nb panel in a real browser, for any frontend that
-renders ipywidgets (JupyterLab here; Notebook 7 and Voilà can reuse them):
-open a notebook and run it, find the live panel, read a row, click ▶ Play,
-read the state of the panel's videos, count what the kernel sends.
+"""Page actions on the veo_nb panel in a real browser, for every frontend
+that renders ipywidgets (JupyterLab, Notebook 7, Voilà): find the live
+panel, read a row, click ▶ Play, read the state of the panel's videos.
+(Opening and running notebooks: :mod:`notebook_page`; counting what the
+kernel sends: :class:`chromium.KernelTraffic`.)
 
 The panel marks its parts with CSS classes (``veo-panel``, ``veo-row``,
-``veo-media``, ``veo-play``, ``veo-player``, ``veo-message``), so selectors
-here never depend on the layout. A panel that was replaced is no longer a
-widget (its output is one line of text), so the live panel is the last
-``.veo-panel`` of the page.
+``veo-row-info``, ``veo-owner``, ``veo-bar``, ``veo-media``, ``veo-play``,
+``veo-player``, ``veo-message``, ``veo-pause``, ``veo-submit``,
+``veo-gallery``...), so selectors here never depend on the layout. A panel
+that was replaced is no longer a widget (its output is one line of text),
+so the live panel is the last ``.veo-panel`` of the page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from jlab_helpers import run_all_via_menu, wait_for, wait_kernel_idle
+from chromium import KernelTraffic
+from servers import wait_for
+
+__all__ = ["JS_PANEL", "KernelTraffic", "click_play", "panel_text", "row_text", "rows_text",
+           "video_states", "wait_for_panel", "wait_playable"]
 
 #: The live panel (JS expression).
 JS_PANEL = "(() => { const all = document.querySelectorAll('.veo-panel'); " \
            "return all.length ? all[all.length - 1] : null; })()"
-
-
-def open_and_run_all(page: Any, url: str, *, ready: Callable[[Any], None] = wait_kernel_idle,
-                     timeout: float = 120) -> None:
-    """Open the notebook at ``url``, wait until ``ready(page)`` (JupyterLab's
-    status bar says the kernel is idle, by default) and Run All from the menu."""
-    page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
-    page.wait_for_selector(".jp-Notebook", timeout=timeout * 1000)
-    ready(page)
-    run_all_via_menu(page)
 
 
 def panel_text(page: Any) -> str:
@@ -52,6 +46,15 @@ def row_text(page: Any, needle: str) -> str:
             const row = [...p.querySelectorAll('.veo-row')].find(r => r.innerText.includes(needle));
             return row ? row.innerText : '';
         }}""", needle)
+
+
+def rows_text(page: Any) -> list[str]:
+    """The text of each row of the live panel, top to bottom."""
+    return page.evaluate(
+        f"""() => {{
+            const p = {JS_PANEL};
+            return p ? [...p.querySelectorAll('.veo-row')].map(r => r.innerText) : [];
+        }}""")
 
 
 def click_play(page: Any, needle: str = "") -> bool:
@@ -97,25 +100,46 @@ def wait_playable(page: Any, needle: str = "", *, timeout: float = 120) -> list[
                     what="a finished task's <video> to load (readyState >= 1)")
 
 
-@dataclass
-class KernelTraffic:
-    """Bytes of the frames the page receives on kernel websockets (what the
-    kernel sends to the browser: outputs, widget messages and their buffers).
-    Attach before the page connects to the kernel."""
+def play_button_state(page: Any, needle: str) -> dict[str, Any] | None:
+    """``{enabled}`` of ▶ Play in the live panel's row with ``needle``, or
+    None when that row has no Play button (yet)."""
+    return page.evaluate(
+        f"""(needle) => {{
+            const p = {JS_PANEL};
+            if (!p) return null;
+            const row = [...p.querySelectorAll('.veo-row')].find(r => r.innerText.includes(needle));
+            const button = row && row.querySelector('.veo-play');
+            return button ? {{enabled: !button.disabled}} : null;
+        }}""", needle)
 
-    frames: int = 0
-    nbytes: int = 0
-    _sockets: list[Any] = field(default_factory=list, repr=False)
 
-    def attach(self, page: Any) -> KernelTraffic:
-        page.on("websocket", self._on_socket)
-        return self
+def check_big_video_waits_for_play(page: Any, traffic: KernelTraffic, needle: str, size: int,
+                                   *, timeout: float = 180) -> tuple[int, int]:
+    """The finished task in the row with ``needle`` has a video of ``size``
+    bytes: assert that its card shows with ▶ Play enabled and no
+    ``<video>`` anywhere in the panel, that the kernel sent the page well
+    under 1 MB so far (a few refresh ticks included), and that after a click
+    on ▶ Play the video loads (readyState >= 1, about 8 s long) and at
+    least ``size`` bytes (at most 5 % more) came through the kernel's
+    websocket, the video playing from those bytes (a ``blob:`` URL).
+    Returns the bytes before and after the click."""
+    mb = size / (1024 * 1024)
+    card = wait_for(lambda: (t := row_text(page, needle)) and f"{mb:.1f} MB" in t and t,
+                    timeout=timeout, what=f"the card of a {mb:.1f} MB video in the row {needle!r}")
+    assert "completed" in card and "8 s" in card, card
+    assert play_button_state(page, needle) == {"enabled": True}, card
+    page.wait_for_timeout(2000)  # a few refresh ticks of the panel
+    before = traffic.nbytes
+    assert traffic.frames > 0, "no kernel websocket frame seen: the counter is not attached"
+    assert before < 1024 * 1024, f"{before} bytes from the kernel before any play"
+    assert video_states(page, loaded_only=False) == [], "a <video> before ▶ Play was clicked"
 
-    def _on_socket(self, ws: Any) -> None:
-        if "/api/kernels/" in ws.url:
-            self._sockets.append(ws)
-            ws.on("framereceived", self._on_frame)
-
-    def _on_frame(self, payload: Any) -> None:
-        self.frames += 1
-        self.nbytes += len(payload.encode() if isinstance(payload, str) else payload)
+    assert click_play(page, needle), "no enabled ▶ Play to click"
+    videos = wait_for(lambda: video_states(page), timeout=120, interval=0.5,
+                      what="the played video to load (readyState >= 1)")
+    assert all(v["readyState"] >= 1 and abs(v["duration"] - 8.0) < 0.5 for v in videos), videos
+    # From the widget's bytes (a blob: URL), not from a file URL (Voilà serves no .mp4).
+    assert all(v["src"].startswith("blob:") for v in videos), videos
+    sent = traffic.nbytes - before
+    assert size <= sent <= 1.05 * size + 200_000, (before, traffic.nbytes)
+    return before, sent

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import pytest
 
-from jlab_helpers import open_notebook, run_all_via_menu, wait_for
+from chromium import KernelTraffic
+from notebook_page import open_and_run_all, open_notebook, run_all_via_menu
 from panel_page import (
     JS_PANEL,
-    KernelTraffic,
-    open_and_run_all,
     panel_text,
     row_text,
     video_states,
     wait_for_panel,
     wait_playable,
 )
+from servers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "img" / "panel.png"
@@ -241,7 +241,7 @@ def test_a_big_video_passes_no_bytes_through_the_kernel_until_played(lab, page) 
                                  "language": "python"}
     nbformat.write(nb, lab.root_dir / "big_video.ipynb")
     traffic = KernelTraffic().attach(page)
-    open_and_run_all(page, lab.notebook_url("big_video.ipynb"))
+    open_and_run_all(page, lab, "big_video.ipynb")
 
     # The first panel's output becomes one line; the second one is live.
     wait_for(lambda: REPLACED in page.evaluate(

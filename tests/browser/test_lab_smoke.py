@@ -9,7 +9,8 @@ from pathlib import Path
 
 import nbformat
 
-from jlab_helpers import open_notebook, run_all_via_menu, wait_for
+from notebook_page import open_notebook, run_all_via_menu
+from servers import wait_for
 
 SAMPLE = Path(__file__).resolve().parents[2] / "veo_nb" / "emulator" / "media" / "sample_16x9.mp4"
 
