@@ -29,8 +29,9 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# The reliability fault mix (faults, restarts, SIGKILLed trackers) for
-# SOAK_SECONDS seconds (default 600); fails if a task, a video or the 30 s rule is lost.
+# The reliability fault mix (faults, lost answers, outages, 2-4 tracker processes on one
+# store with SIGKILLs among them) for SOAK_SECONDS seconds (default 600) on each backend of
+# SOAK_BACKENDS (default sqlite,postgres); fails if a task, a video or the 30 s rule is lost.
 soak: $(STAMP)
 	$(BIN)/python scripts/soak.py
 

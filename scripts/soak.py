@@ -11,8 +11,10 @@ video with what its media host serves, and each surviving process's view
 with the final records (a process still showing an old status is a stale
 view).
 
-Exits 1 when a must-be-zero figure (tasks lost, videos lost, interval
-violations, stale views) is not zero. Everything runs on 127.0.0.1.
+Runs on each backend of ``SOAK_BACKENDS`` (default ``sqlite,postgres``; the
+PostgreSQL one on a throwaway server), ``SOAK_SECONDS`` each. Exits 1 when a
+must-be-zero figure (tasks lost, videos lost, interval violations, stale
+views) is not zero. Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import pg_cluster  # noqa: E402
 
 from reliability_helpers import mismatches, wait_until  # noqa: E402
 
@@ -80,7 +85,7 @@ for line in sys.stdin:  # "stop": no more submits; "report": print the view
 class Child:
     """One tracker subprocess; the ids it acknowledged are added to ``acked``."""
 
-    def __init__(self, emu: Emulator, store: Path, media: Path, acked: set[str]) -> None:
+    def __init__(self, emu: Emulator, store: str, media: Path, acked: set[str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(SCALE), str(TIMEOUT_S),
              str(store), str(media)],
@@ -122,14 +127,39 @@ class Child:
 
 
 def main() -> int:
+    """Soak each backend of SOAK_BACKENDS (default: sqlite,postgres) for
+    SOAK_SECONDS each; PostgreSQL on a throwaway server (tests/pg_cluster.py)."""
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
+    failed = 0
+    for backend in os.environ.get("SOAK_BACKENDS", "sqlite,postgres").split(","):
+        print(f"== {backend}", flush=True)
+        if backend.strip() == "postgres":
+            bin_dir = pg_cluster.find_bin()
+            if bin_dir is None:
+                print("no PostgreSQL server binaries: apt-get install -y postgresql", flush=True)
+                failed = 1
+                continue
+            cluster = pg_cluster.start_cluster(bin_dir)
+            try:
+                failed |= soak(seconds, pg_cluster.new_database(cluster.url))
+            finally:
+                cluster.stop()
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                failed |= soak(seconds, str(Path(tmp) / "h.sqlite"))
+    return failed
+
+
+def soak(seconds: float, store: str) -> int:
+    """The fault mix on ``store`` for ``seconds``; prints the figures and
+    returns 1 when a must-be-zero one is not zero."""
     rng = random.Random(1)
     acked: set[str] = set()
     kills = outages = storms = 0
     with tempfile.TemporaryDirectory() as tmp, \
             Emulator(time_scale=SCALE, failure_rate=0.15, seed=2, faults=FAULTS,
                      video_size="sample") as emu:
-        store, media = Path(tmp) / "h.sqlite", Path(tmp) / "videos"
+        media = Path(tmp) / "videos"
         end = time.monotonic() + seconds
         children = [Child(emu, store, media, acked) for _ in range(PROCESSES[0])]
         while time.monotonic() < end:
