@@ -7,19 +7,30 @@ A finished demo task with a 15 MB video: its card shows, no byte of it has
 passed through the kernel's websocket (well under 1 MB in all) until a
 click on ▶ Play; then it plays (readyState >= 1, 8 s long) and its 15 MB
 came through once.
+
+The class dashboard (``notebooks/04_class_dashboard.ipynb``, in demo mode:
+no database configured): the panel shows the class's tasks, each row with
+its student, and the counts per student agree with the panel's rows and
+follow the tasks live (a student's completed count appears as their task
+finishes).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
 from chromium import KernelTraffic
 from notebook_page import open_notebook, write_notebook
-from panel_page import check_big_video_waits_for_play, wait_for_panel
+from panel_page import JS_PANEL, check_big_video_waits_for_play, wait_for_panel
+from servers import wait_for
 
 pytestmark = pytest.mark.timeout(300)
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "notebooks" / "04_class_dashboard.ipynb"
 
 BIG = 15_000_000
 NEEDLE = "harbour at dusk"
@@ -46,3 +57,79 @@ def test_a_big_demo_video_plays_after_its_click_and_only_then_passes_the_kernel(
     before, sent = check_big_video_waits_for_play(page, traffic, NEEDLE, BIG)
     print(f"Voilà: {before} bytes from the kernel before the click, {sent} after; "
           f"{time.monotonic() - started:.0f} s")
+
+
+# JS: the students of the live panel's rows (their `.veo-owner`, "by NAME")
+# with the status word of each of their rows.
+JS_ROWS_BY_OWNER = """() => {
+    const p = %s;
+    const out = {};
+    if (!p) return out;
+    for (const row of p.querySelectorAll('.veo-row')) {
+        const owner = row.querySelector('.veo-owner');
+        const name = owner ? owner.innerText.replace(/^by /, '') : '';
+        const text = row.innerText.toLowerCase();
+        const status = ['completed', 'failed', 'processing', 'queued'].find(s => text.includes(s));
+        (out[name] = out[name] || []).push(status || '');
+    }
+    return out;
+}""" % JS_PANEL
+
+# JS: the counts per student: the table in `.veo-class-counts` if the
+# notebook marks it, else the table outside the panel whose header has the
+# columns "owner" and "total" -> {owner: {column: number}}.
+JS_COUNTS = """() => {
+    const marked = document.querySelector('.veo-class-counts table');
+    const tables = marked ? [marked] : [...document.querySelectorAll('table')].filter(t =>
+        !t.closest('.veo-panel'));
+    for (const t of tables) {
+        const head = [...t.querySelectorAll('thead th')].map(th => th.innerText.trim());
+        if (!head.includes('owner') || !head.includes('total')) continue;
+        const out = {};
+        for (const tr of t.querySelectorAll('tbody tr')) {
+            const cells = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
+            const row = {};
+            head.forEach((h, i) => { if (h !== 'owner') row[h] = Number(cells[i]); });
+            out[cells[head.indexOf('owner')]] = row;
+        }
+        return out;
+    }
+    return null;
+}"""
+
+
+def test_the_class_dashboard_shows_counts_per_student_that_follow_the_panel(
+        voila, open_page) -> None:
+    started = time.monotonic()
+    (voila.root_dir / "dashboard").mkdir()
+    shutil.copy2(DASHBOARD, voila.root_dir / "dashboard" / DASHBOARD.name)
+    page = open_page(voila)
+    open_notebook(page, voila, f"dashboard/{DASHBOARD.name}")
+    wait_for_panel(page)
+    wait_for(lambda: page.evaluate(JS_ROWS_BY_OWNER), timeout=60, what="the panel's rows")
+    by_owner = page.evaluate(JS_ROWS_BY_OWNER)
+    students = sorted(by_owner)
+    assert len(students) >= 2 and "" not in students, by_owner  # every row names its student
+
+    def agree(column: str | None) -> dict | None:
+        """The counts table, once it agrees with the panel's rows: the same
+        students, each with as many tasks (``column``: and as many rows
+        with that status)."""
+        rows, counts = page.evaluate(JS_ROWS_BY_OWNER), page.evaluate(JS_COUNTS)
+        if not counts or sorted(counts) != sorted(rows):
+            return None
+        for name, statuses in rows.items():
+            if counts[name].get("total") != len(statuses):
+                return None
+            if column and counts[name].get(column, 0) != statuses.count(column):
+                return None
+        return counts
+
+    counts = wait_for(lambda: agree(None), timeout=60,
+                      what="counts per student that agree with the panel's rows")
+    # Live: as the demo class's tasks finish (about 15-45 s in demo mode), the
+    # completed counts follow the rows.
+    counts = wait_for(lambda: (c := agree("completed")) and any(
+        v.get("completed", 0) > 0 for v in c.values()) and c, timeout=120, interval=0.5,
+        what="a completed count per student that follows the panel")
+    print(f"dashboard counts {counts}; {time.monotonic() - started:.0f} s")
