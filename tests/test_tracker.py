@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from polling import until
 
 import veo_nb.tracker as tracker_mod
 from veo_nb import TaskFailedError, TaskStatus, TaskTimeoutError
@@ -22,12 +23,6 @@ from veo_nb.store import Store
 from veo_nb.tracker import NO_VIDEO_REASON, NOT_FOUND_REASON, Tracker, generate
 
 
-def until(cond: Callable[[], object], timeout: float = 30.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 def pollers() -> list[threading.Thread]:

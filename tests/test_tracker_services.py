@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from polling import until
+
 import veo_nb
 from veo_nb import TaskStatus, Tracker
 from veo_nb.emulator import Emulator
@@ -20,12 +22,6 @@ from veo_nb.store import MIGRATIONS, Store
 SCALE = 0.01
 
 
-def until(cond, timeout: float = 30.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 @pytest.fixture
@@ -132,8 +128,6 @@ def test_two_spellings_of_one_host_share_the_interval(tmp_path: Path) -> None:
 def test_exit_does_not_wait_for_downloads_in_flight(tmp_path: Path) -> None:
     """The script ends while a 40 MB video drips in: the interpreter exits at
     once (it waited 18 s for the download), and the next tracker finishes it."""
-    from veo_nb.emulator import FaultConfig  # noqa: F401 - used by the child
-
     script = textwrap.dedent(f"""
         import sys, time
         from veo_nb.emulator import Emulator, FaultConfig

@@ -16,16 +16,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from polling import until
+
 from veo_nb import StoreError, Tracker
 from veo_nb.store import Store
 
 
-def until(cond, timeout: float = 30.0, step: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 class FlakyStore(Store):

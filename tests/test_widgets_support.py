@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import sys
 import threading
-import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 import ipywidgets as widgets
 import pytest
 
+from polling import until  # noqa: F401 - the panel tests import it from here
 from veo_nb import VeoPanel, panel
 from veo_nb.emulator import Emulator
 from veo_nb.tracker import Tracker
@@ -31,18 +31,6 @@ from veo_nb.widgets.tree import walk
 DEADLINE = 30.0
 XSS = "<img src=x onerror=alert(1)>"
 MB = 1024 * 1024
-
-
-def until(cond: Callable[[], Any], timeout: float = DEADLINE, step: float = 0.05) -> Any:
-    """Call ``cond`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 def threads(prefix: str) -> list[threading.Thread]:
