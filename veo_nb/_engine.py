@@ -427,9 +427,10 @@ class Engine:
     def _load(self) -> int:
         """Adopt the store's tracked tasks; returns the revision read up to."""
         newest = self.store.revision()
+        rows = self.store.rows(tracked_only=True)
         now = time.time()
         with self.lock:
-            for row in self.store.rows(tracked_only=True):
+            for row in rows:
                 self.apply_row(row, now)
         return newest
 
@@ -440,9 +441,10 @@ class Engine:
             return
         self._version = version
         rows, gone, newest = self.store.changes(self.rev)
+        gate = self.store.rate_limited_until(self.client.service)
         changed: list[Task] = []
         now = time.time()
-        with self.lock:
+        with self.lock:  # no store I/O under the lock: readers never wait for the store
             for row in rows:
                 task = self.apply_row(row, now)
                 if task is not None:
@@ -450,7 +452,7 @@ class Engine:
             for task_id in gone:
                 self.states.pop(task_id, None)
             self.rev = max(self.rev, newest)
-            self.gate_until = max(self.gate_until, self.store.rate_limited_until(self.client.service))
+            self.gate_until = max(self.gate_until, gate)
             if rows or gone:
                 self.cond.notify_all()
         for task in changed:
