@@ -80,11 +80,13 @@ def new_page(browser: Any, *, width: int = 1400, height: int = 1000,
 @dataclass
 class KernelTraffic:
     """Bytes of the frames the page receives on kernel websockets (what the
-    kernel sends to the browser: outputs, widget messages and their buffers).
-    Attach before the page connects to the kernel."""
+    kernel sends to the browser: outputs, widget messages and their buffers),
+    and the button clicks the page sends the kernel (widget ``click``
+    events). Attach before the page connects to the kernel."""
 
     frames: int = 0
     nbytes: int = 0
+    clicks: int = 0
     _sockets: list[Any] = field(default_factory=list, repr=False)
 
     def attach(self, page: Any) -> KernelTraffic:
@@ -95,7 +97,13 @@ class KernelTraffic:
         if _KERNEL_SOCKET.search(ws.url):
             self._sockets.append(ws)
             ws.on("framereceived", self._on_frame)
+            ws.on("framesent", self._on_sent)
 
     def _on_frame(self, payload: Any) -> None:
         self.frames += 1
         self.nbytes += len(payload.encode() if isinstance(payload, str) else payload)
+
+    def _on_sent(self, payload: Any) -> None:
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        if b'"comm_msg"' in data:
+            self.clicks += len(re.findall(rb'"event":\s*"click"', data))

@@ -111,6 +111,19 @@ def run_all_via_menu(page: Any) -> None:
         timeout=30_000)
 
 
+def restart_kernel_via_menu(page: Any) -> None:
+    """Kernel > Restart Kernel…, then Restart in the dialog (JupyterLab and
+    Notebook 7), as a person would. (A restart through the REST API alone
+    leaves JupyterLab's status at "Starting": the page never hears that the
+    new kernel is idle.)"""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).first.click(
+        timeout=30_000)
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Restart Kernel…$")).first.click(
+        timeout=30_000)
+    page.locator(".jp-Dialog-button.jp-mod-accept", has_text="Restart").first.click(
+        timeout=30_000)
+
+
 def open_and_run_all(page: Any, server: Server, relpath: str, *, timeout: float = 120) -> None:
     """Open ``relpath`` and run all of it (in Voilà, opening runs it)."""
     open_notebook(page, server, relpath, timeout=timeout)

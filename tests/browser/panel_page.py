@@ -143,3 +143,31 @@ def check_big_video_waits_for_play(page: Any, traffic: KernelTraffic, needle: st
     sent = traffic.nbytes - before
     assert size <= sent <= 1.05 * size + 200_000, (before, traffic.nbytes)
     return before, sent
+
+
+def live_panel(page: Any) -> Any:
+    """A Playwright locator of the live panel (the last ``.veo-panel``)."""
+    return page.locator(".veo-panel").last
+
+
+def click_tab(page: Any, title: str) -> None:
+    """Click the panel's tab ``title`` ("Tasks", "Gallery", "History")."""
+    live_panel(page).locator(".lm-TabBar-tab", has_text=title).first.click()
+
+
+def open_form(page: Any, title: str) -> None:
+    """Open the panel's form ``title`` ("Submit a prompt", "Track task ids", ...)."""
+    live_panel(page).locator(".jupyter-widget-Collapse-header", has_text=title).first.click()
+
+
+def shown(page: Any, selector: str) -> bool:
+    """True when an element of the live panel matching ``selector`` is
+    displayed (it and every parent, up to the panel, laid out with a size)."""
+    return page.evaluate(
+        f"""(sel) => {{
+            const p = {JS_PANEL};
+            const el = p && p.querySelector(sel);
+            if (!el) return false;
+            const r = el.getBoundingClientRect();
+            return el.getClientRects().length > 0 && r.width > 0 && r.height > 0;
+        }}""", selector)
