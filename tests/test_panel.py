@@ -70,6 +70,7 @@ def test_a_failed_tasks_markup_is_escaped(tracker, make_panel):
     p = make_panel(tracker)
     text = until(lambda: (t := row_text(p, task.id)) and "failed" in t and t)
     assert "error: &lt;img src=x onerror=alert(1)&gt;" in text
+    assert 'class="veo-error"' in text  # what the browser tests check is text only
     assert "<img" not in text
     assert 'title="[fail: &lt;img src=x onerror=alert(1)&gt;] a neon street"' in text
     assert p._rows[task.id].bar.bar_style == "danger" and p._rows[task.id].bar.value == 1.0
@@ -546,6 +547,9 @@ def test_rows_show_their_owner_escaped_and_the_owner_filter_offers_each_owner(tm
         assert {r.task_id: r.owner for r in tracker.records()} == {v: k for k, v in ids.items()}
         p = make_panel(tracker)
         assert "by ana" in row_text(p, ids["ana"])
+        # the parts the browser tests select by
+        for part in ("veo-owner", "veo-id", "veo-prompt"):
+            assert f'class="{part}"' in row_text(p, ids["ana"])
         assert "by &lt;b&gt;ben&lt;/b&gt;" in row_text(p, ids["<b>ben</b>"])
         assert "<b>ben</b>" not in row_text(p, ids["<b>ben</b>"])
         # each owner once, sorted (Dropdown labels are text: nothing to escape)

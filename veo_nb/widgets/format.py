@@ -115,7 +115,7 @@ def badge_html(record: TaskRecord) -> str:
 def id_html(task_id: str) -> str:
     """The task id, selected whole by one click (easy to copy)."""
     return (
-        f'<code style="user-select:all;-webkit-user-select:all;cursor:text" '
+        f'<code class="veo-id" style="user-select:all;-webkit-user-select:all;cursor:text" '
         f'title="click to select, then copy">{esc(task_id)}</code>'
     )
 
@@ -205,14 +205,15 @@ def row_html(record: TaskRecord, look: Look = LOOKS["normal"]) -> str:
     ]
     lines = [" ".join(p for p in parts if p)]
     if prompt:
-        lines.append(f'<span title="{esc(short(prompt, TITLE_CHARS))}">'
+        lines.append(f'<span class="veo-prompt" title="{esc(short(prompt, TITLE_CHARS))}">'
                      f"{esc(short(prompt, PROMPT_CHARS))}</span>")
     if is_not_found(record):
         lines.append(f'<span style="{muted}">the service does not know this id: '
                      "check it for typos, or dismiss it</span>")
     elif record.error:
         lines.append(
-            f'<span style="color:#b71c1c">error: {esc(short(record.error, ERROR_CHARS))}</span>'
+            f'<span class="veo-error" style="color:#b71c1c">error: '
+            f"{esc(short(record.error, ERROR_CHARS))}</span>"
         )
     if record.download_state in ("failed", "expired") and record.download_error:
         lines.append(
