@@ -287,7 +287,7 @@ JS_OVERLAPS = """() => {
         out.rows += 1;
         const info = row.querySelector('.veo-row-info');
         const bar = row.querySelector('.veo-bar');
-        const prompt = info.querySelector('span[title]');
+        const prompt = info.querySelector('.veo-prompt');
         const media = row.querySelector('.veo-media');
         const bars = bar ? [bar.getBoundingClientRect()] : [];
         out.bars += bars.filter(b => b.width > 0 && b.height > 0).length;
@@ -333,8 +333,8 @@ def test_projector_mode_at_150_percent_zoom_keeps_bars_off_the_prompt(lab, open_
     wait_for(lambda: "completed" in row_text(page, "finished")
              and page.evaluate("() => !!document.querySelector('.veo-panel .veo-row video')"),
              timeout=60, what="the finished row with its video")
+    assert page.evaluate(JS_OVERLAPS)["fonts"] == ["14px", "14px"]  # normal size first
     live_panel(page).locator("button", has_text="Projector").click()
-    assert page.evaluate(JS_OVERLAPS)["fonts"] == ["14px", "14px"]
     wait_for(lambda: page.evaluate(JS_OVERLAPS)["fonts"] == ["20px", "20px"], timeout=10,
              what="projector mode's 20px text in both rows")
     page.wait_for_timeout(1000)  # the larger video and columns laid out
