@@ -32,11 +32,12 @@ from .._tables import esc, fmt_seconds, html_table, text_table
 from ..errors import ValidationError
 from ..records import TaskRecord, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
+from .kernel import detach_from_requests, forget_routes
 from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
 from .frontend import frontend as frontend_named
 from .media import MediaCache
 from .rows import RowView
-from .tree import close_tree, set_if_changed
+from .tree import close_tree, set_if_changed, walk
 from .views import GalleryView, HistoryView, Pager, Switcher
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,6 +100,7 @@ class _Ticker:
         self._wake.set()
 
     def _run(self) -> None:
+        detach_from_requests()  # or ipykernel 7.4 routes the panel's clicks to the busy main shell
         while True:
             with self._lock:
                 panels = list(self._panels)
@@ -305,6 +307,7 @@ class VeoPanel(widgets.VBox):
         older = ref() if ref is not None else None
         if older is not None:
             older.close(replaced=True)
+        forget_routes(walk(self))  # built on the main shell: clicks still go to a subshell
 
     # ------------------------------------------------------------------ commands
 
