@@ -2,9 +2,12 @@
 
 * While a cell blocks in ``tracker.wait()`` (Run All: the panel in one
   cell, a long wait in the next), a click on Pause and switches to the
-  Gallery and History tabs take effect within 2 s: JupyterLab 4.4+ sends
+  Gallery and History tabs take effect within 2 s, and so does ▶ Play: JupyterLab 4.4+ sends
   widget messages to a kernel subshell (ipykernel >= 7.1), so the kernel
-  handles them while the cell runs.
+  handles them while the cell runs. (ipykernel 7.4 routes a comm's messages
+  to the subshell the kernel last sent from on it, the main shell for a
+  panel built by a cell: ``veo_nb.widgets.kernel`` undoes that; without it
+  a plain ipywidgets Button waited 23 s behind ``time.sleep(25)``.)
 * A kernel restart mid-task in demo mode, then Run All again: the task of
   the first run completes (the embedded emulator's state survives in
   ``veo_nb_data/demo/``) and is never shown as failed or not found.
@@ -36,13 +39,16 @@ from notebook_page import (
 )
 from panel_page import (
     JS_PANEL,
+    click_play,
     click_tab,
     live_panel,
     open_form,
     panel_text,
+    play_button_state,
     row_text,
     rows_text,
     shown,
+    video_states,
     wait_for_panel,
 )
 from servers import wait_for
@@ -69,36 +75,19 @@ def _notebook(lab, name: str, *cells: str) -> str:
     return relpath
 
 
-def _comms_answer_where_the_kernel_last_spoke() -> bool:
-    """True with ipykernel 7.4.0: its shell channel thread routes a widget's
-    ``comm_msg`` to the subshell of the kernel's own last message on that
-    comm (``BaseComm._reply_subshell_for``), not to the subshell JupyterLab
-    addressed it to. A widget displayed by a cell, and updated from that
-    cell's threads, last spoke from the main shell, so every click waits
-    behind the running cell (23 s for a plain ipywidgets Button under
-    ``time.sleep(25)``; 0.15 s with ipykernel 7.3.0)."""
-    try:
-        from ipykernel.comm.comm import BaseComm
-    except ImportError:
-        return False
-    return hasattr(BaseComm, "_reply_subshell_for")
-
-
-@pytest.mark.xfail(_comms_answer_where_the_kernel_last_spoke(), strict=True,
-                   reason="ipykernel 7.4.0 sends widget messages to the main shell while a cell "
-                          "runs (comm replies routed to the kernel's last subshell); "
-                          "passes with ipykernel 7.3.0")
 def test_pause_and_tabs_answer_while_a_cell_blocks_in_wait(lab, page) -> None:
     relpath = _notebook(
         lab, "blocking",
-        EMULATOR + 'quick = tracker.submit("A quick fox [duration: 130]")\n'
+        EMULATOR.replace('"sample"', "3_000_000")   # over 2 MB: a card, played on a click
+        + 'quick = tracker.submit("A quick fox [duration: 130]")\n'
                    'slow = tracker.submit("A slow pan [duration: 12000]")',   # 120 s here
         "veo_nb.panel(tracker)",
         "tracker.wait([slow.id], timeout=150)")
     open_and_run_all(page, lab, relpath)
     wait_for_panel(page)
-    wait_for(lambda: "completed" in row_text(page, "quick fox"), timeout=60,
-             what="the quick task to finish while the last cell waits")
+    wait_for(lambda: "completed" in row_text(page, "quick fox")
+             and play_button_state(page, "quick fox") == {"enabled": True}, timeout=60,
+             what="the quick task's card while the last cell waits")
     assert cell_busy(page, 2), "the wait() cell is not running"
     assert "auto-refresh on" in panel_text(page)
 
@@ -111,6 +100,16 @@ def test_pause_and_tabs_answer_while_a_cell_blocks_in_wait(lab, page) -> None:
              and "auto-refresh paused" in panel_text(page), timeout=2, interval=0.05,
              what="Pause to take effect while the cell blocks")
     paused_in = time.monotonic() - clicked
+
+    # ▶ Play on the card (made by the panel's thread after the cell started).
+    assert video_states(page, loaded_only=False) == []
+    clicked = time.monotonic()
+    assert click_play(page, "quick fox")
+    wait_for(lambda: video_states(page, loaded_only=False), timeout=2, interval=0.05,
+             what="▶ Play to make a player while the cell blocks")
+    played_in = time.monotonic() - clicked
+    videos = wait_for(lambda: video_states(page), timeout=30, what="the played video to load")
+    assert all(abs(v["duration"] - 8.0) < 0.5 for v in videos), videos
 
     # The Gallery shows the finished video's card.
     clicked = time.monotonic()
@@ -129,8 +128,8 @@ def test_pause_and_tabs_answer_while_a_cell_blocks_in_wait(lab, page) -> None:
     # All of it while the wait() cell was still running ([*]; the kernel's
     # status says idle once a subshell answered a widget message).
     assert cell_busy(page, 2), "the wait() cell ended before the checks did"
-    print(f"while blocked: Pause {paused_in:.2f} s, Gallery {gallery_in:.2f} s, "
-          f"History {history_in:.2f} s")
+    print(f"while blocked: Pause {paused_in:.2f} s, Play {played_in:.2f} s, "
+          f"Gallery {gallery_in:.2f} s, History {history_in:.2f} s")
 
 
 DEMO = """
