@@ -578,7 +578,7 @@ Updated live: every change any student's kernel records reaches this table withi
 about a second.
 """),
     code("""
-counts = widgets.HTML()
+counts = widgets.HTML(_dom_classes=("veo-class-counts",))
 
 
 def count_per_student(_task=None):

@@ -91,7 +91,9 @@ class Parts:
     instead of one per card, so a new card costs a few hundred bytes."""
 
     def __init__(self, look: Look) -> None:
-        self.box = widgets.Layout(flex="0 0 auto", width=f"{look.video_width}px")
+        # at most the row's width: a projector's 640 px video beside an open
+        # file browser at 150 % zoom stuck out of its row
+        self.box = widgets.Layout(flex="0 1 auto", width=f"{look.video_width}px", max_width="100%")
         self.card = widgets.Layout()
         self.card_style = HTMLStyle()
         self.play = widgets.Layout(width="auto")
@@ -313,7 +315,8 @@ class MediaCache:
 
     def _video_layout(self) -> widgets.Layout:
         look = self.look
-        return widgets.Layout(width=f"{look.video_width}px", max_height=f"{look.video_max_height}px")
+        return widgets.Layout(width=f"{look.video_width}px", max_width="100%",
+                              max_height=f"{look.video_max_height}px")
 
     def _stream_player(self, url: str, autoplay: bool) -> widgets.Widget:
         if not self.frontend.buffers:
@@ -338,7 +341,8 @@ class MediaCache:
         return widgets.HTML(
             f'<video controls playsinline preload="metadata"{flag} src="{src}" '
             'style="width:100%;max-height:70vh"></video>',
-            layout=widgets.Layout(width=f"{self.look.video_width}px"), _dom_classes=("veo-player",))
+            layout=widgets.Layout(width=f"{self.look.video_width}px", max_width="100%"),
+            _dom_classes=("veo-player",))
 
     def set_look(self, look: Look) -> None:
         """Resize the players and redraw the cards for ``look``."""
