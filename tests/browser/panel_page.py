@@ -19,12 +19,29 @@ from typing import Any
 from chromium import KernelTraffic
 from servers import wait_for
 
-__all__ = ["JS_PANEL", "KernelTraffic", "click_play", "panel_text", "row_text", "rows_text",
-           "video_states", "wait_for_panel", "wait_playable"]
+__all__ = ["BIG", "BIG_VIDEO_SETUP", "JS_PANEL", "KernelTraffic", "NEEDLE", "click_play",
+           "panel_text", "row_text", "rows_text", "video_states", "wait_for_panel",
+           "wait_playable"]
 
 #: The live panel (JS expression).
 JS_PANEL = "(() => { const all = document.querySelectorAll('.veo-panel'); " \
            "return all.length ? all[all.length - 1] : null; })()"
+
+
+#: A demo notebook's first cell with one 15 MB video (Notebook 7 and Voilà
+#: tests: it must pass no bytes through the kernel until played); NEEDLE
+#: finds its row.
+BIG = 15_000_000
+NEEDLE = "harbour at dusk"
+BIG_VIDEO_SETUP = f"""
+import os
+os.environ["VEO_DEMO_VIDEO_SIZE"] = "{BIG}"   # read by connect() in demo mode
+import veo_nb
+client = veo_nb.connect(time_scale=0.01)   # no VEO_API_KEY: demo mode
+assert client.demo
+tracker = veo_nb.Tracker(client)
+tracker.submit("A harbour at dusk, fifteen megabytes [duration: 130]")
+"""
 
 
 def panel_text(page: Any) -> str:

@@ -16,21 +16,10 @@ import pytest
 
 from chromium import KernelTraffic
 from notebook_page import open_and_run_all, write_notebook
-from panel_page import check_big_video_waits_for_play, wait_for_panel
+from panel_page import BIG, BIG_VIDEO_SETUP as SETUP, NEEDLE, check_big_video_waits_for_play, wait_for_panel
 
 pytestmark = pytest.mark.timeout(300)
 
-BIG = 15_000_000
-NEEDLE = "harbour at dusk"
-SETUP = f"""
-import os
-os.environ["VEO_DEMO_VIDEO_SIZE"] = "{BIG}"   # read by connect() in demo mode
-import veo_nb
-client = veo_nb.connect(time_scale=0.01)   # no VEO_API_KEY: demo mode
-assert client.demo
-tracker = veo_nb.Tracker(client)
-tracker.submit("A harbour at dusk, fifteen megabytes [duration: 130]")
-"""
 
 
 def test_a_big_demo_video_plays_after_its_click_and_only_then_passes_the_kernel(
