@@ -38,7 +38,8 @@ tracker = Tracker(client, store=Path(tmp) / "h.sqlite", media_dir=Path(tmp) / "v
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 tracker.track(task_id)
-rec = tracker._wait_download(task_id, time.monotonic() + 120)
+tracker.wait([task_id], timeout=120)  # finished, and its video saved
+rec = tracker.record(task_id)
 elapsed = time.perf_counter() - start
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 size = Path(rec.video_path).stat().st_size

@@ -137,6 +137,17 @@ def execute(page: Any, code: str, relpath: str = "") -> str:
     return page.evaluate(JS_EXECUTE, [relpath, code])
 
 
+def cell_output(page: Any, index: int) -> str:
+    """The text cell ``index`` (0-based) shows as its output (for messages
+    when a test fails)."""
+    return page.evaluate(
+        """(i) => {
+            const cells = document.querySelectorAll('.jp-Notebook .jp-Cell');
+            const out = cells[i] && cells[i].querySelector('.jp-OutputArea');
+            return out ? out.innerText : '';
+        }""", index)
+
+
 def cell_busy(page: Any, index: int) -> bool:
     """True while cell ``index`` (0-based) shows ``[*]`` (queued or running)."""
     return page.evaluate(

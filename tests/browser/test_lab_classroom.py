@@ -30,6 +30,7 @@ import pytest
 from chromium import KernelTraffic
 from notebook_page import (
     cell_busy,
+    cell_output,
     execute,
     kernel_state,
     open_and_run_all,
@@ -80,9 +81,9 @@ def test_pause_and_tabs_answer_while_a_cell_blocks_in_wait(lab, page) -> None:
         lab, "blocking",
         EMULATOR.replace('"sample"', "3_000_000")   # over 2 MB: a card, played on a click
         + 'quick = tracker.submit("A quick fox [duration: 130]")\n'
-                   'slow = tracker.submit("A slow pan [duration: 12000]")',   # 120 s here
+                   'slow = tracker.submit("A slow pan [duration: 60000]")',   # 600 s here
         "veo_nb.panel(tracker)",
-        "tracker.wait([slow.id], timeout=150)")
+        "tracker.wait([slow.id], timeout=900)")
     open_and_run_all(page, lab, relpath)
     wait_for_panel(page)
     wait_for(lambda: "completed" in row_text(page, "quick fox")
@@ -127,7 +128,8 @@ def test_pause_and_tabs_answer_while_a_cell_blocks_in_wait(lab, page) -> None:
     history_in = time.monotonic() - clicked
     # All of it while the wait() cell was still running ([*]; the kernel's
     # status says idle once a subshell answered a widget message).
-    assert cell_busy(page, 2), "the wait() cell ended before the checks did"
+    assert cell_busy(page, 2), ("the wait() cell ended before the checks did: "
+                                + repr(cell_output(page, 2)[-2000:]))
     print(f"while blocked: Pause {paused_in:.2f} s, Play {played_in:.2f} s, "
           f"Gallery {gallery_in:.2f} s, History {history_in:.2f} s")
 
