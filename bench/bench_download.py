@@ -5,9 +5,12 @@ process tracks the finished task with a ``Tracker`` and waits for the video
 to be saved, reporting its RSS high-water mark (``resource.getrusage``)
 before and after: that is the memory figure, over the whole tracker path.
 Throughput compares ``VeoClient.download`` (streamed, fsynced, renamed) with
-``curl`` writing the same link to a file in the same folder, the two
-interleaved three times on loopback (best of each), so both see the same
-machine load. ``curl -o /dev/null`` is printed for reference.
+``curl`` writing the same link to a file in the same folder and that file
+then fsynced: the same work, since a saved video must survive a crash. The
+two are interleaved three times on loopback (best of each), so both see the
+same machine load. On these machines the fsync of 200 MB takes longer than
+the transfer, so ``curl -o file`` without it and ``curl -o /dev/null`` are
+printed for reference.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ def _curl(curl: str, url: str, sink: str) -> float:
     return float(res.stdout)
 
 
+def _curl_durable(curl: str, url: str, sink: Path) -> float:
+    """Bytes/s of ``curl -o sink`` followed by an fsync of ``sink``, wall clock."""
+    start = time.perf_counter()
+    subprocess.run([curl, "-s", "-o", str(sink), url], check=True)
+    fd = os.open(sink, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return sink.stat().st_size / (time.perf_counter() - start)
+
+
 def _settle(path: Path) -> None:
     """Remove ``path`` and write back all dirty pages (outside the timings)."""
     path.unlink(missing_ok=True)
@@ -82,7 +97,7 @@ def run() -> list[BenchResult]:
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             assert runs[-1]["state"] == "saved" and runs[-1]["size"] == SIZE, runs[-1]
         curl = shutil.which("curl")
-        ours, to_file, to_null = [], [], []
+        ours, durable, to_file, to_null = [], [], [], []
         target = Path(tmp) / "out.mp4"
         for _ in range(3 if curl else 0):
             # Each transfer writes a new 200 MB file; flush the previous one's
@@ -92,6 +107,8 @@ def run() -> list[BenchResult]:
             saved = client.download(task, target)
             ours.append(SIZE / (time.perf_counter() - start))
             assert saved.stat().st_size == SIZE
+            _settle(target)
+            durable.append(_curl_durable(curl, task.video_url, target))
             _settle(target)
             to_file.append(_curl(curl, task.video_url, str(target)))
             to_null.append(_curl(curl, task.video_url, "/dev/null"))
@@ -117,24 +134,19 @@ def run() -> list[BenchResult]:
     ]
     if ours:
         mb_s = max(ours) / 1e6
-        results.append(BenchResult(
-            name="download throughput vs curl -o file (200 MB, loopback)",
-            value=mb_s,
-            unit="MB/s",
-            baseline=max(to_file) / 1e6,
-            ratio=mb_s / (max(to_file) / 1e6),
-            target=0.7,
-            higher_is_better=True,
-            detail="VeoClient.download (streamed, fsynced, renamed) and curl into a file in the "
-                   "same folder, interleaved, best of 3 each, dirty pages flushed before each",
-        ))
-        results.append(BenchResult(
-            name="download throughput vs curl -o /dev/null",
-            value=mb_s,
-            unit="MB/s",
-            baseline=max(to_null) / 1e6,
-            ratio=mb_s / (max(to_null) / 1e6),
-            higher_is_better=True,
-            detail="for reference: curl discards the bytes while we write them to disk",
-        ))
+        comparisons = [
+            ("download throughput vs curl -o file + fsync (200 MB, loopback)", durable, 0.7,
+             "VeoClient.download (streamed, fsynced, renamed) and curl into a file in the same "
+             "folder then fsynced, interleaved, best of 3 each, dirty pages flushed before each"),
+            ("download throughput vs curl -o file (no fsync)", to_file, None,
+             "for reference: curl leaves its 200 MB in the page cache; our figure includes "
+             "writing them to disk"),
+            ("download throughput vs curl -o /dev/null", to_null, None,
+             "for reference: curl discards the bytes while we write them to disk"),
+        ]
+        for name, speeds, target, detail in comparisons:
+            baseline = max(speeds) / 1e6
+            results.append(BenchResult(name=name, value=mb_s, unit="MB/s", baseline=baseline,
+                                       ratio=mb_s / baseline, target=target,
+                                       higher_is_better=True, detail=detail))
     return results
