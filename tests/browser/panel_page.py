@@ -14,12 +14,14 @@ so the live panel is the last ``.veo-panel`` of the page.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 from chromium import KernelTraffic
-from servers import wait_for
+from notebook_page import open_and_run_all, write_notebook
+from servers import Server, wait_for
 
-__all__ = ["BIG", "BIG_VIDEO_SETUP", "JS_PANEL", "KernelTraffic", "NEEDLE", "click_play",
+__all__ = ["BIG", "BIG_VIDEO_SETUP", "JS_PANEL", "check_big_demo_video", "KernelTraffic", "NEEDLE", "click_play",
            "panel_text", "row_text", "rows_text", "video_states", "wait_for_panel",
            "wait_playable"]
 
@@ -29,8 +31,7 @@ JS_PANEL = "(() => { const all = document.querySelectorAll('.veo-panel'); " \
 
 
 #: A demo notebook's first cell with one 15 MB video (Notebook 7 and Voilà
-#: tests: it must pass no bytes through the kernel until played); NEEDLE
-#: finds its row.
+#: tests, see :func:`check_big_demo_video`); NEEDLE finds its row.
 BIG = 15_000_000
 NEEDLE = "harbour at dusk"
 BIG_VIDEO_SETUP = f"""
@@ -188,3 +189,21 @@ def shown(page: Any, selector: str) -> bool:
             const r = el.getBoundingClientRect();
             return el.getClientRects().length > 0 && r.width > 0 && r.height > 0;
         }}""", selector)
+
+
+def check_big_demo_video(server: Server, open_page: Callable[[Server], Any]) -> str:
+    """Write a demo notebook of BIG_VIDEO_SETUP and a panel on ``server``,
+    open and run it in a new page, and run
+    :func:`check_big_video_waits_for_play` on its 15 MB video. Returns a
+    line saying the bytes before and after the click, and the time taken."""
+    started = time.monotonic()
+    write_notebook(server.root_dir / "big" / "big.ipynb", BIG_VIDEO_SETUP,
+                   "veo_nb.panel(tracker)")
+    page = open_page(server)
+    traffic = KernelTraffic().attach(page)
+    open_and_run_all(page, server, "big/big.ipynb")
+    text = wait_for_panel(page)
+    assert "demo mode" in text, text[:500]
+    before, sent = check_big_video_waits_for_play(page, traffic, NEEDLE, BIG)
+    return (f"{server.kind}: {before} bytes from the kernel before the click, {sent} after; "
+            f"{time.monotonic() - started:.0f} s")
