@@ -35,7 +35,7 @@ def detach_from_requests() -> None:
         return
     if not Kernel.initialized():
         return
-    parent = getattr(Kernel.instance(), "_shell_parent", None)  # a ContextVar since ipykernel 6.?
+    parent = getattr(Kernel.instance(), "_shell_parent", None)  # a ContextVar in ipykernel 7
     if parent is None or not hasattr(parent, "set"):
         return
     try:

@@ -32,9 +32,9 @@ from .._tables import esc, fmt_seconds, html_table, text_table
 from ..errors import ValidationError
 from ..records import TaskRecord, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
-from .kernel import detach_from_requests, forget_routes
 from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
 from .frontend import frontend as frontend_named
+from .kernel import detach_from_requests, forget_routes
 from .media import MediaCache
 from .rows import RowView
 from .tree import close_tree, set_if_changed, walk
