@@ -16,6 +16,7 @@ import pytest
 from test_widgets_support import (
     finished,
     large_buffers,
+    media_of,
     new_tracker,
     open_widgets,
     threads,
@@ -25,6 +26,7 @@ from veo_nb import panel
 from veo_nb.tracker import default_tracker
 from veo_nb.widgets import UI_THREAD_NAME
 from veo_nb.widgets.live import FAILING_AFTER
+from veo_nb.widgets.traffic import record_traffic
 from veo_nb.widgets.tree import walk
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -207,3 +209,45 @@ def test_running_the_notebook_again_leaves_one_live_panel_under_nbclient(tmp_pat
     assert WIDGET_VIEW in live["data"]
     assert outputs[4][0]["text"].split() == ["1", "1"]
     assert "text/html" in live["data"] and json.dumps(live["data"]).count("vgen_") >= 3
+
+
+def _refs(value: object) -> set[str]:
+    """The model ids a widget state names (``IPY_MODEL_…``)."""
+    return set(re.findall(r"IPY_MODEL_(\w+)", json.dumps(value)))
+
+
+def test_a_widget_made_after_the_panel_names_no_older_model(tmp_path, big_tracker, emulator,
+                                                           make_panel):
+    """A page that connects to a kernel with a live panel (a Voilà page
+    loading, a reloaded tab) builds the widgets of before its restore from
+    one snapshot and the later ones from their comm_open; a new widget that
+    names an older model which that page has not built yet fails there for
+    good (jupyter-widgets/ipywidgets#4026): Voilà showed rows without their
+    video cards. So every widget the panel opens after it is built (rows,
+    cards, players shown at once, a player after a click, the gallery)
+    names only models opened in the same step, before it."""
+    small = new_tracker(tmp_path / "small", emulator)
+    for tr in (big_tracker, small):  # 3 MB videos: a card and ▶ Play; samples: shown at once
+        with record_traffic() as traffic:
+            p = make_panel(tr, refresh_every=None, page_size=3, gallery_page_size=2)
+            ids = [tr.submit(f"late {i} [duration: 130]").id for i in range(4)]
+            steps = [lambda: until(lambda: p.update() or all(
+                (view := media_of(p, i)) is not None and view.plan.kind for i in ids[1:])),
+                lambda: media_of(p, ids[-1]).play.click(),
+                lambda: setattr(p.tabs, "selected_index", 1),
+                lambda: p.gallery.pager.next.click(),
+                lambda: p.pager.next.click()]
+            counts = []
+            for step in steps:
+                mark = traffic.mark()
+                step()
+                opened: set[str] = set()
+                for message in traffic.since(mark):
+                    if message.msg_type == "comm_open":
+                        older = _refs(message.data) - opened
+                        assert not older, (message.data["state"]["_model_name"], older)
+                        opened.add(message.comm_id)
+                counts.append(len(opened))
+            # the new rows and cards, and on the big videos a player after the click
+            assert counts[0] >= 4 * 8 and (tr is small or counts[1] >= 2), counts
+    small.close()

@@ -165,14 +165,17 @@ def test_loaded_bytes_are_capped_least_recently_played_first(big_tracker, make_p
     assert views[0].player is None and views[1].player is not None and views[2].player is not None
     assert p.media.loaded_ids() == {ids[1], ids[2]} and large_buffers(p) == [3 * MB, 3 * MB]
     assert "2 · 6.0 MB of 7.0 MB" in p.videos.value
-    assert not views[0].play.disabled  # back to its card, playable again
+    assert views[0].widget.children == (views[0].card, views[0].play)  # its card, playable again
     p.close()
 
     small = make_panel(big_tracker, max_loaded_bytes=2 * MB)
     view = media_of(small, ids[0])
-    assert view.play.disabled and "too large to play here" in view.card.value
-    view.play.click()
+    # no ▶ Play: the card says why
+    assert view.play is None and view.widget.children == (view.card,)
+    assert "too large to play here" in view.card.value
+    small.media.play(view)  # as a click that came before the cap was lowered
     assert view.player is None and large_buffers(small) == []
+    assert "too large to play here" in small.message.value
 
 
 def test_a_playing_video_is_never_reassigned(big_tracker, make_panel):

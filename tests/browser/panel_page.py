@@ -32,11 +32,7 @@ JS_PANEL = "(() => { const all = document.querySelectorAll('.veo-panel'); " \
 
 #: A demo notebook's first cell with one 15 MB video (Notebook 7 and Voilà
 #: tests, see :func:`check_big_demo_video`); NEEDLE finds its row. The task
-#: takes 10 s, so that it finishes after Voilà's page has connected: with
-#: 1.3 s it finished while the page was connecting, and in about 1 run in 5
-#: Voilà then never showed the row ("1 of 1 tasks", no row), a known open
-#: defect (a widget made in that window seems to be lost), not what this
-#: check is about.
+#: takes 1.3 s: under Voilà it often finishes while the page connects.
 BIG = 15_000_000
 NEEDLE = "harbour at dusk"
 BIG_VIDEO_SETUP = f"""
@@ -46,7 +42,7 @@ import veo_nb
 client = veo_nb.connect(time_scale=0.01)   # no VEO_API_KEY: demo mode
 assert client.demo
 tracker = veo_nb.Tracker(client)
-tracker.submit("A harbour at dusk, fifteen megabytes [duration: 1000]")
+tracker.submit("A harbour at dusk, fifteen megabytes [duration: 130]")
 """
 
 

@@ -8,6 +8,10 @@ passed through the kernel's websocket (well under 1 MB in all) until a
 click on ▶ Play; then it plays (readyState >= 1, 8 s long) and its 15 MB
 came through once.
 
+Tasks that finish while the page connects to its kernel: every row gets its
+video card (ipywidgets builds the widgets of before its restore from one
+snapshot; a card naming a model of that snapshot failed there for good).
+
 The class dashboard (``notebooks/04_class_dashboard.ipynb``, in demo mode:
 no database configured): the panel shows the class's tasks, each row with
 its student, and the counts per student agree with the panel's rows and
@@ -24,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from notebook_page import open_notebook
+from notebook_page import open_and_run_all, write_notebook
 from panel_page import JS_PANEL, check_big_demo_video, wait_for_panel
 from servers import wait_for
 
@@ -35,6 +40,41 @@ DASHBOARD = Path(__file__).resolve().parents[2] / "notebooks" / "04_class_dashbo
 def test_a_big_demo_video_plays_after_its_click_and_only_then_passes_the_kernel(
         voila, open_page) -> None:
     print(check_big_demo_video(voila, open_page))
+
+
+#: 24 demo tasks with 3 MB videos (a card and ▶ Play each, as a real clip
+#: gets) finishing one every 0.5 s from 0.5 s to 12 s after they are
+#: submitted: some before the page is there, some while it connects, some after.
+STAGGERED = """
+import os
+os.environ["VEO_DEMO_VIDEO_SIZE"] = "3000000"
+import veo_nb
+client = veo_nb.connect(time_scale=0.01)
+tracker = veo_nb.Tracker(client)
+for i in range(24):
+    tracker.submit(f"Storm number {i:02d} [duration: {50 * (i + 1)}]")
+"""
+
+# JS: per row of the live panel, "P" when it is completed with ▶ Play, "c"
+# when completed without it, "." otherwise.
+JS_CARDS = """() => { const p = %s; if (!p) return '';
+    return [...p.querySelectorAll('.veo-row')].map(r => !r.innerText.toLowerCase().includes(
+        'completed') ? '.' : r.querySelector('.veo-media .veo-play') ? 'P' : 'c').join(''); }""" % JS_PANEL
+
+
+def test_tasks_finishing_while_the_page_connects_all_get_their_card(voila, open_page) -> None:
+    write_notebook(voila.root_dir / "staggered" / "staggered.ipynb", STAGGERED,
+                   "veo_nb.panel(tracker, page_size=30)")
+    page = open_page(voila)
+    open_and_run_all(page, voila, "staggered/staggered.ipynb")
+    wait_for_panel(page)
+    try:
+        wait_for(lambda: page.evaluate(JS_CARDS) == "P" * 24, timeout=120, interval=0.5,
+                 what="a card with ▶ Play in each of the 24 completed rows")
+    finally:
+        lost = [m for m in page.console_messages if "widget model not found" in m]
+        print(f"rows {page.evaluate(JS_CARDS)!r}; {len(lost)} 'widget model not found' in the console")
+    assert not lost, lost[:3]
 
 
 # JS: the students of the live panel's rows (their `.veo-owner`, "by NAME")

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as widgets
-from ipywidgets.widgets.widget_string import HTMLStyle
 
 from ..errors import ValidationError
 from ..models import TaskStatus
@@ -86,54 +85,49 @@ def stream_url(record: TaskRecord, now: float, stream: str) -> str | None:
     return url
 
 
-class Parts:
-    """Layouts and styles shared by every card of a panel: one model each
-    instead of one per card, so a new card costs a few hundred bytes."""
-
-    def __init__(self, look: Look) -> None:
-        # at most the row's width: a projector's 640 px video beside an open
-        # file browser at 150 % zoom stuck out of its row
-        self.box = widgets.Layout(flex="0 1 auto", width=f"{look.video_width}px", max_width="100%")
-        self.card = widgets.Layout()
-        self.card_style = HTMLStyle()
-        self.play = widgets.Layout(width="auto")
-        self.play_style = widgets.ButtonStyle()
-
-    def all(self) -> tuple[widgets.Widget, ...]:
-        return (self.box, self.card, self.card_style, self.play, self.play_style)
-
-    def close(self) -> None:
-        for part in self.all():
-            part.close()
-
-
 class MediaView:
     """One task's video as the page shows it (``widget``): a card (size,
     duration, resolution, aspect ratio, label or prompt) with a ▶ Play
-    button, or once played, the player above the card."""
+    button while it can play here (else the card says why), or once played,
+    the player above the card."""
 
-    def __init__(self, record: TaskRecord, plan: Plan, card: str, parts: Parts,
+    def __init__(self, record: TaskRecord, plan: Plan, card: str, look: Look,
                  on_play: Callable[[MediaView], None]) -> None:
         self.task_id = record.task_id
         self.record, self.plan = record, plan
-        self._parts = parts
-        self.card = widgets.HTML(card, layout=parts.card, style=parts.card_style)
-        self.play = widgets.Button(description="▶ Play", button_style="primary",
-                                   disabled=not plan.kind, tooltip=self._tooltip(plan),
-                                   layout=parts.play, style=parts.play_style,
-                                   _dom_classes=("veo-play",))
-        self.play.on_click(lambda _: on_play(self))
+        self._on_play = on_play
+        # The card names no model older than itself: a page connecting to the
+        # kernel (a Voila page loading, a reloaded tab) builds the widgets
+        # opened before its restore from one snapshot, and a widget opened
+        # meanwhile that names one it has not built yet fails there for good
+        # (ipywidgets' get_model throws, jupyter-widgets/ipywidgets#4026). So
+        # no layout or style is shared with older cards; the card's box, text
+        # and button share one layout of their own.
+        self.layout = widgets.Layout(flex="0 1 auto", width=f"{look.video_width}px",
+                                     max_width="100%")
+        self.card = widgets.HTML(card, layout=self.layout)
+        #: ▶ Play, made when the video can first play here (None before).
+        self.play: widgets.Button | None = None
         self.player: widgets.Widget | None = None
         #: Video bytes the kernel holds for the player (0 when streaming).
         self.nbytes = 0
         #: True when the user asked for the player (not a small video shown at once).
         self.clicked = False
-        self.widget = widgets.VBox([self.card, self.play], layout=parts.box,
+        self.widget = widgets.VBox(self._card_parts(self.layout), layout=self.layout,
                                    _dom_classes=("veo-media",))
 
-    @staticmethod
-    def _tooltip(plan: Plan) -> str:
-        return plan.note if not plan.kind else "play this video"
+    def _card_parts(self, layout: widgets.Layout | None = None) -> tuple[widgets.Widget, ...]:
+        """The card, and ▶ Play when the video can play (made now if it was
+        not: with ``layout`` when made with the card, else a layout of its own)."""
+        if not self.plan.kind:
+            return (self.card,)
+        if self.play is None:
+            self.play = widgets.Button(
+                description="▶ Play", button_style="primary", tooltip="play this video",
+                layout=layout or widgets.Layout(width=self.layout.width, max_width="100%"),
+                _dom_classes=("veo-play",))
+            self.play.on_click(lambda _: self._on_play(self))
+        return (self.card, self.play)
 
     @property
     def loaded(self) -> bool:
@@ -144,8 +138,13 @@ class MediaView:
         """Bring the card to ``record`` and ``plan`` (the player, if any, is kept)."""
         self.record, self.plan = record, plan
         set_if_changed(self.card, "value", card)
-        set_if_changed(self.play, "disabled", not plan.kind)
-        set_if_changed(self.play, "tooltip", self._tooltip(plan))
+        if self.player is None:
+            set_if_changed(self.widget, "children", self._card_parts())
+
+    def set_width(self, width: str) -> None:
+        """Resize the card (and its button)."""
+        for layout in {id(w.layout): w.layout for w in (self.card, self.play) if w is not None}.values():
+            set_if_changed(layout, "width", width)
 
     def attach(self, player: widgets.Widget, nbytes: int, *, clicked: bool) -> None:
         """Show ``player`` (holding ``nbytes`` of video in the kernel)."""
@@ -156,13 +155,15 @@ class MediaView:
         """Back to the card: close the player and drop every reference to it."""
         player, self.player, self.nbytes, self.clicked = self.player, None, 0, False
         if player is not None:
-            self.widget.children = (self.card, self.play)
+            self.widget.children = self._card_parts()
             close_tree(player)
 
     def close(self) -> None:
-        """Close the player and the card's widgets (not the shared parts)."""
+        """Close the player and the card's widgets."""
         self.detach()
-        close_tree(self.widget, keep=self._parts.all())
+        close_tree(self.widget)
+        if self.play is not None:  # when not shown at the end
+            close_tree(self.play)
 
 
 class MediaCache:
@@ -192,7 +193,6 @@ class MediaCache:
         self._report = report
         self._lock = lock
         self._changed = changed
-        self._parts = Parts(look)
         self._views: OrderedDict[str, MediaView] = OrderedDict()
         self._loaded: OrderedDict[str, MediaView] = OrderedDict()  # least recently played first
         #: Video bytes put into widget messages since the panel opened.
@@ -253,7 +253,7 @@ class MediaCache:
         view = self._views.get(record.task_id)
         if view is None:
             view = self._views[record.task_id] = MediaView(
-                record, plan, self._card(record, plan, None), self._parts, self.play)
+                record, plan, self._card(record, plan, None), self.look, self.play)
         else:
             view.show(record, plan, self._card(record, plan, view))
         self._views.move_to_end(record.task_id)
@@ -347,8 +347,8 @@ class MediaCache:
     def set_look(self, look: Look) -> None:
         """Resize the players and redraw the cards for ``look``."""
         self.look = look
-        set_if_changed(self._parts.box, "width", f"{look.video_width}px")
         for view in self._views.values():
+            view.set_width(f"{look.video_width}px")
             if view.player is not None:
                 set_if_changed(view.player.layout, "width", f"{look.video_width}px")
                 if isinstance(view.player, widgets.Video):
@@ -381,4 +381,3 @@ class MediaCache:
             view.close()
         self._views.clear()
         self._loaded.clear()
-        self._parts.close()
