@@ -251,3 +251,46 @@ def test_a_widget_made_after_the_panel_names_no_older_model(tmp_path, big_tracke
             # the new rows and cards, and on the big videos a player after the click
             assert counts[0] >= 4 * 8 and (tr is small or counts[1] >= 2), counts
     small.close()
+
+
+def test_after_a_page_starts_a_restore_the_panel_sends_its_state_again(tracker, make_panel):
+    """A page that connects drops updates that reach a widget between its
+    snapshot and the moment it has built that widget (all of them until
+    every widget is built, when the snapshot request fails), so a row that
+    finished meanwhile could read "processing" there for good. When a page
+    opens its control comm (what ipywidgets' ``request_states`` comes on),
+    the panel sends its rows' state again, twice, and never a video again."""
+    import comm
+    from ipywidgets import Widget
+    from veo_nb.widgets import kernel
+
+    (task_id,) = finished(tracker, ["shown at once [duration: 130]"])
+    with record_traffic() as traffic:
+        p = make_panel(tracker, refresh_every=0.2)
+        row = p._rows[task_id]
+        player = media_of(p, task_id).player
+        assert player is not None  # a sample: shown at once, its bytes sent once
+
+        def resent(mark: int = 0) -> list:  # whole states (send_state), not one changed trait
+            return [m for m in traffic.since(mark) if m.msg_type == "comm_msg"
+                    and m.comm_id == row.info.comm.comm_id and "_model_name" in m.data["state"]]
+
+        time.sleep(kernel.RESEND_AFTER_S[0] + 1)
+        assert not resent()  # no page restored: nothing sent again
+        started = time.monotonic()
+        control = comm.create_comm(target_name="jupyter.widget.control")
+        previous = Widget._control_comm
+        Widget.handle_control_comm_opened(control, {"metadata": {"version": "1.0.0"}})
+        mark = traffic.mark()
+        until(lambda: len(resent(mark)) >= 1, timeout=10)
+        first = time.monotonic() - started
+        assert resent(mark)[0].data["state"]["value"] == row.info.value
+        until(lambda: len(resent(mark)) >= 2, timeout=15)
+        assert first >= kernel.RESEND_AFTER_S[0] - 0.1
+        assert time.monotonic() - started >= kernel.RESEND_AFTER_S[1] - 0.1
+        # every row and card widget again, but no video and no layout
+        again = {m.comm_id for m in traffic.since(mark)}
+        assert {row.clock.comm.comm_id, row.media.comm.comm_id, p.rows_box.comm.comm_id} <= again
+        assert player.comm.comm_id not in again and row.info.layout.comm.comm_id not in again
+        assert traffic.video_bytes_since(mark) == 0
+    Widget._control_comm = previous

@@ -29,7 +29,7 @@ import pytest
 
 from notebook_page import open_notebook
 from notebook_page import open_and_run_all, write_notebook
-from panel_page import JS_PANEL, check_big_demo_video, wait_for_panel
+from panel_page import JS_PANEL, check_big_demo_video, rows_text, wait_for_panel
 from servers import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -49,7 +49,7 @@ STAGGERED = """
 import os
 os.environ["VEO_DEMO_VIDEO_SIZE"] = "3000000"
 import veo_nb
-client = veo_nb.connect(time_scale=0.01)
+client = veo_nb.connect(time_scale=0.01, failure_rate=0.0)
 tracker = veo_nb.Tracker(client)
 for i in range(24):
     tracker.submit(f"Storm number {i:02d} [duration: {50 * (i + 1)}]")
@@ -73,7 +73,12 @@ def test_tasks_finishing_while_the_page_connects_all_get_their_card(voila, open_
                  what="a card with ▶ Play in each of the 24 completed rows")
     finally:
         lost = [m for m in page.console_messages if "widget model not found" in m]
-        print(f"rows {page.evaluate(JS_CARDS)!r}; {len(lost)} 'widget model not found' in the console")
+        cards = page.evaluate(JS_CARDS)
+        print(f"rows {cards!r}; {len(lost)} 'widget model not found' in the console")
+        for text, card in zip(rows_text(page), cards):
+            if card != "P":
+                print(f"  row without its card: {text!r}")
+
     assert not lost, lost[:3]
 
 

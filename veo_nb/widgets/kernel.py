@@ -15,11 +15,17 @@ messages then carry no parent, route nothing, and clicks go where the
 frontend sends them. :func:`forget_routes` drops the route a comm took when
 the panel was built by a cell on the main shell. Nothing changes for kernels
 without these hooks.
+
+A page that connects to the kernel while the panel changes can miss
+updates (see :func:`restore_token`); :class:`Resender` says when the panel
+sends its state again.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import ipywidgets as widgets
 
 from .._log import logger
 
@@ -56,3 +62,41 @@ def forget_routes(widgets: Any) -> None:
             continue
         with lock:
             vars(comm).pop("_reply_subshell_id", None)
+
+
+#: Seconds after a page began its restore at which the panel sends its
+#: state again: soon after a quick restore, and after the 4 s a page waits
+#: before it falls back to asking each widget for its state.
+RESEND_AFTER_S = (2.0, 8.0)
+
+
+def restore_token() -> object:
+    """What changes each time a page starts building the kernel's widgets
+    (a Voilà page loading, a reloaded tab, a reconnect): the control comm
+    ipywidgets 8 opens for that page's ``request_states``; None before any.
+
+    A page drops the updates that reach a widget between its snapshot and
+    the moment it has built that widget (and, when the snapshot request
+    fails, every update until all widgets are built), so a value that does
+    not change again would stay stale there: see :class:`Resender`."""
+    return getattr(widgets.Widget, "_control_comm", None)
+
+
+class Resender:
+    """When a page has started a restore (:func:`restore_token` changed),
+    says when to send the panel's state again (at :data:`RESEND_AFTER_S`)."""
+
+    def __init__(self) -> None:
+        self._token = restore_token()
+        self._due: list[float] = []
+
+    def due(self, now: float) -> bool:
+        """True once per planned resend that is due at monotonic ``now``."""
+        token = restore_token()
+        if token is not self._token:
+            self._token = token
+            self._due = [now + s for s in RESEND_AFTER_S]
+        if self._due and self._due[0] <= now:
+            self._due.pop(0)
+            return True
+        return False

@@ -34,7 +34,7 @@ from ..records import TaskRecord, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
 from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
 from .frontend import frontend as frontend_named
-from .kernel import detach_from_requests, forget_routes
+from .kernel import Resender, detach_from_requests, forget_routes
 from .media import MediaCache
 from .rows import RowView
 from .tree import close_tree, set_if_changed, walk
@@ -223,6 +223,7 @@ class VeoPanel(widgets.VBox):
         self._failures = 0
         self._failing_since = 0.0
         self._last_error: object = None
+        self._resender = Resender()
 
         # First what validates options and builds no widget.
         self.media = MediaCache(self.frontend, stream=stream, max_loaded_bytes=max_loaded_bytes,
@@ -472,6 +473,18 @@ class VeoPanel(widgets.VBox):
             self._show_errors()
             if self.tabs.selected_index == 2 and self.history.due():
                 self.history.refresh()
+            if self._resender.due(time.monotonic()):
+                self._send_state_again()
+
+    def _send_state_again(self) -> None:
+        # A page that connected meanwhile may have dropped some updates
+        # (veo_nb.widgets.kernel.restore_token): the state of every widget
+        # again, except layouts and styles (they change only on a click) and
+        # players (a playing video's widget is never touched).
+        for w in walk(self):
+            if not isinstance(w, (widgets.Layout, widgets.Style, widgets.Video)) \
+                    and "veo-player" not in getattr(w, "_dom_classes", ()):
+                w.send_state()
 
     def _ordered(self, records: Sequence[TaskRecord], *, filtered: bool = True) -> list[TaskRecord]:
         ordered = sort_records(records, self.sort.value, self.order.value)
