@@ -27,8 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from notebook_page import open_notebook
-from notebook_page import open_and_run_all, write_notebook
+from notebook_page import open_and_run_all, open_notebook, write_notebook
 from panel_page import JS_PANEL, check_big_demo_video, rows_text, wait_for_panel
 from servers import wait_for
 

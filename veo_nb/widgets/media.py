@@ -102,7 +102,9 @@ class MediaView:
         # meanwhile that names one it has not built yet fails there for good
         # (ipywidgets' get_model throws, jupyter-widgets/ipywidgets#4026). So
         # no layout or style is shared with older cards; the card's box, text
-        # and button share one layout of their own.
+        # and button share one layout of their own, at most the row's width
+        # (a projector's 640 px video beside an open file browser at 150 %
+        # zoom stuck out of its row).
         self.layout = widgets.Layout(flex="0 1 auto", width=f"{look.video_width}px",
                                      max_width="100%")
         self.card = widgets.HTML(card, layout=self.layout)
@@ -143,8 +145,9 @@ class MediaView:
 
     def set_width(self, width: str) -> None:
         """Resize the card (and its button)."""
-        for layout in {id(w.layout): w.layout for w in (self.card, self.play) if w is not None}.values():
-            set_if_changed(layout, "width", width)
+        set_if_changed(self.layout, "width", width)
+        if self.play is not None:  # its own layout when made after the card
+            set_if_changed(self.play.layout, "width", width)
 
     def attach(self, player: widgets.Widget, nbytes: int, *, clicked: bool) -> None:
         """Show ``player`` (holding ``nbytes`` of video in the kernel)."""
