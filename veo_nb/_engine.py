@@ -91,6 +91,15 @@ _contact_lock = threading.Lock()
 _last_contact: dict[tuple[str, str], float] = {}
 
 
+def refused_backoff(poll_interval: float) -> float:
+    """The least time before a process asks again for a claim it was just
+    refused (seconds): a quarter of the interval, between 50 ms and 5 s. It
+    only matters when the row does not say when the claim ends (another
+    machine whose clock runs ahead stamped the contact): otherwise the next
+    attempt waits for the claim's end anyway."""
+    return min(max(poll_interval / 4, 0.05), 5.0)
+
+
 def holder_dead(holder: str | None) -> bool:
     """Whether the process holding a claim is known to be gone: it ran on this
     machine and its pid is free (a crashed or restarted kernel). A holder on
@@ -726,14 +735,23 @@ class Engine:
         return self._on_answer(task_id, task)
 
     def _claim_refused(self, task_id: str) -> None:
+        """Another process holds the task's claim, or polled it less than one
+        interval ago (its claim changes no revision, so memory may not know
+        yet): read its row and look again when that claim runs out, never
+        sooner than :func:`refused_backoff` from now. (Without this, the
+        worker would hand the job straight back to the dispatcher: a write
+        transaction on the shared store per turn, a core spent.)"""
         row = self.store.row(task_id)
+        now = time.time()
         with self.lock:
             state = self.states.get(task_id)
             if state is None:
                 return
-            task = None if row is None else self.apply_row(row, time.time(), force=True)
-            if not state.polling and state.due is None and not state.record.is_terminal:
-                self.reschedule(state, time.time())
+            task = None if row is None else self.apply_row(row, now, force=True)
+            if state.pending is None:
+                self.reschedule(state, now)
+                if state.due is not None:
+                    state.due = max(state.due, now + refused_backoff(self.settings.poll_interval))
         if task is not None:
             self.notify(task)
 

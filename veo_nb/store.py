@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -257,6 +257,29 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+@dataclass
+class StoreStats:
+    """What one store object asked of its database, in this process: for the
+    soak and the benchmarks (a claim refused again and again would show here
+    as write transactions that poll nothing)."""
+
+    #: Write transactions started (retries of one call count once).
+    transactions: int = 0
+    #: Poll and download claims asked for, and how many were refused.
+    claim_attempts: int = 0
+    claims_refused: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return {"transactions": self.transactions, "claim_attempts": self.claim_attempts,
+                "claims_refused": self.claims_refused}
+
+
 class BaseStore:
     """What every store does, written once in SQL both SQLite and PostgreSQL
     speak (``?`` placeholders; a backend adapts them). A backend provides
@@ -267,6 +290,19 @@ class BaseStore:
     _GREATEST = "MAX"
     #: The last ``ORDER BY`` key of :meth:`rows` (first sight ties).
     _TIE = "rowid"
+    _stats: StoreStats | None = None
+
+    @property
+    def stats(self) -> StoreStats:
+        """Counters of what this store object asked of the database."""
+        if self._stats is None:
+            self._stats = StoreStats()
+        return self._stats
+
+    def _tx(self, body: Callable[[Any], _T]) -> _T:
+        """One write transaction, counted in :attr:`stats`."""
+        self.stats.add("transactions")
+        return self._transact(body)
 
     @property
     def key(self) -> str:  # pragma: no cover - abstract
@@ -351,7 +387,7 @@ class BaseStore:
             return _stored_row(cur.execute(
                 f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
 
-        return self._transact(body)
+        return self._tx(body)
 
     def _bump(self, cur: Any) -> None:
         """Take the next revision for a write others must hear of. Writers
@@ -375,7 +411,7 @@ class BaseStore:
         """Append ``events`` in one transaction."""
         rows = [_event_row(e) for e in events]
         if rows:
-            self._transact(lambda cur: cur.executemany(_INSERT_EVENT, rows))
+            self._tx(lambda cur: cur.executemany(_INSERT_EVENT, rows))
 
     def delete(self, task_ids: Iterable[str]) -> None:
         """Erase the records and events of ``task_ids``, in one transaction
@@ -388,7 +424,7 @@ class BaseStore:
             self._bump(cur)
             cur.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
 
-        self._transact(body)
+        self._tx(body)
 
     # ------------------------------------------------------------------ claims
 
@@ -409,19 +445,28 @@ class BaseStore:
             ).rowcount
             return self._row(cur, task_id) if taken else None
 
-        return self._transact(body)
+        row = self._tx(body)
+        self._count_claim(row is not None)
+        return row
 
     def claim_download(self, task_id: str, me: str, *, now: float, until: float,
                        orphan: str | None = None) -> bool:
         """Take (or extend) the download claim of ``task_id`` for ``me`` until
         ``until``; False while another process (but ``orphan``, known to be
         dead) holds an unexpired one."""
-        return bool(self._transact(lambda cur: cur.execute(
+        taken = bool(self._tx(lambda cur: cur.execute(
             "UPDATE tasks SET downloader = ?, download_until = ? WHERE task_id = ? "
             "AND (downloader IS NULL OR downloader = ? OR downloader = ? "
             "OR download_until IS NULL OR download_until <= ?)",
             (me, until, task_id, me, orphan or me, now),
         ).rowcount))
+        self._count_claim(taken)
+        return taken
+
+    def _count_claim(self, taken: bool) -> None:
+        self.stats.add("claim_attempts")
+        if not taken:
+            self.stats.add("claims_refused")
 
     def release(self, me: str, task_ids: Iterable[str] | None = None) -> None:
         """Give up the claims ``me`` holds (on ``task_ids``, default all), so
@@ -438,7 +483,7 @@ class BaseStore:
                 elif ids:
                     cur.executemany(sql + " AND task_id = ?", [(me, i) for i in ids])
 
-        self._transact(body)
+        self._tx(body)
 
     def rate_limited_until(self, service: str) -> float:
         """Unix time before which no process should send ``service`` a request
@@ -449,7 +494,7 @@ class BaseStore:
 
     def limit_rate(self, service: str, until: float) -> None:
         """Record that ``service`` asked every client to wait until ``until``."""
-        self._transact(lambda cur: cur.execute(
+        self._tx(lambda cur: cur.execute(
             "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
             "ON CONFLICT (service) DO UPDATE SET rate_limited_until = "
             f"{self._GREATEST}(services.rate_limited_until, excluded.rate_limited_until)",
