@@ -64,3 +64,68 @@ def test_a_refused_claim_waits_for_the_claim_to_end(tmp_path: Path, shared: str)
     assert during["transactions"] <= 4, during
     assert cpu < 0.5 * hold_s, f"{cpu:.2f} s of CPU while another process held the claim"
     assert emu.stats.interval_violations == 0
+
+
+#: A classmate's kernel on the same JupyterHub host: another Unix user, whose
+#: tracker opens the shared store. It imports everything as root first (the
+#: interpreter lives under root's private home here), then becomes ``nobody``.
+CLASSMATE = r"""
+import json, os, sys, time
+from veo_nb import Tracker, VeoClient
+base, key, scale, store, media, warm, task_id = sys.argv[1:]
+client = VeoClient(key, base, time_scale=float(scale))
+with Tracker(client, store=warm, media_dir=warm + ".videos", start=False) as t:
+    t.tasks(); t.history()
+os.setgid(65534); os.setuid(65534)
+with Tracker(client, store=store, media_dir=media) as tracker:
+    tracker.track(task_id)
+    time.sleep(1.5)  # several looks at the store, and a chance to fetch it again
+    record = tracker.record(task_id)
+    print(json.dumps({"download": record.download_state, "path": record.video_path,
+                      "errors": [e.detail for e in tracker.recent_errors()],
+                      "tasks": len(tracker.tasks())}), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_classmates_private_video_folder_does_not_crash_a_tracker(tmp_path: Path) -> None:
+    """Alice's video is saved in her private home; Bob's tracker on the
+    shared store cannot look at it. Before, ``Path.is_file()`` raised
+    PermissionError in Bob's Tracker() and on every look of his poller. Now
+    it is Alice's saved video: shown as saved, never fetched again."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="veo-shared-", dir="/tmp"))
+    try:
+        shared.chmod(0o777)
+        private = shared / "alice-home"
+        private.mkdir(mode=0o700)
+        store = shared / "class.sqlite"
+        with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
+            client = emu.client()
+            task_id = client.create_video("alice's fox [duration: 121]").id
+            with Tracker(client, store=store, media_dir=private / "videos") as alice:
+                alice.track(task_id)
+                (done,) = alice.wait([task_id], timeout=60)
+                assert done.video_path is not None and private in done.video_path.parents
+            for path in shared.glob("class.sqlite*"):
+                path.chmod(0o666)
+            bob_media = shared / "bob-videos"
+            out = subprocess.run(
+                [sys.executable, "-c", CLASSMATE, emu.base_url, emu.api_key, str(SCALE),
+                 str(store), str(bob_media), str(tmp_path / "warm.sqlite"), task_id],
+                capture_output=True, text=True, timeout=120, check=False)
+            assert out.returncode == 0, out.stderr[-2000:]
+            seen = json.loads(out.stdout.splitlines()[-1])
+            gets = sum(1 for r in emu.stats.media_log if r.method == "GET" and task_id in r.path)
+        assert seen["download"] == "saved" and seen["path"] == str(done.video_path)
+        assert seen["errors"] == [] and seen["tasks"] == 1
+        assert "PermissionError" not in out.stderr, out.stderr[-2000:]
+        assert gets == 1  # Alice's download only: Bob did not fetch it again
+        assert not bob_media.exists() or not any(bob_media.iterdir())
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)], check=False)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from . import _schedule
 from ._engine import Write, holder_dead
 from ._log import logger
-from ._paths import video_path_in
+from ._paths import saved_file_present, video_path_in
 from .errors import DownloadError, ResultExpiredError, ValidationError, VeoError
 from .models import Task, TaskStatus
 from .records import Event, from_unix, to_unix
@@ -89,8 +89,7 @@ class Downloads:
             return False
         if rec.download_state == "saved":
             # saved on another machine sharing the store: not ours to fetch
-            return rec.saved_on in (None, HOST) and not (
-                rec.video_path and Path(rec.video_path).is_file())
+            return rec.saved_on in (None, HOST) and not saved_file_present(rec.video_path)
         return rec.download_state not in ("expired", "none")
 
     def dispatch(self, task_id: str, state: TaskState, now: float) -> list[float]:
@@ -123,8 +122,8 @@ class Downloads:
             self._someone_else(task_id)
             return None
         row = engine.store.row(task_id)
-        if row is not None and row.record.download_state == "saved" and row.record.video_path \
-                and Path(row.record.video_path).is_file():
+        if (row is not None and row.record.download_state == "saved"
+                and saved_file_present(row.record.video_path)):
             self._someone_else(task_id)  # saved meanwhile by another process
             return None
         renewed = [now]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
 import time
 from pathlib import Path
@@ -34,6 +36,29 @@ def safe_video_name(task_id: str) -> str:
         digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         stem = f"{stem or 'task'}-{digest}"
     return f"{stem}.mp4"
+
+
+#: What ``stat`` says of a path that is not there (anything else it may say,
+#: such as "permission denied", means something is there that is not ours).
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+def saved_file_present(path: str | os.PathLike[str] | None) -> bool:
+    """Whether a video recorded as saved at ``path`` is still there.
+
+    A path this process may not look at (a classmate's private home folder on
+    a shared JupyterHub host, a disconnected mount) counts as present: it is
+    someone's saved video, not a missing one to fetch again, and looking at
+    it never raises. Only a path that is provably gone counts as absent."""
+    if not path:
+        return False
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno not in _MISSING
+    except ValueError:  # a NUL byte: not a path this machine could have written
+        return False
+    return True
 
 
 def video_path_in(folder: str | Path, task_id: str) -> Path:

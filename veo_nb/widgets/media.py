@@ -39,6 +39,7 @@ import ipywidgets as widgets
 from ..errors import ValidationError
 from ..models import TaskStatus
 from ..records import TaskRecord
+from .._paths import saved_file_present
 from .._tables import esc
 from .format import Look, card_html, megabytes, playable_url
 from .frontend import Frontend
@@ -240,6 +241,9 @@ class MediaCache:
         if playable_url(record, now) is not None:
             return Plan("", note="its link is plain http://, which this browser may not reach: "
                                  "panel(stream='any') plays it")
+        if record.download_state == "saved" and saved_file_present(record.video_path):
+            return Plan("", note="saved in a folder this account cannot read (another "
+                                 "user's?), and its link has expired")
         return Plan("", note="no video to play")
 
     def _held(self, size: int) -> int:
