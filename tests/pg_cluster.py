@@ -23,6 +23,7 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -175,6 +176,24 @@ class Cluster:
         self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "veo",
                  as_server=False)
         self.startup_seconds = time.monotonic() - began
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, workers)."""
+        main = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(main)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+        return [main, *map(int, children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP the whole server: connections stay open and nothing answers,
+        as with a hung host or a silent network."""
+        for pid in self.server_pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        for pid in self.server_pids():
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         """Stop the server (immediate mode) and remove the folder; safe to call twice."""

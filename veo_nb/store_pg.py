@@ -21,11 +21,14 @@ repr, a log or an error: it is replaced by ``***`` everywhere.
 from __future__ import annotations
 
 import functools
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ._log import logger
 from .errors import ValidationError
@@ -39,10 +42,31 @@ SCHEMES = ("postgresql", "postgres")
 POOL_SIZE = 4
 #: The channel writers notify and followers listen to.
 CHANNEL = "veo_nb_changes"
-#: Seconds a connection problem is retried before it is reported.
+#: Seconds a call waits for the server, connection problems retried
+#: included, before it raises :class:`~veo_nb.store.StoreError`; a slow
+#: answer of a server that still answers a probe gets this long again.
 RETRY_S = 10.0
 #: Seconds to wait for the server when connecting.
 CONNECT_TIMEOUT_S = 10
+#: Seconds a call waits while the server is known not to answer (an earlier
+#: call timed out and none has succeeded since): close() and the poller's
+#: looks fail fast instead of waiting :data:`RETRY_S` each.
+HUNG_RETRY_S = 1.0
+#: Seconds the liveness probe of a slow call waits for a new connection
+#: (it starts this long before the call's deadline).
+PROBE_TIMEOUT_S = 3
+#: Connection settings so that a silent network is noticed by the OS too
+#: (keepalives, and unacknowledged data given up after 10 s).
+CONNECT_KWARGS: dict[str, Any] = {
+    "connect_timeout": CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 5,
+    "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 10_000,
+}
+#: Session settings of every pooled connection: a lock wait, or a client
+#: that went silent inside a transaction (a frozen kernel holding the
+#: revision counter's row), never stalls the other processes for long.
+SESSION_SQL = ("SET lock_timeout = '10s'", "SET idle_in_transaction_session_timeout = '30s'")
+#: Query parameters of a URL that hold a secret.
+_SECRET_PARAMS = ("password", "sslpassword")
 
 _REAL = "DOUBLE PRECISION"
 #: The schema, created in one step: a PostgreSQL store starts at the
@@ -85,21 +109,117 @@ def is_postgres_url(text: str) -> bool:
     return text.split("://", 1)[0].lower() in SCHEMES and "://" in text
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (user, host, port and
-    database kept: they say which store it is)."""
+def redact_url(url: str, *, mark: str = "***") -> str:
+    """``url`` with its password, in the address or as a ``?password=``
+    parameter, replaced by ``mark`` (user, host, port, database and other
+    parameters kept: they say which store it is); ``mark=""`` drops it."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = quote(unquote(parts.username or ""), safe="")
+        host = netloc.rpartition("@")[2]
+        netloc = f"{user}:{mark}@{host}" if mark else f"{user}@{host}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(name.lower() in _SECRET_PARAMS for name, _ in pairs):
+        kept = [(name, mark if name.lower() in _SECRET_PARAMS else value)
+                for name, value in pairs if mark or name.lower() not in _SECRET_PARAMS]
+        query = urlencode(kept, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    user = quote(unquote(parts.username or ""), safe="")
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets in ``url`` (its password, raw and decoded), to scrub from
+    any text a driver produces."""
+    parts = urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found += [value for name, value in parse_qsl(parts.query) if name.lower() in _SECRET_PARAMS]
+    return sorted({form for secret in found if secret
+                   for form in (secret, unquote(secret), quote(secret, safe=""))},
+                  key=len, reverse=True)
+
+
+class _Deadlines:
+    """The connections in use and when each must have answered: a thread
+    looks at those past their deadline and, unless a fresh connection to
+    the same server answers at once (the call is slow, not hung: it gets
+    another :data:`RETRY_S`), cuts their socket. A frozen server or a
+    silent network otherwise leaves libpq waiting for the OS's TCP timeout,
+    about 15 minutes, and the kernel with it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[int, list[Any]] = {}  # id -> [deadline, conn, probe]
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, conn: Any, deadline: float, probe: Callable[[], bool]) -> Iterator[None]:
+        """While the block runs, ``conn`` must answer by ``deadline``
+        (``time.monotonic()``); ``probe()`` says whether its server is alive."""
+        entry = [deadline, conn, probe]
+        key = id(entry)
+        with self._lock:
+            self._watched[key] = entry
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="veo_nb-pg-deadlines",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watched.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                entries = list(self._watched.values())
+            late = [e for e in entries if e[0] <= now]
+            for entry in late:
+                if entry[2]():
+                    entry[0] = time.monotonic() + RETRY_S
+                else:
+                    _cut(entry[1])
+                    entry[0] = float("inf")
+            pending = [e[0] for e in entries if e[0] > now]
+            self._wake.clear()
+            self._wake.wait(min([*pending, now + 5.0]) - now if pending else None)
+
+
+def _cut(conn: Any) -> None:
+    """Shut the socket of ``conn`` down under libpq: its blocked read returns
+    at once and psycopg raises ``OperationalError``; the pool then drops it."""
+    try:
+        dup = os.dup(conn.pgconn.socket)
+    except Exception:  # noqa: BLE001 - already closed: nothing is waiting on it
+        return
+    sock = socket.socket(fileno=dup)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+_DEADLINES = _Deadlines()
 
 
 @functools.lru_cache(maxsize=256)
 def _dialect(sql: str) -> str:
     """The shared SQL with psycopg's placeholders."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _configure(conn: Any) -> None:
+    """Every pooled connection's session settings (:data:`SESSION_SQL`)."""
+    for sql in SESSION_SQL:
+        conn.execute(sql)
 
 
 class _Cursor:
@@ -137,22 +257,24 @@ class PostgresStore(BaseStore):
             raise ValidationError(f"not a postgresql:// URL: {redact_url(url)!r}")
         self._psycopg = psycopg
         self._url = url
-        self._password = urlsplit(url).password
-        self._key = redact_url(url).replace(":***@", "@")
+        self._secrets = url_secrets(url)
+        self._key = redact_url(url, mark="")
         self._listeners: list[Callable[[], None]] = []
         self._listen_lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._closed = threading.Event()
+        self._hung = False  # the last call found the server silent
         try:
             # One direct connection first: a wrong URL fails at once, clearly,
             # and the tables are made or migrated before the pool opens.
-            with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+            with psycopg.connect(url, **CONNECT_KWARGS) as conn, \
+                    _DEADLINES.watch(conn, time.monotonic() + RETRY_S - PROBE_TIMEOUT_S,
+                                     self._alive):
                 with conn.transaction(), conn.cursor() as cur:
                     self._migrate(_Cursor(cur))
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
-                                        kwargs={"autocommit": True,
-                                                "connect_timeout": CONNECT_TIMEOUT_S},
-                                        timeout=RETRY_S, name=self._key)
+                                        kwargs={"autocommit": True, **CONNECT_KWARGS},
+                                        configure=_configure, timeout=RETRY_S, name=self._key)
         except Exception as exc:  # noqa: BLE001 - psycopg and pool errors alike
             self._close_pool()
             if isinstance(exc, StoreError):
@@ -174,7 +296,20 @@ class PostgresStore(BaseStore):
     def _clean(self, exc: BaseException) -> str:
         """An error's text with the password (should a driver quote it) removed."""
         text = f"{type(exc).__name__}: {exc}".strip()
-        return text.replace(self._password, "***") if self._password else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _alive(self) -> bool:
+        """Whether the server answers a new connection at once (a slow call
+        is then left to finish)."""
+        try:
+            with self._psycopg.connect(self._url, **{**CONNECT_KWARGS,
+                                                     "connect_timeout": PROBE_TIMEOUT_S}) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure: the server does not answer
+            return False
 
     def _migrate(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext('veo_nb schema'))")
@@ -194,20 +329,28 @@ class PostgresStore(BaseStore):
 
     def _run(self, body: Callable[[Any], _T], *, write: bool) -> _T:
         """``body(cursor)`` on a pooled connection (in one transaction for a
-        write), again after a dropped connection, for up to :data:`RETRY_S`."""
+        write), again after a dropped connection; raises
+        :class:`~veo_nb.store.StoreError` once the server has not answered
+        for :data:`RETRY_S` (:data:`HUNG_RETRY_S` while it is known silent)."""
         psycopg = self._psycopg
-        deadline = time.monotonic() + RETRY_S
+        deadline = time.monotonic() + (HUNG_RETRY_S if self._hung else RETRY_S)
         while True:
             try:
-                with self._pool.connection() as conn:
+                wait = max(deadline - time.monotonic(), 0.05)
+                with self._pool.connection(timeout=wait) as conn, \
+                        _DEADLINES.watch(conn, deadline - PROBE_TIMEOUT_S, self._alive):
                     if write:
                         with conn.transaction(), conn.cursor() as cur:
-                            return body(_Cursor(cur))
-                    with conn.cursor() as cur:
-                        return body(_Cursor(cur))
+                            result = body(_Cursor(cur))
+                    else:
+                        with conn.cursor() as cur:
+                            result = body(_Cursor(cur))
+                self._hung = False
+                return result
             except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                     psycopg.errors.DeadlockDetected) as exc:
                 if self._closed.is_set() or time.monotonic() > deadline:
+                    self._hung = not self._closed.is_set()
                     raise StoreError(f"the PostgreSQL store {self._key} failed: "
                                      f"{self._clean(exc)}") from None
                 logger.debug("veo_nb: PostgreSQL store %s: %s; retrying", self._key,
@@ -248,7 +391,7 @@ class PostgresStore(BaseStore):
         psycopg = self._psycopg
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
+                with psycopg.connect(self._url, autocommit=True, **CONNECT_KWARGS) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._closed.is_set():
                         for _ in conn.notifies(timeout=1.0, stop_after=1):
@@ -265,7 +408,7 @@ class PostgresStore(BaseStore):
     def _close_pool(self) -> None:
         pool = getattr(self, "_pool", None)
         if pool is not None:
-            pool.close()
+            pool.close(timeout=HUNG_RETRY_S if self._hung else 5.0)
 
     def close(self) -> None:
         """Close the connections; the store cannot be used afterwards."""

@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -147,11 +148,16 @@ DB_PASSWORD = "pg-Pa55w0rd-Xq7secret"
 
 
 @pytest.mark.postgres
-def test_the_database_password_appears_nowhere(tmp_path: Path, pg_db_url: str) -> None:
-    """A PostgreSQL store URL with a password (the test server trusts any):
-    the password is in no repr, store key, log, error, frame, export or
-    widget state, and a wrong URL's error does not quote it either."""
-    url = pg_db_url.replace("postgres@", f"postgres:{DB_PASSWORD}@")
+@pytest.mark.parametrize("form", ["address", "query"])
+def test_the_database_password_appears_nowhere(tmp_path: Path, pg_db_url: str, form: str) -> None:
+    """A PostgreSQL store URL with a password, in the address or as
+    ``?password=`` (the test server trusts any): the password is in no repr,
+    store key, log, error, frame, export, widget state or thread name, and a
+    wrong URL's error does not quote it either."""
+    if form == "address":
+        url = pg_db_url.replace("postgres@", f"postgres:{DB_PASSWORD}@")
+    else:
+        url = f"{pg_db_url}?password={DB_PASSWORD}&application_name=veo"
     found: list[str] = []
     with Emulator(time_scale=0.01, failure_rate=0.3, seed=3) as emu, \
             captured_logs(logging.DEBUG) as logs:
@@ -162,15 +168,19 @@ def test_the_database_password_appears_nowhere(tmp_path: Path, pg_db_url: str) -
             tracker.wait(ids, timeout=120)
             view.update()
             shown = [repr(tracker), tracker._repr_html_(), tracker.store_key, repr(tracker.store),
-                     tracker.tasks().to_string(), tracker.history().to_string(),
-                     tracker.summary().to_string(), repr(view), _all_widget_state()]
+                     tracker.store.url, tracker.tasks().to_string(),
+                     tracker.history().to_string(), tracker.summary().to_string(), repr(view),
+                     _all_widget_state(), " ".join(t.name for t in threading.enumerate()),
+                     "\n".join(repr(e) for e in tracker.recent_errors())]
             exports = [tracker.export(tmp_path / f"out/{what}.csv", what)
                        for what in ("tasks", "history", "summary")]
         finally:
             view.close()
             tracker.close()
         errors = []
-        for bad in (url.rsplit(":", 1)[0] + ":1/veo", url + "_missing_db"):
+        host, _, rest = url.rpartition(":")
+        for bad in (f"{host}:1/{rest.partition('/')[2]}",
+                    url.replace("/veo_test_", "/missing_veo_test_")):
             with pytest.raises(VeoError) as info:
                 Tracker(emu.client(), store=bad, media_dir=tmp_path / "v")
             errors.append(f"{info.value!s} {info.value!r}")
