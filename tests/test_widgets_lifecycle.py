@@ -294,3 +294,35 @@ def test_after_a_page_starts_a_restore_the_panel_sends_its_state_again(tracker, 
         assert player.comm.comm_id not in again and row.info.layout.comm.comm_id not in again
         assert traffic.video_bytes_since(mark) == 0
     Widget._control_comm = previous
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_a_cell_that_updates_the_panel_leaves_its_clicks_to_the_frontend(tmp_path):
+    """ipykernel 7.4 re-points a comm at the subshell of the request that
+    last sent on it. The panel dropped those routes only when it was built,
+    so after a cell called ``p.toggle_polling()`` (or ``update()``, a form,
+    ``set_size()``...) a click on Pause waited for the running cell (6 s for
+    a 6 s cell). Here, in a real kernel, every comm of the panel must route
+    a click where the frontend sent it (a subshell), after such calls."""
+    from nbclient import NotebookClient
+
+    setup = ("import veo_nb\n"
+             "from veo_nb.emulator import Emulator\n"
+             "emu = Emulator(time_scale=0.01, failure_rate=0, video_size='sample').start()\n"
+             "tracker = veo_nb.Tracker(emu.client(), store='h.sqlite', media_dir='videos')\n"
+             "tracker.submit('a fox [duration: 130]')\n"
+             "p = veo_nb.panel(tracker)\n"
+             "p")
+    calls = ("p.toggle_polling(); p.toggle_polling(); p.set_size('large'); p.set_size('normal')\n"
+             "p.search.value = 'fox'; p.update(); p.refresh_now()")
+    check = ("from veo_nb.widgets.tree import walk\n"
+             "comms = [w.comm for w in walk(p) if getattr(w, 'comm', None) is not None]\n"
+             "routed = [c for c in comms if c._reply_subshell_for({}, 'a-subshell') != 'a-subshell']\n"
+             "print(len(comms), len(routed))")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in (setup, calls, check)]
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    comms, routed = map(int, nb.cells[2].outputs[0]["text"].split())
+    assert comms > 20 and routed == 0, (comms, routed)

@@ -12,9 +12,9 @@ at the main shell, and clicks waited for the running cell to end.
 
 :func:`detach_from_requests` gives the calling thread an empty request: its
 messages then carry no parent, route nothing, and clicks go where the
-frontend sends them. :func:`forget_routes` drops the route a comm took when
-the panel was built by a cell on the main shell. Nothing changes for kernels
-without these hooks.
+frontend sends them. :func:`forget_routes` makes the panel's comms ignore
+the route that a cell's update on the main shell would give them. Nothing
+changes for kernels without these hooks.
 
 A page that connects to the kernel while the panel changes can miss
 updates (see :func:`restore_token`); :class:`Resender` says when the panel
@@ -51,17 +51,25 @@ def detach_from_requests() -> None:
                      exc_info=True)
 
 
+def _frontends_choice(data: Any, default: Any) -> Any:
+    """A comm's reply route that is always the frontend's own choice."""
+    return default
+
+
 def forget_routes(widgets: Any) -> None:
-    """Let the frontend choose where the next messages of these widgets' comms
-    go: drop the route ipykernel 7.4 remembered when they were created or
-    updated by a cell running on the main shell (see the module docstring)."""
+    """Let the frontend choose, for good, where these widgets' comm messages
+    go: ipykernel 7.4 re-points a comm at the subshell of whatever request
+    last sent on it, so one update from a cell on the main shell (a call of
+    ``update()``, ``toggle_polling()``, a form, a trait the user set) sent
+    the next clicks to the busy main shell (see the module docstring). Each
+    comm's routing is replaced once; idempotent and cheap, so it is applied
+    to every widget of the panel, new ones included, after each update."""
     for widget in widgets:
         comm = getattr(widget, "comm", None)
-        lock = getattr(comm, "_reply_subshell_lock", None)
-        if lock is None:
+        if getattr(comm, "_reply_subshell_lock", None) is None:
             continue
-        with lock:
-            vars(comm).pop("_reply_subshell_id", None)
+        if vars(comm).get("_reply_subshell_for") is not _frontends_choice:
+            comm._reply_subshell_for = _frontends_choice
 
 
 #: Seconds after a page began its restore at which the panel sends its

@@ -475,6 +475,7 @@ class VeoPanel(widgets.VBox):
                 self.history.refresh()
             if self._resender.due(time.monotonic()):
                 self._send_state_again()
+            forget_routes(walk(self))  # a cell may have sent this update: clicks stay free
 
     def _send_state_again(self) -> None:
         # A page that connected meanwhile may have dropped some updates
