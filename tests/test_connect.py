@@ -109,3 +109,64 @@ def test_demo_tasks_survive_a_kernel_restart(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == [task_id, "completed", "None", "True"]
+
+
+@pytest.mark.slow
+def test_a_second_demo_kernel_in_the_folder_shares_the_first_ones_service(tmp_path):
+    """Two notebooks open in demo mode in one folder share its history. The
+    second kernel's emulator had no state file, so its tasks were recorded
+    under a service no later process served: "queued" forever, and a later
+    kernel's wait() raised TaskTimeoutError. Now the second kernel uses the
+    first one's emulator, takes it over when the first one ends (its wait()
+    completes), and a later kernel finishes everything."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    kernel = textwrap.dedent("""
+        import sys, time
+        import veo_nb
+        client = veo_nb.connect(demo=True, time_scale=0.02, failure_rate=0)
+        tracker = veo_nb.Tracker(client)
+        if sys.argv[1] == "first":
+            print("up", flush=True)
+            time.sleep(120)  # killed meanwhile, like a kernel restart
+        elif sys.argv[1] == "second":
+            task = tracker.submit("the second notebook's fox [duration: 200]")
+            print(task.id, flush=True)
+            (done,) = tracker.wait([task.id], timeout=90)
+            print(done.status_text, done.video_path is not None, flush=True)
+        else:
+            done = tracker.wait(timeout=60)
+            print(" ".join(f"{t.id}:{t.status_text}" for t in done), flush=True)
+    """)
+
+    def start(role: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", kernel, role], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start("first")
+    second = None
+    try:
+        assert "an embedded emulator" in first.stdout.readline()  # it owns the folder's state
+        assert first.stdout.readline().strip() == "up"
+        second = start("second")
+        banner = second.stdout.readline()
+        assert "another kernel in this folder" in banner, banner
+        task_id = second.stdout.readline().strip()
+        assert task_id.startswith("vgen_")
+        os.kill(first.pid, signal.SIGKILL)  # the first notebook's kernel restarts
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err
+        assert out.split() == ["completed", "True"]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=30)
+    later = subprocess.run([sys.executable, "-c", kernel, "later"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+    assert later.returncode == 0, later.stderr
+    assert f"{task_id}:completed" in later.stdout.split()

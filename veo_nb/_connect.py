@@ -53,21 +53,29 @@ def _embedded_emulator(time_scale: float, failure_rate: float) -> tuple[Any, boo
     Its tasks, clock and links live in ``veo_nb_data/demo/emulator.json``, so
     after a kernel restart the tasks of the last session are still known and
     finish normally. When another running kernel owns that file, this one
-    runs an emulator of its own, without a state file."""
+    uses that kernel's emulator (the same demo service, so every task of the
+    shared history stays served), and takes it over when that kernel ends;
+    only when it does not answer does this one run an emulator of its own."""
     global _demo_emulator
     from .emulator import Emulator, EmulatorStateInUse
+    from .emulator._shared import SharedEmulator
 
     with _lock:
         emu = _demo_emulator
-        if emu is not None and (emu.time_scale, emu.failure_rate) == (time_scale, failure_rate):
+        if emu is not None and (isinstance(emu, SharedEmulator)  # the folder's one demo service
+                                or (emu.time_scale, emu.failure_rate) == (time_scale, failure_rate)):
             return emu, False
         options = {"time_scale": time_scale, "failure_rate": failure_rate,
                    "video_size": demo_video_size()}
+        state_path = (DEMO_DATA_DIR / "emulator.json").resolve()
         try:
-            emu = Emulator(state_path=(DEMO_DATA_DIR / "emulator.json").resolve(), **options).start()
+            emu = Emulator(state_path=state_path, **options).start()
         except EmulatorStateInUse as exc:
-            logger.info("veo_nb: %s; using an emulator without a state file", exc)
-            emu = Emulator(**options).start()
+            emu = SharedEmulator.join(state_path, options)
+            if emu is None:
+                logger.warning("veo_nb: %s, and it does not answer: this kernel runs an "
+                               "emulator of its own, whose tasks only it serves", exc)
+                emu = Emulator(**options).start()
         atexit.register(emu.stop)
         _demo_emulator = emu
         return emu, True
@@ -117,7 +125,12 @@ def connect(
     if time_scale is None and os.environ.get(DEMO_TIME_SCALE_ENV):
         time_scale = float(os.environ[DEMO_TIME_SCALE_ENV])
     emu, started = _embedded_emulator(time_scale or DEMO_TIME_SCALE, failure_rate)
-    if started and not quiet:
+    from .emulator._shared import SharedEmulator
+
+    if started and not quiet and isinstance(emu, SharedEmulator):
+        print(f"veo_nb demo mode: using the demo emulator of another kernel in this folder "
+              f"({emu.base_url}), so both share its tasks; nothing is billed.")
+    elif started and not quiet:
         low, high = documented_window(None, emu.time_scale)
         why = "VEO_DEMO is set" if forced else "no VEO_API_KEY set"
         print(

@@ -584,7 +584,8 @@ class Emulator:
                 return
             with self._lock:
                 tasks = [replace(task) for task in self._tasks.values()]
-            state = SavedState(self._service_id, self.api_key, self._ports, tasks)
+            state = SavedState(self._service_id, self.api_key, self._ports, tasks,
+                               time_scale=self.time_scale)
             try:
                 self._state.save(state, self._to_wall())
             except OSError as exc:

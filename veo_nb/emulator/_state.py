@@ -51,6 +51,8 @@ class SavedState:
     api_key: str
     ports: tuple[int, int]
     tasks: list[TaskState]
+    #: The clock's speed of the emulator that saved it (None in older files).
+    time_scale: float | None = None
 
 
 class StateFile:
@@ -121,6 +123,7 @@ class StateFile:
                 api_key=str(data["api_key"]),
                 ports=(int(api_port), int(media_port)),
                 tasks=[TaskState.from_json(task, to_wall) for task in data["tasks"]],
+                time_scale=float(data["time_scale"]) if data.get("time_scale") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise self._unreadable(f"holds an invalid entry ({exc!r})") from exc
@@ -134,6 +137,7 @@ class StateFile:
             "api_key": state.api_key,
             "ports": list(state.ports),
             "tasks": [task.to_json(to_wall) for task in state.tasks],
+            "time_scale": state.time_scale,
         }
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:  # owner-only, like the lock: the file holds the API key
