@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,107 @@ def test_a_frozen_database_server_costs_a_call_seconds_not_minutes(tmp_path: Pat
         assert close_s < HUNG_BOUND_S, close_s
     finally:
         cluster.stop()
+
+
+def _deadlocks(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        return int(conn.execute("SELECT deadlocks FROM pg_stat_database "
+                                "WHERE datname = current_database()").fetchone()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_releasing_claims_never_deadlocks_with_writes(pg_db_url: str) -> None:
+    """``release()`` locked the revision counter, then its task rows;
+    ``write()`` locks a task row, then the counter. A process stopping
+    (releasing its claims) while another wrote those tasks deadlocked:
+    PostgreSQL broke each after a 1 s stall. Now both lock in one order."""
+    import threading
+
+    from veo_nb.records import TaskRecord
+    from veo_nb.models import TaskStatus
+
+    ids = [f"vgen_lock{i}" for i in range(6)]
+    writer_store, _ = open_store(pg_db_url, Path("unused"))
+    releaser_store, _ = open_store(pg_db_url, Path("unused"))
+    me = "releasing-host:1:cafe"
+    for task_id in ids:
+        writer_store.write(TaskRecord(task_id, prompt="p", status=TaskStatus.PROCESSING,
+                                      status_text="processing"))
+    before = _deadlocks(pg_db_url)
+    stop = time.monotonic() + 4.0
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        n = 0
+        while time.monotonic() < stop:
+            n += 1
+            for task_id in ids:
+                writer_store.write(TaskRecord(task_id, prompt="p", label=f"take {n}",
+                                              status=TaskStatus.PROCESSING,
+                                              status_text="processing"), fields=("label",))
+
+    def claim_and_release() -> None:
+        while time.monotonic() < stop:
+            for task_id in ids:
+                releaser_store.claim_download(task_id, me, now=time.time(), until=time.time() + 60)
+            releaser_store.release(me)
+
+    def guarded(job):
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+        return run
+
+    threads = [threading.Thread(target=guarded(job)) for job in (write, write, claim_and_release)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    writer_store.close()
+    releaser_store.close()
+    assert failures == []
+    assert _deadlocks(pg_db_url) - before == 0
+
+
+@pytest.mark.slow
+def test_a_look_at_the_store_that_failed_is_made_again(tmp_path: Path) -> None:
+    """The follower noted the store's version before reading the changes;
+    when that read failed once, the change was skipped until some process
+    wrote again (a label stayed stale). A read failing once cannot be made
+    to happen on cue with a real file, so this store fails its next
+    ``changes()`` when asked to; everything else is real."""
+    import sqlite3
+
+    from veo_nb.store import Store
+
+    class OnceFailing(Store):
+        armed = False
+
+        def changes(self, since: int):  # type: ignore[override]
+            if self.armed:
+                self.armed = False
+                raise sqlite3.OperationalError("disk I/O error")
+            return super().changes(since)
+
+    path = tmp_path / "h.sqlite"
+    store = OnceFailing(path)
+    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
+        client = emu.client()
+        task_id = client.create_video("a fox [duration: 250]").id
+        with Tracker(client, store=store, media_dir=tmp_path / "videos") as tracker:
+            tracker.track(task_id, label="first")
+            until(lambda: tracker.record(task_id).poll_count >= 1)
+            tracker.stop()
+            time.sleep(0.5)  # its own writes followed
+            with Store(path) as other:  # another process relabels the task
+                store.armed = True
+                other.write(replace(other.get(task_id), label="relabelled"), fields=("label",))
+            until(lambda: not store.armed)
+            until(lambda: tracker.record(task_id).label == "relabelled", timeout=5)
+    store.close()

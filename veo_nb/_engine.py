@@ -448,7 +448,6 @@ class Engine:
         version = self.store.version()
         if version == self._version:
             return
-        self._version = version
         rows, gone, newest = self.store.changes(self.rev)
         gate = self.store.rate_limited_until(self.client.service)
         changed: list[Task] = []
@@ -462,6 +461,8 @@ class Engine:
                 self.states.pop(task_id, None)
             self.rev = max(self.rev, newest)
             self.gate_until = max(self.gate_until, gate)
+            # Only now: had reading or applying failed, the next look reads again.
+            self._version = version
             if rows or gone:
                 self.cond.notify_all()
         for task in changed:

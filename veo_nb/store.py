@@ -471,17 +471,21 @@ class BaseStore:
     def release(self, me: str, task_ids: Iterable[str] | None = None) -> None:
         """Give up the claims ``me`` holds (on ``task_ids``, default all), so
         other processes take those tasks over at once."""
-        ids = None if task_ids is None else list(task_ids)
+        wanted = None if task_ids is None else set(task_ids)
 
         def body(cur: Any) -> None:
-            self._bump(cur)
+            # Task rows first, the revision counter last, as every write does:
+            # the other order deadlocked with write() on PostgreSQL.
+            held = [r[0] for r in cur.execute(
+                "SELECT task_id FROM tasks WHERE poller = ? OR downloader = ?", (me, me))]
+            ids = [(i,) for i in sorted(held) if wanted is None or i in wanted]
+            if not ids:
+                return
             for column, until in (("poller", "poll_until"), ("downloader", "download_until")):
-                sql = (f"UPDATE tasks SET {column} = NULL, {until} = NULL, rev = {_NEXT_REV} "
-                       f"WHERE {column} = ?")
-                if ids is None:
-                    cur.execute(sql, (me,))
-                elif ids:
-                    cur.executemany(sql + " AND task_id = ?", [(me, i) for i in ids])
+                cur.executemany(f"UPDATE tasks SET {column} = NULL, {until} = NULL "
+                                f"WHERE task_id = ? AND {column} = ?", [(i, me) for (i,) in ids])
+            self._bump(cur)
+            cur.executemany(f"UPDATE tasks SET rev = {_NEXT_REV} WHERE task_id = ?", ids)
 
         self._tx(body)
 
