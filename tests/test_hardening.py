@@ -286,3 +286,65 @@ def test_a_look_at_the_store_that_failed_is_made_again(tmp_path: Path) -> None:
             until(lambda: not store.armed)
             until(lambda: tracker.record(task_id).label == "relabelled", timeout=5)
     store.close()
+
+
+@pytest.mark.slow
+def test_a_download_whose_claim_was_taken_over_stops(tmp_path: Path) -> None:
+    """A download stalled past its claim (a frozen kernel, a suspended
+    laptop), and another process took the download over. The renewal's
+    answer was ignored, so both saved the video. Now the first one stops at
+    its next renewal, and saves it only if the other's claim runs out."""
+    from veo_nb.emulator import FaultConfig
+
+    slow = FaultConfig(drip_rate=1.0, drip_s=8.0)  # every video body takes 8 s
+    with Emulator(time_scale=SCALE, failure_rate=0, video_size=300_000, faults=slow) as emu:
+        client = emu.client()
+        task_id = client.create_video("a slow fox [duration: 121]").id
+        store = tmp_path / "h.sqlite"
+        with Tracker(client, store=store, media_dir=tmp_path / "videos") as tracker, \
+                open_store(str(store), tmp_path / "unused")[0] as other:
+            tracker.track(task_id)
+            holder = until(lambda: other.row(task_id).downloader, timeout=60)
+            time.sleep(0.5)  # bytes are arriving
+            taken_at = time.time()
+            other_until = taken_at + 9.0
+            assert other.claim_download(task_id, ELSEWHERE, now=taken_at, until=other_until,
+                                        orphan=holder)
+            until(lambda: tracker.record(task_id).download_state == "saved", timeout=60)
+            history = tracker.history()
+    saved = history[(history.kind == "download") & history.detail.str.startswith("saved")]
+    assert len(saved) == 1
+    assert saved.observed_at.iloc[0].timestamp() > other_until  # not while the other held it
+
+
+@pytest.mark.slow
+def test_a_claim_holder_in_another_pid_namespace_is_not_taken_for_dead() -> None:
+    """Containers on one host may share its name but not its pids. A holder
+    named with this host and a pid that is free here was taken for dead and
+    lost its claims at once, though it lived in another container. Here a
+    real process in a new pid namespace (``unshare``) names itself; its pid
+    is free in this namespace."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from veo_nb._engine import holder_dead, process_id
+
+    assert shutil.which("unshare"), "util-linux's unshare is needed"
+    show = "from veo_nb._engine import process_id; print(process_id())"
+    for first in (30000, 31000, 32000):  # a pid that no process of this namespace has
+        if not any(os.path.exists(f"/proc/{first + i}") for i in range(1, 5)):
+            break
+    out = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c",
+         f'echo {first} > /proc/sys/kernel/ns_last_pid && "$0" -c "$1"', sys.executable, show],
+        capture_output=True, text=True, timeout=60, check=True, cwd=Path(__file__).parents[1])
+    holder = out.stdout.strip()
+    host, pid, _, space = holder.split(":")
+    assert host == process_id().split(":")[0] and int(pid) > first
+    assert not os.path.exists(f"/proc/{pid}") and space != process_id().split(":")[3]
+    assert holder_dead(holder) is False
+    # the same process seen from its own namespace, once gone, is dead
+    gone = ":".join([host, pid, "0000", process_id().split(":")[3]])
+    assert holder_dead(gone) is True

@@ -5,6 +5,7 @@ writes, claims, revisions, the shared 429 gate, deletions, versions."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,14 +61,19 @@ def test_writes_touch_only_their_fields_and_never_regress(store: BaseStore) -> N
 
 
 def test_claims(store: BaseStore) -> None:
+    # Real time, short spans: PostgreSQL reads claim times from the server's clock.
     store.write(record())
-    assert store.claim_poll("vgen_1", "a", now=100.0, interval=30.0, until=160.0) is not None
-    assert store.claim_poll("vgen_1", "b", now=140.0, interval=30.0, until=200.0) is None  # held
-    assert store.claim_poll("vgen_1", "a", now=110.0, interval=30.0, until=170.0) is None  # too soon
-    taken = store.claim_poll("vgen_1", "b", now=161.0, interval=30.0, until=220.0)  # expired
-    assert taken is not None and (taken.poller, taken.contact_at) == ("b", 161.0)
+    t0 = time.time()
+    assert store.claim_poll("vgen_1", "a", now=t0, interval=0.3, until=t0 + 0.5) is not None
+    assert store.claim_poll("vgen_1", "b", now=t0, interval=0.3, until=t0 + 1) is None  # held
+    assert store.claim_poll("vgen_1", "a", now=t0, interval=0.3, until=t0 + 1) is None  # too soon
+    time.sleep(0.6)
+    t1 = time.time()
+    taken = store.claim_poll("vgen_1", "b", now=t1, interval=0.3, until=t1 + 1)  # expired
+    assert taken is not None and taken.poller == "b" and abs(taken.contact_at - t1) < 1.0
     store.release("b")
     assert store.row("vgen_1").poller is None
+    assert store.row("vgen_1").contact_at == taken.contact_at  # a release keeps the contact
     assert store.claim_download("vgen_1", "a", now=1.0, until=10.0)
     assert not store.claim_download("vgen_1", "b", now=5.0, until=20.0)
     assert store.claim_download("vgen_1", "b", now=11.0, until=20.0)
@@ -153,3 +159,30 @@ def test_postgres_refuses_a_newer_schema_and_hides_the_password(pg_db_url: str,
     with pytest.raises(StoreError) as down:
         open_store(broken, tmp_path / "unused")
     assert secret not in str(down.value) and "cannot use the PostgreSQL store" in str(down.value)
+
+
+def test_the_last_contact_never_moves_back(store: BaseStore) -> None:
+    """A write naming an older contact (another machine's clock runs behind)
+    keeps the newer one: the 30 s rule counts from the latest contact."""
+    store.write(record(), claim={"contact_at": 2000.0})
+    store.write(record(), claim={"contact_at": 1000.0, "poller": "late"})
+    row = store.row("vgen_1")
+    assert (row.contact_at, row.poller) == (2000.0, "late")
+    store.write(record(), claim={"contact_at": 3000.0})
+    assert store.row("vgen_1").contact_at == 3000.0
+
+
+@pytest.mark.postgres
+def test_a_machine_whose_clock_runs_ahead_cannot_poll_early(pg_db_url: str, tmp_path: Path) -> None:
+    """Claims on a shared server compare the server's clock, not each
+    machine's: a machine 60 s ahead passed the 30 s rule at once before."""
+    here, _ = open_store(pg_db_url, tmp_path / "unused")
+    ahead, _ = open_store(pg_db_url, tmp_path / "unused")
+    with here, ahead:
+        here.write(record())
+        now = time.time()
+        assert here.claim_poll("vgen_1", "here", now=now, interval=30.0, until=now + 1) is not None
+        time.sleep(1.1)  # the claim ran out; the contact is 1 s old
+        skewed = time.time() + 60.0
+        assert ahead.claim_poll("vgen_1", "ahead", now=skewed, interval=30.0,
+                                until=skewed + 40) is None

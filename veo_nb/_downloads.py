@@ -47,6 +47,12 @@ HOST = socket.gethostname()
 _SETTLED = ("saved", "expired")
 
 
+class _ClaimLost(Exception):
+    """A download's claim was taken by another process while this one
+    stalled (a frozen kernel, a suspended laptop): it stops, the other one
+    saves the video, and nobody downloads it twice."""
+
+
 class Downloads:
     """The downloads of one :class:`~veo_nb._engine.Engine`."""
 
@@ -131,13 +137,18 @@ class Downloads:
         def renew(_written: int) -> None:
             if time.time() - renewed[0] > self.claim_s / 3:
                 renewed[0] = time.time()
-                engine.store.claim_download(task_id, engine.me, now=renewed[0],
-                                            until=renewed[0] + self.claim_s)
+                if not engine.store.claim_download(task_id, engine.me, now=renewed[0],
+                                                   until=renewed[0] + self.claim_s):
+                    raise _ClaimLost  # stalled past the claim: another process took it over
 
         dest = video_path_in(engine.settings.media_dir, task_id)
         try:
             path = engine.client.download(rec.task, dest, max_bytes=engine.settings.max_video_bytes,
                                           progress=renew)
+        except _ClaimLost:
+            logger.info("veo_nb: another process took the download of %s over", task_id)
+            self._someone_else(task_id)
+            return None
         except ResultExpiredError as exc:
             return self._done(task_id, "expired", error=str(exc))
         except ValidationError as exc:  # not a usable link: trying again cannot help

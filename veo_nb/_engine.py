@@ -102,14 +102,17 @@ def refused_backoff(poll_interval: float) -> float:
 
 def holder_dead(holder: str | None) -> bool:
     """Whether the process holding a claim is known to be gone: it ran on this
-    machine and its pid is free (a crashed or restarted kernel). A holder on
-    another machine, or a pid now used by another process, counts as alive:
-    its claim then simply runs out."""
+    machine, in this pid namespace, and its pid is free (a crashed or
+    restarted kernel). A holder on another machine or in another container
+    with the same host name, or a pid now used by another process, counts as
+    alive: its claim then simply runs out."""
     if not holder:
         return False
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or holder == process_id():
+    parts = holder.split(":")
+    if len(parts) != 4 or holder == process_id():
+        return False  # an older release's holder says no namespace: let its claim run out
+    host, pid_text, _, space = parts
+    if host != socket.gethostname() or not pid_text.isdigit() or space != _pid_space():
         return False
     try:
         os.kill(int(pid_text), 0)
@@ -121,13 +124,22 @@ def holder_dead(holder: str | None) -> bool:
 
 
 def process_id() -> str:
-    """Who this process is in the store's claims: host, pid and a random part
-    (a pid can be reused after a crash)."""
+    """Who this process is in the store's claims: host, pid, a random part
+    (a pid can be reused after a crash) and its pid namespace (containers
+    that share a host name do not share pids)."""
     global _PROCESS
     pid = os.getpid()
     if _PROCESS is None or _PROCESS[0] != pid:  # also after a fork
-        _PROCESS = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}")
+        _PROCESS = (pid, f"{socket.gethostname()}:{pid}:{secrets.token_hex(4)}:{_pid_space()}")
     return _PROCESS[1]
+
+
+def _pid_space() -> str:
+    """This process's pid namespace (Linux), or ``""`` where it cannot tell."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
 
 
 _PROCESS: tuple[int, str] | None = None

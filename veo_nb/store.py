@@ -156,6 +156,12 @@ _INSERT_EVENT = (
 )
 _SELECT_ROWS = f"SELECT {', '.join(_COLUMNS + _CLAIM_COLUMNS)} FROM tasks"
 _BUMP_REV = "UPDATE meta SET value = value + 1 WHERE name = 'rev'"
+#: How :meth:`BaseStore.write` sets each claim column.
+_SET_CLAIM = {
+    "contact_at": "contact_at = CASE WHEN contact_at IS NULL OR contact_at < ? "
+                  "THEN ? ELSE contact_at END",
+    **{k: f"{k} = ?" for k in ("poller", "poll_until", "downloader", "download_until")},
+}
 _SELECT_REV = "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev'"
 _SELECT_EVENTS = (
     "SELECT " + ", ".join(f"e.{c}" for c in HISTORY_COLUMNS if c != "owner")
@@ -290,6 +296,9 @@ class BaseStore:
     _GREATEST = "MAX"
     #: The last ``ORDER BY`` key of :meth:`rows` (first sight ties).
     _TIE = "rowid"
+    #: SQL for the database's clock (unix seconds) where several machines
+    #: share the store; None: the caller's clock (one machine's file).
+    _NOW: str | None = None
     _stats: StoreStats | None = None
 
     @property
@@ -372,13 +381,15 @@ class BaseStore:
         unknown = set(claim) - set(_CLAIM_COLUMNS[1:])
         if unknown:
             raise ValueError(f"not claim columns: {sorted(unknown)}")
+        claim_values = [v for k, value in claim.items()
+                        for v in ((value, value) if k == "contact_at" else (value,))]
 
         def body(cur: Any) -> Row:
             cur.execute(sql, values)
-            if claim:
+            if claim:  # the last contact never moves back (another clock may have set it)
                 cur.execute(
-                    f"UPDATE tasks SET {', '.join(f'{k} = ?' for k in claim)} WHERE task_id = ?",
-                    (*claim.values(), record.task_id),
+                    f"UPDATE tasks SET {', '.join(_SET_CLAIM[k] for k in claim)} "
+                    "WHERE task_id = ?", (*claim_values, record.task_id),
                 )
             if event_rows:
                 cur.executemany(_INSERT_EVENT, event_rows)
@@ -434,14 +445,21 @@ class BaseStore:
         until ``until``, recording ``now`` as its last contact; return the
         stored row. Refused (None) while another process holds an unexpired
         claim (unless it is ``orphan``, a holder known to be dead) or the
-        last contact is less than ``interval`` seconds old."""
+        last contact is less than ``interval`` seconds old.
+
+        A store shared by several machines reads the time from the database
+        server instead of ``now`` (:attr:`_NOW`): a machine whose clock runs
+        ahead would otherwise poll sooner than one interval after another."""
+        clock = self._NOW or "?"
+        times = () if self._NOW else (now,)
+
         def body(cur: Any) -> Row | None:
             taken = cur.execute(
-                "UPDATE tasks SET poller = ?, poll_until = ?, contact_at = ? "
+                f"UPDATE tasks SET poller = ?, poll_until = ?, contact_at = {clock} "
                 f"WHERE task_id = ? AND status NOT IN ({_TERMINAL_SQL}) "
                 "AND (poller IS NULL OR poller = ? OR poller = ? OR poll_until IS NULL "
-                "OR poll_until <= ?) AND (contact_at IS NULL OR contact_at <= ?)",
-                (me, until, now, task_id, me, orphan or me, now, now - interval),
+                f"OR poll_until <= {clock}) AND (contact_at IS NULL OR contact_at <= {clock} - ?)",
+                (me, until, *times, task_id, me, orphan or me, *times, *times, interval),
             ).rowcount
             return self._row(cur, task_id) if taken else None
 

@@ -243,6 +243,7 @@ class PostgresStore(BaseStore):
 
     _GREATEST = "GREATEST"
     _TIE = "task_id"
+    _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
     def __init__(self, url: str) -> None:
         try:
