@@ -12,9 +12,13 @@ with the final records (a process still showing an old status is a stale
 view).
 
 Runs on each backend of ``SOAK_BACKENDS`` (default ``sqlite,postgres``; the
-PostgreSQL one on a throwaway server), ``SOAK_SECONDS`` each. Exits 1 when a
-must-be-zero figure (tasks lost, videos lost, interval violations, stale
-views) is not zero. Everything runs on 127.0.0.1.
+PostgreSQL one on a throwaway server), ``SOAK_SECONDS`` each. Each surviving
+tracker reports its CPU time and its store's write transactions. Then a
+claims round: one process polls every task, another follows the same tasks;
+the follower must stay under 2 % of a core and 2 claim attempts per task per
+interval. Exits 1 when a must-be-zero figure (tasks lost, videos lost,
+interval violations, stale views) is not zero, or the follower costs more.
+Everything runs on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -73,12 +77,53 @@ def submit():
 
 
 threading.Thread(target=submit, daemon=True).start()
-for line in sys.stdin:  # "stop": no more submits; "report": print the view
+for line in sys.stdin:  # "stop": no more submits; "report": print the view and the costs
     if line.strip() == "stop":
         submitting.clear()
     elif line.strip() == "report":
         view = {r.task_id: r.status_text for r in tracker.records()}
-        print(json.dumps({"view": view}), flush=True)
+        print(json.dumps({"view": view, "cpu_s": time.process_time(),
+                          "store": tracker.store.stats.as_dict()}), flush=True)
+"""
+
+
+#: The claims round: one process holds every claim, another follows the same
+#: tasks; both are measured for CLAIMS_SECONDS (a real 30 s rule scaled to 3 s).
+CLAIMS_SCALE = 0.1
+CLAIMS_TASKS = 20
+CLAIMS_SECONDS = 30.0
+#: Some answers come 12 s late (the client waits 15 s): the holder's claim
+#: then outlives the follower's next look, which is refused; a refused claim
+#: used to be asked again at once, thousands of times a second.
+CLAIMS_FAULTS = FaultConfig(seed=4, slow_answer_rate=0.05, slow_answer_s=12.0)
+#: What the follower may cost: CPU share of one core, claim attempts per task
+#: per poll interval.
+FOLLOWER_MAX_CPU = 0.02
+FOLLOWER_MAX_CLAIMS = 2.0
+WATCHER = r"""
+import json, sys, time
+from veo_nb import Tracker, VeoClient
+base, key, scale, store, media, seconds, *ids = sys.argv[1:]
+polls = [0]
+
+
+class Counting(VeoClient):
+    def get_result(self, task_id, **kw):
+        polls[0] += 1
+        return super().get_result(task_id, **kw)
+
+
+tracker = Tracker(Counting(key, base, time_scale=float(scale), timeout=15), store=store,
+                  media_dir=media)
+tracker.track_many(ids)
+print(json.dumps({"ready": True}), flush=True)
+sys.stdin.readline()  # "go": both processes measure the same window
+cpu, began, before, sent = time.process_time(), time.monotonic(), tracker.store.stats.as_dict(), polls[0]
+time.sleep(float(seconds))
+after = tracker.store.stats.as_dict()
+print(json.dumps({"cpu": (time.process_time() - cpu) / (time.monotonic() - began),
+                  "polls": polls[0] - sent, **{k: after[k] - before[k] for k in after}}), flush=True)
+tracker.close()
 """
 
 
@@ -92,6 +137,7 @@ class Child:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self.view: dict[str, str] | None = None
+        self.costs: dict[str, float] = {}
         self._got_view = threading.Event()
         self._reader = threading.Thread(target=self._read, args=(acked,), daemon=True)
         self._reader.start()
@@ -104,6 +150,7 @@ class Child:
                 acked.add(data["acked"])
             else:
                 self.view = data["view"]
+                self.costs = {"cpu_s": data["cpu_s"], **data["store"]}
                 self._got_view.set()
 
     def say(self, line: str) -> None:
@@ -126,6 +173,56 @@ class Child:
         self._reader.join(timeout=60)
 
 
+def claims_round(store: str) -> int:
+    """One process polls every task (it holds every claim), another tracks
+    the same tasks and should only follow: prints each one's CPU share,
+    polls, write transactions and claim attempts per task per interval, and
+    returns 1 when the follower costs more than FOLLOWER_MAX_CPU of a core or
+    FOLLOWER_MAX_CLAIMS claims per task per interval."""
+    with tempfile.TemporaryDirectory() as tmp, \
+            Emulator(time_scale=CLAIMS_SCALE, failure_rate=0, seed=3, video_size="sample",
+                     faults=CLAIMS_FAULTS) as emu:
+        client = emu.client()
+        ids = [client.create_video(f"claims {i} [duration: 900]").id for i in range(CLAIMS_TASKS)]
+        procs = []
+        for _ in ("holder", "follower"):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", WATCHER, emu.base_url, emu.api_key, str(CLAIMS_SCALE),
+                 store, str(Path(tmp) / "videos"), str(CLAIMS_SECONDS), *ids],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None
+            json.loads(proc.stdout.readline())  # ready: tracking (the first one polled them)
+            procs.append(proc)
+            time.sleep(2.0)
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=CLAIMS_SECONDS + 120)
+            results.append(json.loads(out.splitlines()[-1]))
+        violations = emu.stats.interval_violations
+    intervals = CLAIMS_SECONDS / (30 * CLAIMS_SCALE)
+    failed = violations != 0
+    print(f"claims round: {CLAIMS_TASKS} tasks, {CLAIMS_SECONDS:.0f} s, "
+          f"interval {30 * CLAIMS_SCALE:.0f} s, interval violations {violations}")
+    for role, got in zip(("holder", "follower"), results):
+        claims = got["claim_attempts"] / CLAIMS_TASKS / intervals
+        print(f"{role:>10}: CPU {100 * got['cpu']:.2f} % of a core, {got['polls']} polls, "
+              f"{got['transactions']} write transactions "
+              f"({got['transactions'] / CLAIMS_TASKS:.1f} per task), "
+              f"{claims:.2f} claim attempts per task per interval")
+    follower = results[1]
+    if follower["polls"] == 0 and (follower["cpu"] > FOLLOWER_MAX_CPU or
+                                   follower["claim_attempts"] / CLAIMS_TASKS / intervals
+                                   > FOLLOWER_MAX_CLAIMS):
+        failed = True
+    if follower["polls"] and results[0]["polls"]:
+        print("  (both processes polled: the claims changed hands during the round)")
+    return 1 if failed else 0
+
+
 def main() -> int:
     """Soak each backend of SOAK_BACKENDS (default: sqlite,postgres) for
     SOAK_SECONDS each; PostgreSQL on a throwaway server (tests/pg_cluster.py)."""
@@ -142,11 +239,13 @@ def main() -> int:
             cluster = pg_cluster.start_cluster(bin_dir)
             try:
                 failed |= soak(seconds, pg_cluster.new_database(cluster.url))
+                failed |= claims_round(pg_cluster.new_database(cluster.url))
             finally:
                 cluster.stop()
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 failed |= soak(seconds, str(Path(tmp) / "h.sqlite"))
+                failed |= claims_round(str(Path(tmp) / "claims.sqlite"))
     return failed
 
 
@@ -197,6 +296,7 @@ def soak(seconds: float, store: str) -> int:
             final = {r.task_id: r.status_text for r in tracker.records()}
             stale = sum(view.get(i) != status for child in children
                         for view in [child.report()] for i, status in final.items())
+            costs = [child.costs for child in children]
         for child in children:
             child.kill()
         lost_tasks, lost_videos = mismatches(emu, records, media)
@@ -220,6 +320,10 @@ def soak(seconds: float, store: str) -> int:
     }
     for name, value in figures.items():
         print(f"{name:>62}: {value}")
+    for n, cost in enumerate(costs):
+        print(f"{f'survivor {n}: CPU s, write transactions (per task), claims':>62}: "
+              f"{cost['cpu_s']:.1f} s, {cost['transactions']} "
+              f"({cost['transactions'] / max(len(ids), 1):.1f}), {cost['claim_attempts']}")
     for kind, count in sorted(stats.faults.items()):
         print(f"{'faults injected: ' + kind:>62}: {count}")
     for problem in (lost_tasks + lost_videos)[:20]:
