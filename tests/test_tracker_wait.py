@@ -106,3 +106,32 @@ def test_wait_returns_once_the_videos_are_saved(tmp_path: Path) -> None:
         assert early.status_text == "completed" and early.video_path is None
         assert [t.id for t in tr.as_completed([fast], timeout=60)] == [fast]
         assert tr.get(fast).video_path is not None
+
+
+@pytest.mark.slow
+def test_track_many_returns_with_the_first_answers_not_after_later_polls(tmp_path: Path) -> None:
+    """track_many waited until no poll of its ids was in flight. With a short
+    interval, slow answers and many ids, re-polls are always in flight, so it
+    returned only after a whole request timeout, or a lucky gap (200 ids at
+    0.5 s: 7.3 s, though every first answer was in after 0.55 s). Here a
+    round of polls takes longer than the interval: it must return once every
+    task has its first answer, not after several rounds."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Emulator(time_scale=0.5 / 30, failure_rate=0, latency_s=0.3,
+                  video_size="sample") as emu:
+        client = emu.client(timeout=60)
+        with ThreadPoolExecutor(20) as pool:
+            ids = list(pool.map(lambda i: client.create_video(f"many {i} [duration: 900]").id,
+                                range(200)))
+        with Tracker(client, store=tmp_path / "h.sqlite", media_dir=tmp_path / "v") as tracker:
+            began = time.monotonic()
+            tasks = tracker.track_many(ids)
+            took = time.monotonic() - began
+            polls = sum(emu.stats.polls_by_task.values())
+            answered = [tracker.record(i).poll_count >= 1 for i in ids]
+    assert all(answered) and [t.id for t in tasks] == ids
+    # one round of first polls, and the re-polls that began meanwhile; not
+    # round after round until a moment with no poll in flight
+    assert polls <= 2 * len(ids), f"{polls} polls in {took:.1f} s before track_many returned"

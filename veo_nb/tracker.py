@@ -366,12 +366,20 @@ class Tracker:
 
     def _first_answers(self, ids: list[str]) -> None:
         """Wait (a request's time at most) while the poller thread, which may
-        have picked a newly tracked id before us, is still polling it: the
-        returned tasks are then the answers of those first polls."""
+        have picked a newly tracked id before us, is still polling it for the
+        first time: the returned tasks are then the answers of those first
+        polls. A later poll in flight (a short interval, slow answers) is
+        not waited for."""
         engine = self._engine
         deadline = time.monotonic() + self.client.timeout
+
+        def first_poll_running(task_id: str) -> bool:
+            state = engine.states.get(task_id)
+            return (state is not None and state.polling and not state.errors
+                    and state.record.poll_count == 0 and not state.record.is_terminal)
+
         with engine.cond:
-            while any(engine.states[i].polling for i in ids if i in engine.states):
+            while any(first_poll_running(i) for i in ids):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
