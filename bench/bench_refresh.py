@@ -66,8 +66,10 @@ def run() -> list[BenchResult]:
         with ThreadPoolExecutor(32) as pool:  # 500 creates, each 50 ms
             ids = list(pool.map(lambda i: client.create_video(f"t{i} [duration: 100000]").id,
                                 range(TASKS)))
+        # start=False: polling would otherwise start by itself, and the background
+        # poller would already have done the polls that refresh() is to time.
         tracker = Tracker(client, store=Path(tmp) / "h.sqlite", media_dir=Path(tmp) / "v",
-                          download=False)
+                          download=False, start=False)
         try:
             tracker.track_many(ids)  # the first poll of each (also warms the pools)
             time.sleep(3 * tracker.poll_interval + 0.2)  # every task due again
@@ -93,9 +95,10 @@ def run() -> list[BenchResult]:
             value=ours,
             unit="s",
             baseline=naive,
-            ratio=ours / naive,
+            # a refresh that polled fewer than all of them timed less work: it fails
+            ratio=ours / naive if polled == TASKS else float("inf"),
             target=0.1,
-            detail=f"{polled} polls in one refresh (max_workers=32) vs a sequential "
+            detail=f"{polled} of {TASKS} polls in one refresh (max_workers=32) vs a sequential "
                    f"requests.get loop; emulator in a child process, {LATENCY_S * 1000:.0f} ms latency",
         )
     ]
