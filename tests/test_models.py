@@ -51,7 +51,7 @@ def test_failed_body() -> None:
 def test_unknown_status_is_kept_and_not_terminal() -> None:
     task = Task.from_json({"id": "vgen_x", "status": "Upscaling"})
     assert task.status is TaskStatus.UNKNOWN
-    assert task.status_text == "Upscaling"
+    assert task.status_text == "unknown: Upscaling"  # visible as such, the word kept
     assert not task.is_terminal
     assert "Upscaling" in repr(task)
 

@@ -95,12 +95,12 @@ def test_durations() -> None:
 
 def test_task_view_of_a_record() -> None:
     raw = {"id": "t", "object": "video", "status": "Rendering", "actualDuration": 8.0}
-    record = TaskRecord(task_id="t", status=TaskStatus.UNKNOWN, status_text="Rendering",
+    record = TaskRecord(task_id="t", status=TaskStatus.UNKNOWN, status_text="unknown: Rendering",
                         model="m", created_at=T0, video_url="https://cdn/v.mp4",
                         video_path="/tmp/v.mp4", download_state="pending", raw=raw)
     task = record.task
     assert (task.id, task.model, task.created, task.actual_duration) == ("t", "m", T0, 8.0)
-    assert task.status is TaskStatus.UNKNOWN and task.status_text == "Rendering"
+    assert task.status is TaskStatus.UNKNOWN and task.status_text == "unknown: Rendering"
     assert task.video_path is None
     saved = dataclasses.replace(record, download_state="saved").task
     assert saved.video_path == Path("/tmp/v.mp4")

@@ -11,8 +11,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from . import _answers
 from ._urls import public_url
-from .errors import APIError, _excerpt
+from .errors import APIError, AuthenticationError, _excerpt
 
 
 class TaskStatus(str, enum.Enum):
@@ -32,13 +33,11 @@ class TaskStatus(str, enum.Enum):
 
     @classmethod
     def parse(cls, value: Any) -> TaskStatus:
-        """The status for a server string; unknown strings give ``UNKNOWN``."""
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
-        return cls.UNKNOWN
+        """The status for a server string, in any casing, synonyms included
+        (``Succeeded``, ``IN_PROGRESS``, ``pending``...: see
+        :data:`veo_nb._answers.STATUS_SYNONYMS`); unknown strings give ``UNKNOWN``."""
+        status, _ = _answers.normalise_status(value)
+        return cls.UNKNOWN if status is None else cls(status)
 
     def __str__(self) -> str:
         return self.value
@@ -94,6 +93,10 @@ class Task:
     error: str | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     video_path: Path | None = None
+    #: What the task cost, where the service reports it (``amount``).
+    amount: float | None = None
+    #: The service's progress percentage while it runs, where it reports one.
+    progress: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -102,9 +105,11 @@ class Task:
 
     @property
     def status_text(self) -> str:
-        """The status as the service spelled it (useful for unknown statuses)."""
-        sent = self.raw.get("status") if self.status is TaskStatus.UNKNOWN else None
-        return sent if isinstance(sent, str) and sent else self.status.value
+        """The status; an unknown one as ``unknown: <the word as sent>``."""
+        if self.status is not TaskStatus.UNKNOWN:
+            return self.status.value
+        _, word = _answers.normalise_status(self.raw.get("status"))
+        return f"unknown: {word}" if word else self.status.value
 
     def __repr__(self) -> str:
         parts = [f"id={_excerpt(self.id, 80)!r}", f"status={_excerpt(self.status_text, 40)!r}"]
@@ -120,29 +125,43 @@ class Task:
 
     @classmethod
     def from_json(cls, data: Any) -> Task:
-        """Build a task from a decoded JSON body.
+        """Build a task from a decoded JSON body, as the service (or a gateway
+        in front of it) may shape it: see :mod:`veo_nb._answers` (envelopes,
+        other id/link/reason fields, status synonyms, ``amount``/``progress``).
 
-        Tolerant of ``null`` and unknown fields; raises :class:`APIError` when
-        the body is not an object with a task ``id``.
+        Tolerant of ``null`` and unknown fields. Raises
+        :class:`~veo_nb.AuthenticationError` or :class:`~veo_nb.APIError` with
+        the service's own message for a business error at HTTP 200, and
+        :class:`~veo_nb.APIError` for a body that is not a task.
         """
         if not isinstance(data, Mapping):
             raise APIError(
                 f"expected a JSON object describing a task, got {type(data).__name__}: "
                 f"{_excerpt(repr(data), 120)}"
             )
-        task_id = data.get("id")
-        if not isinstance(task_id, str) or not task_id:
+        task = _answers.task_object(data)
+        if task is None:
+            said = _answers.business_error(data)
+            if said is not None:
+                message, auth = said
+                kind = AuthenticationError if auth else APIError
+                raise kind(f"the service answered: {_excerpt(message, 200)}"
+                           + (" — check the API key (VEO_API_KEY)" if auth else ""),
+                           body_excerpt=_excerpt(repr(dict(data)), 200))
             raise APIError(
                 f"the response has no task id: {_excerpt(repr(dict(data)), 120)}"
             )
+        status = TaskStatus.parse(task.get("status"))
         return cls(
-            id=task_id,
-            object=_as_text(data.get("object")),
-            created=_as_datetime(data.get("created")),
-            model=_as_text(data.get("model")),
-            status=TaskStatus.parse(data.get("status")),
-            video_url=_as_text(data.get("video_url")),
-            actual_duration=_as_float(data.get("actualDuration")),
-            error=_as_text(data.get("error")),
-            raw=MappingProxyType(dict(data)),
+            id=_answers.task_id(task) or "",
+            object=_as_text(task.get("object")),
+            created=_as_datetime(task.get("created")),
+            model=_as_text(task.get("model")),
+            status=status,
+            video_url=_answers.video_link(task),
+            actual_duration=_as_float(task.get("actualDuration")),
+            error=_answers.reason(task, failed=status is TaskStatus.FAILED),
+            raw=MappingProxyType(dict(task)),
+            amount=_answers.amount(task),
+            progress=_answers.progress(task),
         )

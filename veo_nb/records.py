@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import _answers
 from ._spec import URL_LIFETIME_S, Mode, payload_mode
 from .errors import ValidationError
 from .models import Task, TaskStatus, _as_float, _as_text
@@ -54,7 +55,7 @@ TASK_COLUMNS: tuple[str, ...] = (
 #: The columns that follow :data:`TASK_COLUMNS` in :func:`tasks_frame`.
 TASK_EXTRA_COLUMNS: tuple[str, ...] = (
     "status_text", "download_state", "download_error", "tracked", "poll_count",
-    "last_polled_at", "next_poll_at", "owner", "service",
+    "last_polled_at", "next_poll_at", "owner", "service", "amount", "progress",
 )
 #: The columns of :func:`history_frame`, in order.
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -63,8 +64,11 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 #: The columns of :func:`summary_frame`, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "count", "finished", "completed", "failed", "not_found", "success_rate",
-    "median_s", "p90_s",
+    "median_s", "p90_s", "amount",
 )
+#: The ``model`` of :func:`summary_frame`'s total row (only when the service
+#: reported what tasks cost).
+TOTAL_ROW = "(all models)"
 #: File suffixes :func:`export` accepts.
 EXPORT_SUFFIXES: tuple[str, ...] = (".csv", ".parquet", ".json")
 
@@ -154,6 +158,17 @@ class TaskRecord:
         return _seconds_between(self.created_at or self.first_seen_at, self.finished_at)
 
     @property
+    def amount(self) -> float | None:
+        """What the task cost, as the service reported it (``amount`` in its
+        last answer), or None where it reports none."""
+        return _answers.amount(self.raw)
+
+    @property
+    def progress(self) -> float | None:
+        """The service's progress percentage in its last answer, or None."""
+        return _answers.progress(self.raw)
+
+    @property
     def task(self) -> Task:
         """The record as a :class:`~veo_nb.Task` (``video_path`` set once saved)."""
         saved = self.download_state == "saved" and self.video_path
@@ -168,6 +183,8 @@ class TaskRecord:
             error=self.error,
             raw=MappingProxyType(dict(self.raw)),
             video_path=Path(self.video_path) if saved else None,
+            amount=self.amount,
+            progress=self.progress,
         )
 
     @classmethod
@@ -317,14 +334,15 @@ def tasks_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     stamps = ("created_at", "first_seen_at", "started_at", "finished_at",
               "url_expires_at", "last_polled_at", "next_poll_at")
     durations = ("queued_s", "processing_s", "total_s")
+    numbers = ("amount", "progress")
     texts = [c for c in TASK_COLUMNS + TASK_EXTRA_COLUMNS
-             if c not in stamps + durations + ("status", "tracked", "poll_count")]
+             if c not in stamps + durations + numbers + ("status", "tracked", "poll_count")]
     columns: dict[str, Any] = {
         name: pd.Series([getattr(r, name) for r in records], dtype=object) for name in texts
     }
     for name in stamps:
         columns[name] = utc_column([to_unix(getattr(r, name)) for r in records])
-    for name in durations:
+    for name in durations + numbers:
         columns[name] = pd.Series([getattr(r, name) for r in records], dtype="float64")
     columns["status"] = status_column([r.status.value for r in records])
     columns["tracked"] = pd.Series([r.tracked for r in records], dtype=bool)
@@ -336,14 +354,19 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     """Per model: count, finished, completed, failed, not_found (ids the
     service did not know: typos, not failed generations, so they count in
     neither ``finished`` nor ``failed``), success_rate (completed /
-    finished), and the median and 90th percentile of the time to finish
-    (``total_s`` of completed tasks), in seconds."""
+    finished), the median and 90th percentile of the time to finish
+    (``total_s`` of completed tasks), in seconds, and ``amount``, what the
+    service said the tasks cost (NaN where it said nothing). When it said
+    anything, a last row (:data:`TOTAL_ROW`) sums every model."""
     rows = []
+    records = list(records)
     by_model: dict[str, list[TaskRecord]] = {}
     for record in records:
         by_model.setdefault(record.model or "(unknown)", []).append(record)
-    for model in sorted(by_model):
-        group = by_model[model]
+    groups = [(model, by_model[model]) for model in sorted(by_model)]
+    if any(r.amount is not None for r in records):
+        groups.append((TOTAL_ROW, records))
+    for model, group in groups:
         completed = [r for r in group if r.status is TaskStatus.COMPLETED]
         not_found = sum(r.error == NOT_FOUND_REASON for r in group)
         failed = sum(r.status is TaskStatus.FAILED for r in group) - not_found
@@ -354,14 +377,21 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
             len(completed) / finished if finished else math.nan,
             times.median() if len(times) else math.nan,
             times.quantile(0.9) if len(times) else math.nan,
+            _total_amount(group),
         ))
     frame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
     frame["model"] = frame["model"].astype(object)
     for name in ("count", "finished", "completed", "failed", "not_found"):
         frame[name] = frame[name].astype("int64")
-    for name in ("success_rate", "median_s", "p90_s"):
+    for name in ("success_rate", "median_s", "p90_s", "amount"):
         frame[name] = frame[name].astype("float64")
     return frame
+
+
+def _total_amount(records: Iterable[TaskRecord]) -> float:
+    """The sum of the amounts the service reported, NaN when it reported none."""
+    amounts = [a for a in (r.amount for r in records) if a is not None]
+    return math.fsum(amounts) if amounts else math.nan
 
 
 #: A CSV cell starting with one of these is a formula to a spreadsheet.
