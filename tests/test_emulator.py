@@ -164,9 +164,10 @@ def test_directives_are_read_from_the_prompt() -> None:
 
 @pytest.mark.parametrize(
     ("header", "status"),
-    [(None, 401), ("Basic abc", 401), ("Bearer ", 401), ("Bearer wrong-key", 403)],
+    [(None, 401), ("Basic abc", 401), ("Bearer ", 401), ("Bearer wrong-key", 401)],
 )
 def test_bad_keys_are_refused(veo_emulator: Emulator, header: str | None, status: int) -> None:
+    """As the gateway answers: 401 with {"error": {"code": "AuthenticationError", ...}}."""
     headers = {"Authorization": header} if header is not None else {}
     for method, path in (("POST", "/v1/veo/videos"), ("GET", "/v1/result/vgen_000000000000")):
         response = requests.request(
@@ -174,7 +175,8 @@ def test_bad_keys_are_refused(veo_emulator: Emulator, header: str | None, status
             json={"model": "veo_3_1_fast", "prompt": "x"}, timeout=TIMEOUT,
         )
         assert response.status_code == status
-        assert response.json()["error"]["message"]
+        error = response.json()["error"]
+        assert error["message"] and error["code"] == "AuthenticationError"
     assert veo_emulator.stats.auth_failures == 2
     assert veo_emulator.stats.creates == 0
 

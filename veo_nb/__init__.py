@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._spec import UnknownModelWarning, register_model
 from .client import VeoClient
 from ._connect import connect
 from .errors import (
@@ -59,6 +60,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "connect",
+    "register_model",
+    "UnknownModelWarning",
     "table",
     "VeoClient",
     "Tracker",

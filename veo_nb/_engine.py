@@ -53,8 +53,10 @@ from ._log import logger
 from .errors import APIError, NotFoundError, RateLimitError, VeoError, _excerpt
 from .models import Task, TaskStatus
 from .records import (
+    LOST_REASON,
     NO_VIDEO_REASON,
     NOT_FOUND_REASON,
+    STILL_CHECKING,
     Event,
     TaskRecord,
     from_unix,
@@ -81,6 +83,9 @@ ERROR_EVENT_GAP_S = 300.0
 WRITE_RETRY_S = (0.2, 1.0, 5.0, 30.0)
 #: ``status_text`` of a tracked id before its first poll.
 NOT_POLLED = "not polled yet"
+#: How long a task the service knew keeps being checked after 404s, past its
+#: expected window (seconds, on the service's clock).
+NOT_FOUND_GRACE_S = 30 * 60
 _GAVE_UP = "gave up polling"
 _TERMINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED)
 
@@ -210,6 +215,7 @@ class Write:
     on_saved: Callable[[TaskState], None] | None = None
     notify: bool = True
     attempts: int = 0
+    reopen: bool = False  # may turn a finished task back into a running one
 
 
 @dataclass
@@ -235,6 +241,7 @@ class TaskState:
     pending: Write | None = None
     pending_due: float | None = None
     flushing: bool = False
+    not_found_since: float | None = None  # unix time of the first 404 of a task the service knew
 
 
 def given_up(record: TaskRecord) -> bool:
@@ -543,7 +550,7 @@ class Engine:
         the task is not polled meanwhile); the error is recorded."""
         try:
             row = self.store.write(write.record, write.events, fields=write.fields,
-                                   claim=write.claim)
+                                   claim=write.claim, reopen=write.reopen)
         except Exception as exc:  # noqa: BLE001 - sqlite3 errors, a full disk, a closed store
             self._write_failed(task_id, write, exc)
             return None
@@ -854,13 +861,16 @@ class Engine:
 
         def saved(st: TaskState) -> None:
             st.errors = 0
+            st.not_found_since = None
             st.last_age = age
             st.due = due
             if learned is not None:
                 self.observed.setdefault(learned[0], []).append(learned[1])
             self.downloads.schedule(st, time.time())
 
-        self.commit(task_id, Write(new, events, fields, claim, saved, changed))
+        # a cleared "not found (since...), still checking" is worth showing too
+        shown = changed or (rec.error or None) != (new.error or None)
+        self.commit(task_id, Write(new, events, fields, claim, saved, shown))
         return new.task if changed else None
 
     def _give_up(self, rec: TaskRecord, age: float, stamp: datetime) -> tuple[TaskRecord, Event]:
@@ -908,6 +918,12 @@ class Engine:
         return None
 
     def _on_not_found(self, task_id: str, exc: NotFoundError) -> Task | None:
+        """A 404. For an id the service never answered and this store did not
+        create (a typo), the end: "not found". For a task it knew (it
+        answered before, or this store created it), a gateway may answer 404
+        for a while: keep checking with backoff, shown as "not found (since
+        HH:MM), still checking", until the end of its expected window plus
+        :data:`NOT_FOUND_GRACE_S`; then fail it saying what happened."""
         stamp_s = time.time()
         stamp = from_unix(stamp_s)
         service = self.client.service
@@ -917,7 +933,12 @@ class Engine:
                 return None
             rec = state.record
             poll_error = Event(task_id, "poll_error", None, observed_at=stamp, http_status=404,
-                               attempt=1, detail=str(exc))
+                               attempt=state.errors + 1, detail=str(exc))
+            due: float | None = None
+            errors = state.errors
+            since = state.not_found_since
+            known = bool(rec.request) or (rec.poll_count > 0 and rec.status_text != NOT_POLLED
+                                          and not rec.is_terminal)
             if rec.service is None and rec.poll_count:
                 # A task of a store written before services were recorded, that
                 # some service answered before: it may belong to another one.
@@ -928,7 +949,35 @@ class Engine:
                 events = [poll_error, Event(task_id, "note", rec.status_text, observed_at=stamp,
                                             detail=message)]
                 fields: tuple[str, ...] = ("error", "next_poll_at", "last_polled_at")
-                changed = True
+            elif known:
+                since = stamp_s if since is None else since
+                scale = self.client.time_scale
+                until = max(state.t0 + self.window(rec)[1], since) + NOT_FOUND_GRACE_S * scale
+                shown_since = from_unix(since).strftime("%H:%M UTC")
+                events = [poll_error]
+                if stamp_s < until:
+                    errors += 1
+                    due = min(stamp_s + _schedule.error_backoff(errors, self.settings.poll_interval),
+                              max(until, stamp_s + self.settings.poll_interval))
+                    message = f"{STILL_CHECKING}{shown_since}), still checking"
+                    if state.not_found_since is None:
+                        events.append(Event(task_id, "note", rec.status_text, observed_at=stamp,
+                                            detail=f"{message}: the service knew this task"))
+                    new = replace(rec, error=message, next_poll_at=from_unix(due),
+                                  last_polled_at=stamp, poll_count=rec.poll_count + 1)
+                    fields = ("error", "next_poll_at", "last_polled_at", "poll_count")
+                else:
+                    message = (f"{LOST_REASON}{shown_since}, though the service knew this task "
+                               "before: it may have been lost on the service (ask the provider "
+                               "about this id); track() it to check again")
+                    new = replace(rec, status=TaskStatus.FAILED,
+                                  status_text=TaskStatus.FAILED.value, error=message,
+                                  finished_at=stamp, next_poll_at=None,
+                                  poll_count=rec.poll_count + 1, last_polled_at=stamp,
+                                  service=rec.service or service)
+                    events.append(Event(task_id, "status", "failed", observed_at=stamp,
+                                        detail=message))
+                    fields = (*POLL_FIELDS, "service")
             else:
                 new = replace(rec, status=TaskStatus.FAILED, status_text=TaskStatus.FAILED.value,
                               error=NOT_FOUND_REASON, finished_at=stamp, next_poll_at=None,
@@ -937,13 +986,15 @@ class Engine:
                 events = [poll_error, Event(task_id, "status", "failed", observed_at=stamp,
                                             detail=NOT_FOUND_REASON)]
                 fields = (*POLL_FIELDS, "service")
-                changed = True
 
         def saved(st: TaskState) -> None:
-            st.due = None
+            st.due = due
+            st.errors = errors
+            st.last_age = stamp_s - st.t0
+            st.not_found_since = since if due is not None else None
 
-        self.commit(task_id, Write(new, events, fields, self._claim(None, stamp_s), saved))
-        return new.task if changed else None
+        self.commit(task_id, Write(new, events, fields, self._claim(due, stamp_s), saved))
+        return new.task
 
 
 def _shown(record: TaskRecord) -> tuple[Any, ...]:

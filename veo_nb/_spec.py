@@ -8,6 +8,7 @@ table to change when the service changes.
 from __future__ import annotations
 
 import enum
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,33 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 DEFAULT_MODEL = "veo_3_1_fast"
+#: Model names already warned about in this process (once each).
+_WARNED: set[str] = set()
+
+
+class UnknownModelWarning(UserWarning):
+    """A model that veo_nb's table does not know was sent as asked; the
+    checks that depend on the model could not be made."""
+
+
+def register_model(name: str, *, resolutions: Sequence[str] = ("720p", "1080p"),
+                   max_reference_images: int = 0, first_last_frame: bool = True) -> None:
+    """Teach veo_nb a model the service offers that this release does not
+    know yet (the service adds and removes models: ``veo_3_1_lite``...), so
+    its requests are checked like the others' and the panel's form offers it.
+    ``resolutions`` it renders (of ``720p``, ``1080p``, ``4K``), how many
+    reference images it takes (0: none), whether it takes first/last frames.
+    Registering a known name replaces its entry."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValidationError(f"a model name must be a non-empty string without spaces "
+                              f"around it, got {name!r}")
+    res = tuple(normalize_resolution(r) for r in resolutions)
+    if not res:
+        raise ValidationError("resolutions must name at least one of " + ", ".join(RESOLUTIONS))
+    if not isinstance(max_reference_images, int) or not 0 <= max_reference_images <= 3:
+        raise ValidationError(f"max_reference_images must be 0 to {MAX_REFERENCE_IMAGES}, "
+                              f"got {max_reference_images!r}")
+    MODELS[name] = ModelSpec(name, res, max_reference_images, bool(first_last_frame))
 
 
 def normalize_resolution(value: Any) -> str:
@@ -121,18 +149,34 @@ def build_create_payload(
     reference_images: Sequence[str] | str | None = None,
     first_image: str | None = None,
     last_image: str | None = None,
+    unknown_models: str = "refuse",
 ) -> dict[str, Any]:
     """Validate a create request and return the JSON body to send.
 
     Raises :class:`veo_nb.ValidationError` with a message that says what to
     change. The same rules are applied by the client (before anything is
     sent) and by the emulator (which answers 400).
+
+    A model this table does not know is refused with ``unknown_models=
+    "refuse"`` (the emulator); with ``"send"`` (the client) it is sent as
+    asked after one :class:`UnknownModelWarning` per name, and only the
+    checks that do not depend on the model are made.
     """
-    if not isinstance(model, str) or model.strip() not in MODELS:
-        raise ValidationError(
-            f"unknown model {model!r}: use one of {', '.join(MODELS)}"
-        )
-    spec = MODELS[model.strip()]
+    if not isinstance(model, str) or not model.strip():
+        raise ValidationError(f"model must be a model name: use one of {', '.join(MODELS)} "
+                              f"(or another the service offers), got {model!r}")
+    spec = MODELS.get(model.strip())
+    if spec is None:
+        if unknown_models != "send":
+            raise ValidationError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
+        spec = ModelSpec(model.strip(), RESOLUTIONS, MAX_REFERENCE_IMAGES)
+        if spec.name not in _WARNED:
+            _WARNED.add(spec.name)
+            warnings.warn(UnknownModelWarning(
+                f"model {spec.name!r} is not in veo_nb's table ({', '.join(MODELS)}): it is "
+                "sent as asked, but whether it offers this resolution, reference images or "
+                "first/last frames could not be checked; veo_nb.register_model("
+                f"{spec.name!r}, ...) teaches it"), stacklevel=4)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValidationError("prompt must be a non-empty string describing the video")
     res = normalize_resolution(resolution)

@@ -29,6 +29,12 @@ def short(value: Any, limit: int) -> str:
     return "" if value is None else _excerpt(value, limit)
 
 
+def fmt_amount(amount: float) -> str:
+    """An amount the service reported (its own unit): up to 2 decimals, no
+    trailing zeros (``1.55``, ``12``)."""
+    return f"{amount:,.2f}".rstrip("0").rstrip(".")
+
+
 def fmt_seconds(seconds: float | None) -> str:
     """A duration for people: ``"45s"``, ``"2m 05s"``, ``"3h 07m"``; ``"–"`` for None."""
     if seconds is None:

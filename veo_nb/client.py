@@ -321,6 +321,7 @@ class VeoClient:
             reference_images=reference_images,
             first_image=first_image,
             last_image=last_image,
+            unknown_models="send",
         )
         return self._call("POST", _spec.CREATE_PATH, payload=payload, idempotent=False)
 
@@ -731,8 +732,8 @@ def parse_task_body(
             status_code=status_code,
             body_excerpt=excerpt,
         ) from None
-    except APIError as exc:
-        raise APIError(
+    except APIError as exc:  # the same kind: an AuthenticationError stays one
+        raise type(exc)(
             f"{where}: {redact(str(exc))}", status_code=status_code, body_excerpt=excerpt
         ) from None
 

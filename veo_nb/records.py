@@ -37,6 +37,11 @@ NO_VIDEO_REASON = "completed without a video (the service's safety filter may ha
 #: The error of a task id its service answered 404 for: a typo or a test paste,
 #: not a failed generation (kept out of the success statistics).
 NOT_FOUND_REASON = "the service does not know this id (404)"
+#: How the ``error`` of a task still checked after 404s starts.
+STILL_CHECKING = "not found (since "
+#: How the ``error`` of a task that the service knew, then answered 404 for
+#: too long, starts (``track()`` checks it again).
+LOST_REASON = "not found (404) on every poll since "
 #: Values of :attr:`TaskRecord.download_state`.
 DOWNLOAD_STATES: tuple[str, ...] = ("none", "pending", "saved", "failed", "expired")
 #: Values of :attr:`Event.kind`.

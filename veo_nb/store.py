@@ -129,10 +129,12 @@ _TERMINAL_SQL = ", ".join(f"'{s}'" for s in _TERMINAL)
 _NEXT_REV = "(SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev')"
 
 
-def _upsert_sql(fields: Sequence[str]) -> str:
+def _upsert_sql(fields: Sequence[str], reopen: bool = False) -> str:
     """Insert a record, or update only ``fields`` (and the revision) of the
-    stored row, never turning a terminal status back into a running one."""
-    keep = f"tasks.status IN ({_TERMINAL_SQL}) AND excluded.status NOT IN ({_TERMINAL_SQL})"
+    stored row, never turning a terminal status back into a running one
+    (unless ``reopen``: the user asked to check a task again)."""
+    keep = ("1 = 0" if reopen else
+            f"tasks.status IN ({_TERMINAL_SQL}) AND excluded.status NOT IN ({_TERMINAL_SQL})")
     updates = []
     for name in fields:
         if name in _STATUS_FIELDS:
@@ -149,7 +151,7 @@ def _upsert_sql(fields: Sequence[str]) -> str:
 
 
 _ALL_FIELDS = tuple(c for c in _COLUMNS if c != "task_id")
-_UPSERTS: dict[tuple[str, ...], str] = {}
+_UPSERTS: dict[tuple[tuple[str, ...], bool], str] = {}
 _INSERT_EVENT = (
     "INSERT INTO events (task_id, kind, status, observed_at, http_status, attempt, detail) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -361,6 +363,7 @@ class BaseStore:
         *,
         fields: Sequence[str] | None = None,
         claim: dict[str, Any] | None = None,
+        reopen: bool = False,
     ) -> Row:
         """Insert ``record`` or update ``fields`` of its stored row (default:
         all), append ``events`` and set the ``claim`` columns given
@@ -369,12 +372,12 @@ class BaseStore:
         now is, with its new revision.
 
         A stored terminal status is never replaced by a running one (another
-        process may have seen the end first); ``first_seen_at`` keeps its
-        first value."""
+        process may have seen the end first), unless ``reopen`` (a task the
+        user asked to check again); ``first_seen_at`` keeps its first value."""
         wanted = _ALL_FIELDS if fields is None else tuple(fields)
-        sql = _UPSERTS.get(wanted)
+        sql = _UPSERTS.get((wanted, reopen))
         if sql is None:
-            sql = _UPSERTS[wanted] = _upsert_sql(wanted)
+            sql = _UPSERTS[wanted, reopen] = _upsert_sql(wanted, reopen)
         values = _record_row(record)
         event_rows = [_event_row(e) for e in events]
         claim = dict(claim or {})

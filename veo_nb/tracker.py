@@ -60,7 +60,7 @@ from .errors import (
     _excerpt,
 )
 from .models import Task, TaskStatus
-from .records import NO_VIDEO_REASON, NOT_FOUND_REASON, Event, TaskRecord, from_unix
+from .records import LOST_REASON, NO_VIDEO_REASON, NOT_FOUND_REASON, Event, TaskRecord, from_unix
 from .store import BaseStore, StoreError, open_store, store_kind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +78,14 @@ _DEFAULT = object()
 #: What a re-track may change in a stored row.
 _TRACK_FIELDS = ("tracked", "label", "prompt", "error", "next_poll_at", "owner", "service",
                  "key_fingerprint")
+#: What tracking a task lost after 404s again also writes (it runs again).
+_REOPEN_FIELDS = ("status", "status_text", "finished_at")
+
+
+def lost_after_404s(record: TaskRecord) -> bool:
+    """Whether ``record`` failed because the service, which knew it, answered
+    404 for too long (``track()`` then checks it again)."""
+    return record.status is TaskStatus.FAILED and (record.error or "").startswith(LOST_REASON)
 
 
 def default_owner() -> str | None:
@@ -415,13 +423,21 @@ class Tracker:
                 if given_up(rec):
                     changes["error"] = None
                     state.deadline = now - state.t0 + engine.settings.give_up_after
+                reopen = lost_after_404s(rec)
+                if reopen:  # the service knew it, then said 404 for long: check again
+                    changes.update(status=TaskStatus.UNKNOWN, status_text=NOT_POLLED, error=None,
+                                   finished_at=None)
+                    state.not_found_since = None
+                    state.deadline = now - state.t0 + engine.settings.give_up_after
                 state.record = replace(rec, **changes)
                 if not state.polling and state.pending is None:
                     state.errors = 0
                     engine.reschedule(state, now)
                 new = self._tagged(replace(state.record, next_poll_at=from_unix(state.due)))
                 write = Write(new, [Event(task_id, "note", detail="tracked again")],
-                              _TRACK_FIELDS, {}, lambda st: engine.downloads.schedule(st, time.time()))
+                              _TRACK_FIELDS + (_REOPEN_FIELDS if reopen else ()), {},
+                              lambda st: engine.downloads.schedule(st, time.time()),
+                              reopen=reopen)
             else:
                 if task is None:
                     record = TaskRecord(task_id, label=label, prompt=prompt,
@@ -466,7 +482,7 @@ class Tracker:
         the write."""
         engine = self._engine
         client = self.client
-        request = build_create_payload(prompt, **create_kwargs)
+        request = build_create_payload(prompt, unknown_models="send", **create_kwargs)
         sent = time.time()
         task = client.create_video(prompt, **create_kwargs)
         now = time.time()
@@ -477,7 +493,7 @@ class Tracker:
             state = engine.states[task.id] = TaskState(
                 record, 0, t0=sent, last_age=now - sent, contact_at=now,
                 deadline=engine.settings.give_up_after)
-            due = engine.next_due(state)
+            due = None if record.is_terminal else engine.next_due(state)  # refused at create
             state.record = record = replace(record, next_poll_at=from_unix(due))
         until = None if due is None else due + engine.settings.grace
         write = Write(record, [Event(task.id, "status", task.status_text,

@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,6 +52,7 @@ from .._spec import (
     build_create_payload,
 )
 from ..errors import ValidationError
+from ._dialects import REFUSED_REASON, Dialects, gateway_401
 from ._faults import FaultConfig, Faults
 from ._media import MediaLibrary, parse_range
 from ._state import SavedState, StateFile
@@ -448,6 +449,7 @@ class Emulator:
         video_size: str | int = "realistic",
         faults: FaultConfig | None = None,
         state_path: str | Path | None = None,
+        dialects: str | Iterable[str] | None = None,
     ) -> None:
         if not (math.isfinite(time_scale) and time_scale > 0):
             raise ValidationError(f"time_scale must be a positive number, got {time_scale!r}")
@@ -475,6 +477,8 @@ class Emulator:
         self._media_log: deque[MediaRequest] = deque(maxlen=MEDIA_LOG_SIZE)
         self._clock_offset = 0.0
         self._faults = Faults(faults)
+        self.dialects = Dialects(dialects)
+        self._hidden: set[str] = set()
         self._ports = (port, 0)
         self._live = False
         self._state = StateFile(state_path) if state_path is not None else None
@@ -716,6 +720,14 @@ class Emulator:
         with self._lock:
             self._clock_offset += seconds
 
+    def hide(self, task_id: str, hidden: bool = True) -> None:
+        """Answer 404 for ``task_id`` (as a gateway that lost track of a task
+        it knew), or, with ``hidden=False``, know it again."""
+        with self._lock:
+            if task_id not in self._tasks:
+                raise KeyError(task_id)
+            (self._hidden.add if hidden else self._hidden.discard)(task_id)
+
     # -- request handling (called from the handler threads) ------------------
 
     def _now(self) -> float:
@@ -757,13 +769,14 @@ class Emulator:
         if scheme.lower() == "bearer" and key.strip():
             if hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
                 return None
-            reply = _error(403, "permission_denied", "invalid API key")
+            if "business_errors" in self.dialects:  # the gateway's 'login failed' at HTTP 200
+                reply = _Reply(200, {"code": "204", "msg": "登录验证失败"})
+            else:
+                reply = _Reply(401, gateway_401("invalid API key"))
         else:
-            reply = _error(
-                401, "authentication_error",
-                "missing API key: send the header 'Authorization: Bearer <API key>'",
-                ("WWW-Authenticate", "Bearer"),
-            )
+            reply = _Reply(401, gateway_401(
+                "missing API key: send the header 'Authorization: Bearer <API key>'"),
+                (("WWW-Authenticate", "Bearer"),))
         with self._lock:
             self._counts["auth_failures"] += 1
         return reply
@@ -794,14 +807,23 @@ class Emulator:
                 failure_rate=self.failure_rate,
                 queue_s=self.queue_s,
             )
+            refused = self.dialects.refused_at_create(plan.prompt)
+            if refused:  # answered "failed" at once, with its reason
+                now = self._now()
+                plan = replace(plan, processing_at=now, end=now, error=REFUSED_REASON,
+                               has_video=False)
             self._tasks[task_id] = TaskState(plan, secrets.token_urlsafe(16))
             self._counts["creates"] += 1
         self._save()  # before answering: a task the client heard of survives a crash
         logger.debug("created %s (%s, ends in %.2f s)", task_id, plan.mode, plan.end - plan.started_at)
-        return _Reply(200, {
+        body: dict[str, Any] = {
             "id": task_id, "object": "video", "created": created,
-            "model": plan.model, "status": "queued",
-        })
+            "model": plan.model, "status": "failed" if refused else "queued",
+        }
+        if refused:
+            body["error"] = REFUSED_REASON
+        return _Reply(202 if "created_202" in self.dialects else 200,
+                      self.dialects.result(body, None))
 
     def _reject(self, message: str) -> _Reply:
         with self._lock:
@@ -811,7 +833,7 @@ class Emulator:
     def _poll(self, task_id: str, now: float) -> _Reply:
         with self._lock:
             task = self._tasks.get(task_id)
-            if task is None:
+            if task is None or task_id in self._hidden:
                 self._counts["not_found"] += 1
                 return _error(404, "not_found", f"task not found: {task_id}")
             self._counts["polls"] += 1
@@ -830,9 +852,17 @@ class Emulator:
             if task.reported_terminal:
                 self._counts["polls_after_terminal"] += 1
             task.last_poll = now
+            transient = self.dialects.transient(self._polls_by_task[task_id])
+            if transient == 401:
+                return _Reply(401, gateway_401("token verification failed, please retry"))
+            if transient == 404:
+                return _error(404, "not_found", f"task not found: {task_id}")
             body = task.plan.body(now, self._video_url(task))
             task.reported_terminal = body["status"] in ("completed", "failed")
-            return _Reply(200, body)
+            plan = task.plan
+            span = plan.end - plan.processing_at
+            progress = 100 * (now - plan.processing_at) / span if span > 0 else None
+            return _Reply(200, self.dialects.result(body, progress))
 
     def _media_file(self, path: str, now: float) -> Path | int:
         """The file behind a media path, or the HTTP status to answer instead."""

@@ -17,6 +17,7 @@ so. Closing releases every widget and every video byte.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import ipywidgets as widgets
 
 from .._log import logger
-from .._tables import esc, fmt_seconds, html_table, text_table
+from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table
 from ..errors import ValidationError
 from ..records import TaskRecord, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
@@ -583,10 +584,13 @@ class VeoPanel(widgets.VBox):
                 if getattr(self.tracker.client, "demo", False) else "")
         stale = (' · <b style="color:#b71c1c">this panel\'s tracker is closed</b>'
                  if self.tracker.closed else "")
+        amounts = [a for a in (r.amount for r in self._records) if a is not None]
+        cost = (f" · cost reported by the service: {fmt_amount(math.fsum(amounts))} "
+                f"({len(amounts)} tasks)" if amounts else "")
         set_if_changed(self.header, "value", (
             f'<div style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
             f"{len(self._records)} tasks: {status_counts_html(dict(sorted(counts.items())))}"
-            f"{demo}{stale}</div>"))
+            f"{cost}{demo}{stale}</div>"))
         if polling:
             due = self.tracker.next_poll_at()
             line = ("auto-refresh on · nothing to poll" if due is None else
