@@ -12,7 +12,10 @@ with the final records (a process still showing an old status is a stale
 view).
 
 Runs on each backend of ``SOAK_BACKENDS`` (default ``sqlite,postgres``; the
-PostgreSQL one on a throwaway server), ``SOAK_SECONDS`` each. Each surviving
+PostgreSQL one on a throwaway server), ``SOAK_SECONDS`` each, then half as
+long again with the emulator speaking every dialect of the gateway
+(envelopes, other link and error fields, status synonyms, transient 401 and
+404, 202 creates, amounts: see ``veo_nb/emulator/_dialects.py``). Each surviving
 tracker reports its CPU time and its store's write transactions. Then a
 claims round: one process polls every task, another follows the same tasks;
 the follower must stay under 2 % of a core and 2 claim attempts per task per
@@ -239,25 +242,30 @@ def main() -> int:
             cluster = pg_cluster.start_cluster(bin_dir)
             try:
                 failed |= soak(seconds, pg_cluster.new_database(cluster.url))
+                print(f"== {backend}, the gateway's dialects", flush=True)
+                failed |= soak(seconds / 2, pg_cluster.new_database(cluster.url), "all")
                 failed |= claims_round(pg_cluster.new_database(cluster.url))
             finally:
                 cluster.stop()
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 failed |= soak(seconds, str(Path(tmp) / "h.sqlite"))
+                print(f"== {backend}, the gateway's dialects", flush=True)
+                failed |= soak(seconds / 2, str(Path(tmp) / "dialects.sqlite"), "all")
                 failed |= claims_round(str(Path(tmp) / "claims.sqlite"))
     return failed
 
 
-def soak(seconds: float, store: str) -> int:
-    """The fault mix on ``store`` for ``seconds``; prints the figures and
-    returns 1 when a must-be-zero one is not zero."""
+def soak(seconds: float, store: str, dialects: str = "") -> int:
+    """The fault mix on ``store`` for ``seconds`` (the emulator speaking the
+    gateway's ``dialects``, e.g. ``"all"``); prints the figures and returns 1
+    when a must-be-zero one is not zero."""
     rng = random.Random(1)
     acked: set[str] = set()
     kills = outages = storms = 0
     with tempfile.TemporaryDirectory() as tmp, \
             Emulator(time_scale=SCALE, failure_rate=0.15, seed=2, faults=FAULTS,
-                     video_size="sample") as emu:
+                     video_size="sample", dialects=dialects) as emu:
         media = Path(tmp) / "videos"
         end = time.monotonic() + seconds
         children = [Child(emu, store, media, acked) for _ in range(PROCESSES[0])]

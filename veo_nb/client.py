@@ -51,6 +51,7 @@ from . import _spec
 from ._exit import on_exit
 from ._log import logger
 from ._paths import PARTIAL_PREFIX, PARTIAL_SUFFIX, video_path_in
+from ._images import Uploader, resolve_image
 from ._urls import check_http_url, is_http_url, origin, public_url, service_of
 from .errors import (
     APIConnectionError,
@@ -173,6 +174,7 @@ class VeoClient:
         time_scale: float = 1.0,
         demo: bool = False,
         service: str | None = None,
+        uploader: Uploader | None = None,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get(API_KEY_ENV) or _colab_secret(API_KEY_ENV)
@@ -204,6 +206,10 @@ class VeoClient:
             )
             self._time_scale = 1.0
         self._demo = bool(demo)
+        if uploader is not None and not callable(uploader):
+            raise ValidationError(f"uploader must be a function (data, filename) -> URL, "
+                                  f"got {type(uploader).__name__}")
+        self.uploader: Uploader | None = uploader
         self._service = service.strip() if service is not None else service_of(self._base_url)
         self._gate_lock = threading.Lock()
         self._rate_limited_until = 0.0
@@ -313,17 +319,42 @@ class VeoClient:
         create two videos); a :class:`~veo_nb.APIConnectionError` or 5xx
         :class:`~veo_nb.APIError` therefore means "unknown whether created".
         """
+        images = self.image_urls(reference_images=reference_images, first_image=first_image,
+                                 last_image=last_image)
         payload = _spec.build_create_payload(
             prompt,
             model=model,
             resolution=resolution,
             aspect_ratio=aspect_ratio,
-            reference_images=reference_images,
-            first_image=first_image,
-            last_image=last_image,
             unknown_models="send",
+            **images,
         )
         return self._call("POST", _spec.CREATE_PATH, payload=payload, idempotent=False)
+
+    def image_urls(self, *, reference_images: Any = None, first_image: Any = None,
+                   last_image: Any = None) -> dict[str, Any]:
+        """The image arguments of a create as URLs: each http(s) URL as it is,
+        each local file, bytes or PIL image uploaded with :attr:`uploader`
+        (see :mod:`veo_nb._images`). Raises :class:`~veo_nb.ValidationError`
+        before any request for a local image without an uploader, or a URL
+        the service cannot reach (loopback, private: only the emulator may)."""
+        local_ok = self._demo or service_of(self._base_url).startswith(("http://127.0.0.1",
+                                                                        "https://127.0.0.1"))
+
+        def url(value: Any, what: str) -> Any:
+            if value is None:
+                return None
+            return resolve_image(value, what, uploader=self.uploader, local_ok=local_ok)
+
+        refs = reference_images
+        if refs is not None and not isinstance(refs, (list, tuple)):
+            refs = [refs]
+        return {
+            "reference_images": None if refs is None else [
+                url(v, f"reference_images[{i}]") for i, v in enumerate(refs)],
+            "first_image": url(first_image, "first_image"),
+            "last_image": url(last_image, "last_image"),
+        }
 
     def get_result(self, task_id: str, *, retry: bool = True) -> Task:
         """The task's current state (``queued``, ``processing``, ``completed``

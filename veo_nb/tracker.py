@@ -482,6 +482,10 @@ class Tracker:
         the write."""
         engine = self._engine
         client = self.client
+        images = {k: create_kwargs.pop(k) for k in ("reference_images", "first_image",
+                                                    "last_image") if k in create_kwargs}
+        if images:  # local images uploaded once, before anything is sent
+            create_kwargs.update(client.image_urls(**images))
         request = build_create_payload(prompt, unknown_models="send", **create_kwargs)
         sent = time.time()
         task = client.create_video(prompt, **create_kwargs)

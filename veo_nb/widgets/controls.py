@@ -196,7 +196,13 @@ class SubmitForm:
                                         layout=widgets.Layout(width="50%"))
         self.last_image = widgets.Text(placeholder="last frame image URL (optional)",
                                        layout=widgets.Layout(width="50%"))
-        self.images = widgets.HBox(layout=widgets.Layout(width="100%"))
+        # Local image files, when the client has an uploader to give them URLs.
+        self.files: widgets.FileUpload | None = None
+        if getattr(tracker.client, "uploader", None) is not None:
+            self.files = widgets.FileUpload(
+                accept="image/*", multiple=True, description="image files",
+                tooltip="images from this computer: uploaded with the client's uploader")
+        self.images = widgets.HBox(layout=widgets.Layout(width="100%", flex_flow="row wrap"))
         self.button = widgets.Button(description="Submit", button_style="primary",
                                      icon="paper-plane", _dom_classes=("veo-submit",))
         self._sync_model()
@@ -229,6 +235,8 @@ class SubmitForm:
             Mode.REFERENCE.value: (self.reference_images,),
             Mode.FIRST_LAST.value: (self.first_image, self.last_image),
         }.get(self.mode.value, ())
+        if wanted and self.files is not None:
+            wanted = (*wanted, self.files)
         if self.images.children != wanted:
             self.images.children = wanted
 
@@ -240,21 +248,30 @@ class SubmitForm:
             "resolution": self.resolution.value,
             "aspect_ratio": self.aspect_ratio.value,
         }
+        files = [bytes(f["content"]) for f in (self.files.value if self.files else ())]
         if self.mode.value == Mode.REFERENCE.value:
             urls = split_urls(self.reference_images.value)
-            if not 1 <= len(urls) <= MAX_REFERENCE_IMAGES:
+            images: list[Any] = [*urls, *files]
+            kinds = "image URLs" if self.files is None else "images (URLs or files)"
+            if not 1 <= len(images) <= MAX_REFERENCE_IMAGES:
                 raise ValidationError(f"reference images mode needs 1 to {MAX_REFERENCE_IMAGES} "
-                                      f"image URLs, got {len(urls)}")
-            kwargs["reference_images"] = urls
+                                      f"{kinds}, got {len(images)}")
+            kwargs["reference_images"] = images
         elif self.mode.value == Mode.FIRST_LAST.value:
-            first = self.first_image.value.strip()
-            if not first:
-                raise ValidationError("first/last frame mode needs a first-frame image URL")
-            kwargs["first_image"] = first
-            kwargs["last_image"] = self.last_image.value.strip() or None
+            frames: list[Any] = [u for u in (self.first_image.value.strip(),
+                                             self.last_image.value.strip()) if u]
+            frames += files
+            if not frames:
+                raise ValidationError("first/last frame mode needs a first-frame image URL"
+                                      + ("" if self.files is None else " or file"))
+            if len(frames) > 2:
+                raise ValidationError("first/last frame mode takes two images at most (the "
+                                      f"first and the last frame), got {len(frames)}")
+            kwargs["first_image"] = frames[0]
+            kwargs["last_image"] = frames[1] if len(frames) > 1 else None
         for url in [*kwargs.get("reference_images", ()), kwargs.get("first_image"),
                     kwargs.get("last_image")]:
-            if url is not None and not is_http_url(url):
+            if isinstance(url, str) and not is_http_url(url):
                 raise ValidationError(f"not an http(s) image URL: {url!r}")
         return kwargs
 
@@ -271,13 +288,17 @@ class SubmitForm:
             return
         self.prompt.value = ""
         self.label.value = ""
+        if self.files is not None:
+            self.files.value = ()
         self._report(f"submitted {task.id} ({task.status_text})", True)
         self._submitted(task.id)
 
     def close(self) -> None:
         """Close the form, the image inputs of every mode included."""
-        for part in (self.widget, self.reference_images, self.first_image, self.last_image):
-            close_tree(part)
+        for part in (self.widget, self.reference_images, self.first_image, self.last_image,
+                     self.files):
+            if part is not None:
+                close_tree(part)
 
 
 class TrackForm:

@@ -1,0 +1,108 @@
+"""Images from the notebook: a local file, bytes or a PIL image wherever the
+service wants an image URL.
+
+The gateway fetches reference, first and last frames itself, by URL: every
+integration of it found sends http(s) URLs it can reach (and its sibling
+routes refuse inline base64). So a local image goes through an *uploader* the
+user configures: a callable ``uploader(data: bytes, filename: str) -> str``
+that stores the bytes where the service can fetch them and returns that
+public URL (see the README for S3-compatible storage with a presigned GET
+URL, and for a plain HTTP image host).
+
+A URL the gateway cannot reach (``localhost``, loopback, private, link-local
+and other reserved addresses) is refused before the create is sent, and so
+before it is billed; only the emulator, which runs here, may use them.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._urls import check_http_url, public_url
+from .errors import ValidationError
+
+#: ``uploader(data, filename) -> public http(s) URL`` (see the module docstring).
+Uploader = Callable[[bytes, str], str]
+#: The largest image read from a file or given as bytes (the gateway's limit
+#: is lower still for most models).
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: The README section that says how to set an uploader.
+HOW_TO = ("set VeoClient(uploader=...) to a function that stores the image where the service "
+          "can fetch it and returns its URL (README: 'Images from the notebook')")
+
+
+def resolve_image(value: Any, what: str, *, uploader: Uploader | None, local_ok: bool) -> str:
+    """The URL to send for image ``value`` (named ``what`` in errors): an
+    http(s) URL as it is, or a local path, bytes or PIL image uploaded with
+    ``uploader``. Raises :class:`~veo_nb.ValidationError` before anything is
+    sent: no uploader for a local image, an image too large, a URL the service
+    cannot reach (unless ``local_ok``: the emulator)."""
+    if isinstance(value, str) and "://" in value:
+        return check_reachable(check_http_url(value, what), what, local_ok=local_ok)
+    data, name = _image_bytes(value, what)
+    if uploader is None:
+        raise ValidationError(f"{what} is a local image ({name}), and the service fetches "
+                              f"images by URL: {HOW_TO}")
+    try:
+        url = uploader(data, name)
+    except Exception as exc:  # noqa: BLE001 - the user's code: say which image it was
+        raise ValidationError(f"the uploader failed for {what} ({name}): "
+                              f"{type(exc).__name__}: {exc}") from exc
+    url = check_http_url(url, f"the URL the uploader returned for {what}")
+    return check_reachable(url, f"the URL the uploader returned for {what}", local_ok=local_ok)
+
+
+def check_reachable(url: str, what: str, *, local_ok: bool) -> str:
+    """``url``, unless its host is one the service cannot reach from the
+    internet (then a :class:`~veo_nb.ValidationError`), or ``local_ok``."""
+    if local_ok:
+        return url
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    local = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and not address.is_global:
+        local = True
+    if local:
+        raise ValidationError(
+            f"{what} {public_url(url)!r} points at this machine or a private network, which "
+            f"the service cannot reach: use a public http(s) URL, or pass the file and {HOW_TO}")
+    return url
+
+
+def _image_bytes(value: Any, what: str) -> tuple[bytes, str]:
+    """The bytes and a file name of a local image: a path, bytes or a PIL image."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data, name = bytes(value), "image"
+    elif isinstance(value, (str, os.PathLike)):
+        path = Path(value).expanduser()
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ValidationError(f"{what} must be an http(s) URL, an image file, bytes or a "
+                                  f"PIL image; {os.fspath(value)!r:.120} is neither a URL nor "
+                                  f"a file that can be read ({exc.strerror})") from None
+        if size > MAX_IMAGE_BYTES:
+            raise ValidationError(f"{what} {path.name} is {size} bytes, over "
+                                  f"{MAX_IMAGE_BYTES} bytes: use a smaller image")
+        data, name = path.read_bytes(), path.name
+    elif callable(getattr(value, "save", None)) and hasattr(value, "mode"):  # a PIL image
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        data, name = buffer.getvalue(), "image.png"
+    else:
+        raise ValidationError(f"{what} must be an http(s) URL, an image file, bytes or a PIL "
+                              f"image, not {type(value).__name__}")
+    if not data:
+        raise ValidationError(f"{what} ({name}) is empty")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValidationError(f"{what} ({name}) is {len(data)} bytes, over {MAX_IMAGE_BYTES}")
+    return data, name
