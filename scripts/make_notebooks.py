@@ -83,6 +83,13 @@ not start a second poller: every tracker on the same history file shares one.
 
 `submit` returns straight away with the new task (its id and status); the video
 is generated on the service while you keep working.
+
+**Running this cell again does not pay again.** With a real key, each video is
+billed; when a cell runs again (a re-run, Run All, Run All after a kernel
+restart), its submits return the tasks its last run created, and a line says so:
+`reused vgen_… from 14:02 (same request in this cell)`. `submit(..., new=True)`
+makes another. In demo mode nothing is billed, so re-runs create new tasks to show
+live progress again, and the line says what a real key would have reused.
 """),
     code("""
 submitted = [

@@ -125,6 +125,11 @@ def test_a_wrong_key_is_an_authentication_error_with_the_gateways_words(tmp_path
             assert "no task id" not in said and "not-the-key" not in said
             with pytest.raises(AuthenticationError):
                 client.get_result("vgen_000000000000")
+            with Tracker(client, store=tmp_path / f"h{len(dialects)}.sqlite",
+                         media_dir=tmp_path / "v") as tracker:
+                with pytest.raises(AuthenticationError):
+                    tracker.submit("a fox")
+                assert tracker.records() == []
             client.close()
 
 

@@ -51,7 +51,14 @@ from .records import (
 )
 
 #: The schema version this release writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+#: Which task each notebook cell's n-th identical submit created (reuse on
+#: re-runs, :mod:`veo_nb._reuse`); ``{real}`` is the backend's float type.
+REUSE_TABLE = """CREATE TABLE reuse (
+    cell TEXT NOT NULL, request TEXT NOT NULL, n INTEGER NOT NULL,
+    task_id TEXT NOT NULL, created_at {real} NOT NULL,
+    PRIMARY KEY (cell, request, n)
+)"""
 
 #: SQL steps that bring a store from version ``v - 1`` to version ``v``.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -98,6 +105,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 4: on which machine a saved video lies (a store shared by several).
     4: ("ALTER TABLE tasks ADD COLUMN saved_on TEXT",),
+    # 5: what re-running a notebook cell reuses instead of paying again.
+    5: (REUSE_TABLE.format(real="REAL"),),
 }
 
 #: Seconds SQLite waits for another writer before reporting "locked".
@@ -509,6 +518,21 @@ class BaseStore:
             cur.executemany(f"UPDATE tasks SET rev = {_NEXT_REV} WHERE task_id = ?", ids)
 
         self._tx(body)
+
+    def reused(self, cell: str, request: str, n: int) -> tuple[str, float] | None:
+        """The task (id, unix time) that ``cell``'s ``n``-th submit of
+        ``request`` created last, or None."""
+        row = self._read(lambda cur: cur.execute(
+            "SELECT task_id, created_at FROM reuse WHERE cell = ? AND request = ? AND n = ?",
+            (cell, request, n)).fetchone())
+        return None if row is None else (str(row[0]), float(row[1]))
+
+    def remember(self, cell: str, request: str, n: int, task_id: str, created_at: float) -> None:
+        """Record that ``cell``'s ``n``-th submit of ``request`` created ``task_id``."""
+        self._tx(lambda cur: cur.execute(
+            "INSERT INTO reuse (cell, request, n, task_id, created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (cell, request, n) DO UPDATE SET task_id = excluded.task_id, "
+            "created_at = excluded.created_at", (cell, request, n, task_id, created_at)))
 
     def rate_limited_until(self, service: str) -> float:
         """Unix time before which no process should send ``service`` a request

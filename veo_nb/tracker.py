@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _schedule, _waiting, records as _records
+from . import _reuse, _schedule, _waiting, records as _records
 from ._engine import (
     NOT_POLLED,
     Engine,
@@ -133,6 +133,10 @@ class Tracker:
     is for those who drive :meth:`refresh` themselves.
     ``owner``: recorded with every task this tracker submits or tracks
     (default :func:`default_owner`).
+    ``reuse``: when a notebook cell runs again, its submits return the tasks
+    its last run created instead of paying again (see :meth:`submit`);
+    default ``VEO_NB_REUSE`` if set, else on, but off in demo mode (nothing is
+    billed there, and a re-run demo shows live progress again).
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class Tracker:
         max_video_bytes: int | None = None,
         start: bool = True,
         owner: str | None = None,
+        reuse: bool | None = None,
     ) -> None:
         if not isinstance(store, BaseStore):
             store_kind(store)  # a bad store URL is refused before anything starts
@@ -203,6 +208,10 @@ class Tracker:
             url_lifetime=URL_LIFETIME_S * scale,
         )
         self._engine: Engine = attach(opened, own, settings, polling=start)
+        if reuse is None and os.environ.get(_reuse.REUSE_ENV, "").strip():
+            reuse = os.environ[_reuse.REUSE_ENV].strip().lower() in ("1", "true", "yes", "on")
+        #: Whether re-running a notebook cell reuses what its last run created.
+        self.reuse: bool = (not client.demo) if reuse is None else bool(reuse)
         self._closed = False
         self._detach = weakref.finalize(self, self._engine.detach)
 
@@ -468,13 +477,21 @@ class Tracker:
         return engine.commit(task_id, write) is not None
 
     def submit(self, prompt: str, *, label: str | None = None, owner: str | None = None,
-               **create_kwargs: Any) -> Task:
+               new: bool = False, **create_kwargs: Any) -> Task:
         """Create a video task (``model``, ``resolution``, ``aspect_ratio``,
         ``reference_images``, ``first_image``, ``last_image`` as for
         :meth:`VeoClient.create_video <veo_nb.client.VeoClient.create_video>`)
         and track it. Its first poll comes at the schedule's early check:
         the create response already told its status. ``owner`` is recorded as
         who submitted it (default: the tracker's, see :func:`default_owner`).
+
+        **A cell run again does not pay again**: in a notebook, when a cell
+        runs again (a re-run, Run All, Run All after a kernel restart), its
+        n-th submit of the same request (store, service, key, model, prompt,
+        options) returns the task its last run's n-th identical submit created,
+        and one line says so. ``new=True`` creates another. A task that failed
+        is not reused; identical submits within one run are all created. Off
+        with ``Tracker(reuse=False)``; in demo mode off unless turned on.
 
         Raises :class:`~veo_nb.StoreError` (with the new id in ``task_ids``)
         when the task was created but could not be saved to the store: it
@@ -487,6 +504,22 @@ class Tracker:
         if images:  # local images uploaded once, before anything is sent
             create_kwargs.update(client.image_urls(**images))
         request = build_create_payload(prompt, unknown_models="send", **create_kwargs)
+        cell = None if new else _reuse.current_cell()
+        place: tuple[str, str, int] | None = None
+        if cell is not None:
+            key = _reuse.request_key(client.service, client.key_fingerprint, request)
+            place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
+            earlier = self._reusable(place)
+            if earlier is not None:
+                task_id, when = earlier
+                if self.reuse:
+                    print(f"reused {task_id} from {when} (same request in this cell); "
+                          "submit(..., new=True) makes another")
+                    return self.get(task_id) if task_id in self._tracked_ids() else \
+                        self.track(task_id)
+                print(f"created a new task: in demo mode re-runs show live progress again; with "
+                      f"a real key, {task_id} from {when} would have been reused (same request "
+                      "in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses here too)")
         sent = time.time()
         task = client.create_video(prompt, **create_kwargs)
         now = time.time()
@@ -505,12 +538,35 @@ class Tracker:
                       None, {"contact_at": now, "poller": engine.me, "poll_until": until},
                       lambda st: setattr(st, "due", due))
         saved = engine.commit(task.id, write)
+        if place is not None:
+            try:
+                self.store.remember(*place, task.id, sent)
+            except Exception:  # noqa: BLE001 - the task exists; only its reuse is lost
+                logger.warning("veo_nb: could not record %s for reuse on re-runs", task.id,
+                               exc_info=True)
         if saved is None:
             raise StoreError(
                 f"task {task.id} was created on the service (and is billed) but could not be "
                 f"saved to {self.store_key}; the tracker follows it in memory and retries the "
                 "write (keep this id)", task_ids=[task.id])
         return self.get(task.id)
+
+    def _reusable(self, place: tuple[str, str, int]) -> tuple[str, str] | None:
+        """The task (id, local HH:MM) an earlier run of the cell created at
+        ``place``, unless it failed or is gone."""
+        try:
+            found = self.store.reused(*place)
+            record = None if found is None else self.store.get(found[0])
+        except Exception:  # noqa: BLE001 - a store problem: create, as without reuse
+            logger.warning("veo_nb: could not look up an earlier run's task", exc_info=True)
+            return None
+        if found is None or record is None or record.status is TaskStatus.FAILED:
+            return None
+        return found[0], datetime.fromtimestamp(found[1]).strftime("%H:%M")
+
+    def _tracked_ids(self) -> set[str]:
+        with self._engine.lock:
+            return {i for i, s in self._engine.states.items() if s.record.tracked}
 
     def submit_many(self, prompts_or_dataframe: Iterable[str] | pd.DataFrame,
                     **defaults: Any) -> pd.DataFrame:

@@ -281,7 +281,8 @@ class SubmitForm:
             self._report("type a prompt first", False)
             return
         try:
-            task = self._tracker.submit(self.prompt.value, label=self.label.value.strip() or None,
+            task = self._tracker.submit(self.prompt.value, new=True,
+                                        label=self.label.value.strip() or None,
                                         **self.request())
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never a traceback
             _fail(self._report, "submit", exc)
