@@ -299,7 +299,9 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
             wait_until(lambda: all(tracker.record(i).download_state in ("saved", "none")
                                    for i in ids), timeout=600, what="every video saved")
             records = [tracker.record(i) for i in ids]
-            stored = {r.task_id for r in tracker.store.records(tracked_only=False)}
+            everything = tracker.store.records(tracked_only=False)
+            stored = {r.task_id for r in everything}
+            unconfirmed = sum(r.task_id.startswith("unconfirmed-") for r in everything)
             time.sleep(2.0)  # the survivors follow the final records
             final = {r.task_id: r.status_text for r in tracker.records()}
             stale = sum(view.get(i) != status for child in children
@@ -315,6 +317,9 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
         "tasks created on the emulator": stats.creates,
         "created but never recorded (answer lost, or killed before saving)":
             len(set(emu.task_ids()) - stored),
+        "'may have been billed' entries": unconfirmed,
+        "created but not visible (neither recorded nor such an entry)":
+            max(0, len(set(emu.task_ids()) - stored) - unconfirmed),
         "tracker kills": kills,
         "stale views (a survivor showing an old status)": stale,
         "storms": storms,
@@ -337,7 +342,8 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
     for problem in (lost_tasks + lost_videos)[:20]:
         print("  problem:", problem)
     must_be_zero = ("tasks lost", "videos lost", "interval violations",
-                    "stale views (a survivor showing an old status)")
+                    "stale views (a survivor showing an old status)",
+                    "created but not visible (neither recorded nor such an entry)")
     return 1 if any(figures[name] for name in must_be_zero) else 0
 
 

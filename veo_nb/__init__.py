@@ -24,6 +24,7 @@ from .errors import (
     NotFoundError,
     RateLimitError,
     ResultExpiredError,
+    SpendingCapError,
     TaskFailedError,
     TaskTimeoutError,
     ValidationError,
@@ -88,4 +89,5 @@ __all__ = [
     "ResultExpiredError",
     "TaskTimeoutError",
     "TaskFailedError",
+    "SpendingCapError",
 ]

@@ -77,3 +77,12 @@ def slot(store_key: str, cell: tuple[str, int], request: str) -> int:
         n = counts[request]
         counts[request] += 1
         return n
+
+
+def seen(store_key: str, cell: tuple[str, int], request: str) -> int:
+    """How many identical submits of ``request`` this run of the cell has
+    made so far (what :func:`slot` would return next)."""
+    name, run = cell
+    with _lock:
+        seen_run, counts = _runs.get((store_key, name), (None, Counter()))
+        return counts[request] if seen_run == run else 0

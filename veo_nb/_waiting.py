@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import _schedule
 from ._engine import given_up
 from ._log import logger
+from ._spending import is_unconfirmed
 from .errors import TaskTimeoutError
 from .models import Task, TaskStatus
 from .records import TaskRecord
@@ -34,7 +35,7 @@ def done(state: TaskState, downloads: bool) -> bool:
     """Whether a waiter is done with ``state``'s task."""
     rec = state.record
     if not rec.is_terminal:
-        return False
+        return is_unconfirmed(rec)  # a "may have been billed" entry never changes
     return not downloads or rec.status is not TaskStatus.COMPLETED or rec.download_state in DOWNLOAD_OVER
 
 

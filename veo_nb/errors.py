@@ -131,3 +131,10 @@ __all__ = [
     "TaskTimeoutError",
     "TaskFailedError",
 ]
+
+
+class SpendingCapError(VeoError):
+    """A submit would pass the history's daily spending cap
+    (``Tracker(max_tasks_per_day=...)``, ``VEO_NB_MAX_TASKS_PER_DAY``...);
+    nothing was sent. The message says the cap, what was spent today, and
+    how to raise it."""

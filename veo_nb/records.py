@@ -29,6 +29,7 @@ import pandas as pd
 
 from . import _answers
 from ._spec import URL_LIFETIME_S, Mode, payload_mode
+from ._spending import is_unconfirmed
 from .errors import ValidationError
 from .models import Task, TaskStatus, _as_float, _as_text
 
@@ -69,7 +70,7 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 #: The columns of :func:`summary_frame`, in order.
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "count", "finished", "completed", "failed", "not_found", "success_rate",
-    "median_s", "p90_s", "amount",
+    "median_s", "p90_s", "amount", "unconfirmed",
 )
 #: The ``model`` of :func:`summary_frame`'s total row (only when the service
 #: reported what tasks cost).
@@ -360,9 +361,11 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     service did not know: typos, not failed generations, so they count in
     neither ``finished`` nor ``failed``), success_rate (completed /
     finished), the median and 90th percentile of the time to finish
-    (``total_s`` of completed tasks), in seconds, and ``amount``, what the
-    service said the tasks cost (NaN where it said nothing). When it said
-    anything, a last row (:data:`TOTAL_ROW`) sums every model."""
+    (``total_s`` of completed tasks), in seconds, ``amount``, what the
+    service said the tasks cost (NaN where it said nothing), and
+    ``unconfirmed``, creates whose answer never came (they may have been
+    billed: :mod:`veo_nb._spending`). When the service reported costs, a last
+    row (:data:`TOTAL_ROW`) sums every model."""
     rows = []
     records = list(records)
     by_model: dict[str, list[TaskRecord]] = {}
@@ -383,10 +386,11 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
             times.median() if len(times) else math.nan,
             times.quantile(0.9) if len(times) else math.nan,
             _total_amount(group),
+            sum(is_unconfirmed(r) for r in group),
         ))
     frame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
     frame["model"] = frame["model"].astype(object)
-    for name in ("count", "finished", "completed", "failed", "not_found"):
+    for name in ("count", "finished", "completed", "failed", "not_found", "unconfirmed"):
         frame[name] = frame[name].astype("int64")
     for name in ("success_rate", "median_s", "p90_s", "amount"):
         frame[name] = frame[name].astype("float64")

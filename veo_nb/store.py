@@ -24,6 +24,7 @@ keep them from stepping on each other (see :mod:`veo_nb._engine`):
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sqlite3
@@ -38,6 +39,7 @@ from urllib.parse import unquote
 
 import pandas as pd
 
+from . import _answers
 from .errors import ValidationError, VeoError
 from .models import TaskStatus
 from .records import (
@@ -52,6 +54,8 @@ from .records import (
 
 #: The schema version this release writes (``PRAGMA user_version``).
 SCHEMA_VERSION = 5
+#: The spending cap counts the day's submitted tasks by first sight.
+SPENT_INDEX = "CREATE INDEX tasks_first_seen ON tasks (first_seen_at)"
 #: Which task each notebook cell's n-th identical submit created (reuse on
 #: re-runs, :mod:`veo_nb._reuse`); ``{real}`` is the backend's float type.
 REUSE_TABLE = """CREATE TABLE reuse (
@@ -105,8 +109,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # 4: on which machine a saved video lies (a store shared by several).
     4: ("ALTER TABLE tasks ADD COLUMN saved_on TEXT",),
-    # 5: what re-running a notebook cell reuses instead of paying again.
-    5: (REUSE_TABLE.format(real="REAL"),),
+    # 5: what re-running a notebook cell reuses instead of paying again; the
+    # day's spending (by first sight).
+    5: (REUSE_TABLE.format(real="REAL"), SPENT_INDEX),
 }
 
 #: Seconds SQLite waits for another writer before reporting "locked".
@@ -228,6 +233,15 @@ def _record_row(record: TaskRecord) -> tuple[Any, ...]:
             value = int(value)
         row.append(value)
     return tuple(row)
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    """A stored JSON column as a dict ({} for anything else)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _row_record(row: Sequence[Any]) -> TaskRecord:
@@ -518,6 +532,17 @@ class BaseStore:
             cur.executemany(f"UPDATE tasks SET rev = {_NEXT_REV} WHERE task_id = ?", ids)
 
         self._tx(body)
+
+    def spent_since(self, since: float) -> tuple[int, float | None]:
+        """Tasks submitted through this store (a create request recorded,
+        "may have been billed" entries included) first seen at or after unix
+        time ``since``, and the sum of the amounts the service reported for
+        them (None when it reported none)."""
+        rows = self._read(lambda cur: cur.execute(
+            "SELECT raw FROM tasks WHERE first_seen_at >= ? AND request <> '{}'",
+            (since,)).fetchall())
+        amounts = [a for a in (_answers.amount(_json_object(r[0])) for r in rows) if a is not None]
+        return len(rows), (math.fsum(amounts) if amounts else None)
 
     def reused(self, cell: str, request: str, n: int) -> tuple[str, float] | None:
         """The task (id, unix time) that ``cell``'s ``n``-th submit of

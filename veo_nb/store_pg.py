@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from ._log import logger
 from .errors import ValidationError
-from .store import REUSE_TABLE, SCHEMA_VERSION, BaseStore, StoreError, check_version
+from .store import REUSE_TABLE, SCHEMA_VERSION, SPENT_INDEX, BaseStore, StoreError, check_version
 
 _T = TypeVar("_T")
 
@@ -101,7 +101,7 @@ PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE deleted (task_id TEXT NOT NULL, rev BIGINT NOT NULL)",
         f"CREATE TABLE services (service TEXT PRIMARY KEY, rate_limited_until {_REAL} NOT NULL)",
     ),
-    5: (REUSE_TABLE.format(real=_REAL),),
+    5: (REUSE_TABLE.format(real=_REAL), SPENT_INDEX),
 }
 
 

@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _reuse, _schedule, _waiting, records as _records
+from . import _reuse, _schedule, _spending, _waiting, records as _records
 from ._engine import (
     NOT_POLLED,
     Engine,
@@ -53,6 +53,7 @@ from ._paths import DEFAULT_DATA_DIR, DEMO_DATA_DIR, remove_stale_partials
 from ._spec import MIN_POLL_INTERVAL_S, URL_LIFETIME_S, build_create_payload
 from ._tables import html_table
 from .errors import (
+    APIError,
     DownloadError,
     TaskFailedError,
     ValidationError,
@@ -137,6 +138,11 @@ class Tracker:
     its last run created instead of paying again (see :meth:`submit`);
     default ``VEO_NB_REUSE`` if set, else on, but off in demo mode (nothing is
     billed there, and a re-run demo shows live progress again).
+    ``max_tasks_per_day``, ``max_amount_per_day``: the store's daily caps on
+    new tasks and on the ``amount`` the service reports (default
+    ``VEO_NB_MAX_TASKS_PER_DAY`` / ``VEO_NB_MAX_AMOUNT_PER_DAY``, else none):
+    a submit past them raises :class:`~veo_nb.SpendingCapError` before any
+    request (see :mod:`veo_nb._spending`).
     """
 
     def __init__(
@@ -155,9 +161,15 @@ class Tracker:
         start: bool = True,
         owner: str | None = None,
         reuse: bool | None = None,
+        max_tasks_per_day: int | None = None,
+        max_amount_per_day: float | None = None,
     ) -> None:
         if not isinstance(store, BaseStore):
             store_kind(store)  # a bad store URL is refused before anything starts
+        #: The daily caps (new tasks, reported amount) of this store; None: none.
+        self.caps: tuple[float | None, float | None] = (
+            _spending.cap_from(max_tasks_per_day, _spending.MAX_TASKS_ENV, integer=True),
+            _spending.cap_from(max_amount_per_day, _spending.MAX_AMOUNT_ENV, integer=False))
         if client is None:
             from ._connect import connect
 
@@ -520,9 +532,24 @@ class Tracker:
                 print(f"created a new task: in demo mode re-runs show live progress again; with "
                       f"a real key, {task_id} from {when} would have been reused (same request "
                       "in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses here too)")
+        self._check_caps(1)
         sent = time.time()
-        task = client.create_video(prompt, **create_kwargs)
+        placeholder = self._unconfirmed(prompt, label, owner, request, sent)
+        try:
+            task = client.create_video(prompt, **create_kwargs)
+        except BaseException as exc:
+            maybe_created = (isinstance(exc, APIError) and exc.reached
+                             and (exc.status_code is None or exc.status_code >= 500))
+            if maybe_created:  # the entry stays, and says why
+                self._engine.commit(placeholder.task_id, Write(
+                    replace(placeholder, error=_spending.unconfirmed_reason(sent, str(exc))),
+                    [Event(placeholder.task_id, "note", _spending.UNCONFIRMED,
+                           detail=f"no answer with the id: {exc}")], ("error",), {}))
+            else:
+                self.remove([placeholder.task_id], delete=True)
+            raise
         now = time.time()
+        self.remove([placeholder.task_id], delete=True)  # the real task replaces it
         record = self._tagged(replace(TaskRecord.from_task(
             task, label=label, request=request, now=from_unix(sent),
             url_lifetime_s=engine.settings.url_lifetime), owner=owner))
@@ -550,6 +577,64 @@ class Tracker:
                 f"saved to {self.store_key}; the tracker follows it in memory and retries the "
                 "write (keep this id)", task_ids=[task.id])
         return self.get(task.id)
+
+    def _new_in_batch(self, rows: list[dict[str, Any]]) -> int:
+        """How many of ``rows`` (keyword arguments of :meth:`submit`) would
+        create a task: not those a re-run of the cell reuses, nor those the
+        model table refuses."""
+        client = self.client
+        cell = _reuse.current_cell()
+        ahead: Counter[str] = Counter()
+        count = 0
+        for row in rows:
+            options = {k: v for k, v in row.items()
+                       if k not in ("prompt", "label", "owner", "new")}
+            try:
+                request = build_create_payload(row.get("prompt"), unknown_models="send",
+                                               **options)
+            except (VeoError, TypeError):
+                continue  # refused before sending: creates nothing
+            if cell is not None and not row.get("new"):
+                key = _reuse.request_key(client.service, client.key_fingerprint, request)
+                n = _reuse.seen(self.store_key, cell, key) + ahead[key]
+                ahead[key] += 1
+                if self._reusable((cell[0], key, n)) is not None and self.reuse:
+                    continue
+            count += 1
+        return count
+
+    def _check_caps(self, adding: int) -> None:
+        """Raise :class:`~veo_nb.SpendingCapError` when ``adding`` new tasks
+        would pass the store's daily caps."""
+        if self.caps == (None, None):
+            return
+        now = time.time()
+        _spending.check(self.caps, self.store.spent_since(_spending.day_start(now)), adding)
+
+    def spending(self) -> dict[str, Any]:
+        """Today's spending of this store (since local midnight, every process
+        counted): ``tasks`` submitted, the ``amount`` the service reported
+        (None when none), and the caps (``max_tasks``, ``max_amount``; None:
+        none)."""
+        count, amount = self.store.spent_since(_spending.day_start(time.time()))
+        return {"tasks": count, "amount": amount, "max_tasks": self.caps[0],
+                "max_amount": self.caps[1]}
+
+    def _unconfirmed(self, prompt: str, label: str | None, owner: str | None,
+                     request: dict[str, Any], sent: float) -> TaskRecord:
+        """Save the "may have been billed" entry of a create about to be sent
+        (see :mod:`veo_nb._spending`); the real task replaces it."""
+        record = self._tagged(TaskRecord(
+            _spending.unconfirmed_id(), label=label, prompt=prompt, model=request.get("model"),
+            resolution=request.get("resolution"), aspect_ratio=request.get("aspect_ratio"),
+            status=TaskStatus.UNKNOWN, status_text=_spending.UNCONFIRMED,
+            error=_spending.unconfirmed_reason(sent), first_seen_at=from_unix(sent),
+            request=request, service=_spending.UNCONFIRMED_SERVICE, owner=owner))
+        engine = self._engine
+        with engine.lock:
+            engine.states[record.task_id] = TaskState(record, 0, t0=sent, last_age=None)
+        engine.commit(record.task_id, Write(record, [], None, {}, notify=False))
+        return record
 
     def _reusable(self, place: tuple[str, str, int]) -> tuple[str, str] | None:
         """The task (id, local HH:MM) an earlier run of the cell created at
@@ -588,6 +673,8 @@ class Tracker:
             ]
         else:
             rows = [{"prompt": p} for p in prompts_or_dataframe]
+        if self.caps != (None, None):  # the whole batch first: none of it, or all
+            self._check_caps(self._new_in_batch([{**defaults, **row} for row in rows]))
         out = []
         for row in rows:
             kwargs = {**defaults, **row}
@@ -716,7 +803,7 @@ class Tracker:
 
     def _targets(self, task_ids: Iterable[str] | str | None) -> list[str]:
         if task_ids is None:
-            return [r.task_id for r in self.records()]
+            return [r.task_id for r in self.records() if not _spending.is_unconfirmed(r)]
         ids = [task_ids] if isinstance(task_ids, str) else [getattr(i, "id", i) for i in task_ids]
         with self._engine.lock:
             unknown = [i for i in ids if i not in self._engine.states]

@@ -50,6 +50,8 @@ UI_THREAD_NAME = "veo_nb-panel-ui"
 FALLBACK_ROWS = 50
 #: Shortest pause between two ticks, however many changes arrive.
 MIN_TICK_GAP_S = 0.1
+#: Seconds between two reads of today's spending (shown when a cap is set).
+SPEND_EVERY_S = 10.0
 #: Failed refreshes in a row after which the panel says its refresh keeps failing.
 FAILING_AFTER = 3
 #: Values of the ``sort`` option, and the order each starts with (descending?).
@@ -225,6 +227,7 @@ class VeoPanel(widgets.VBox):
         self._failing_since = 0.0
         self._last_error: object = None
         self._resender = Resender()
+        self._spend: tuple[float, dict[str, Any]] | None = None
 
         # First what validates options and builds no widget.
         self.media = MediaCache(self.frontend, stream=stream, max_loaded_bytes=max_loaded_bytes,
@@ -587,6 +590,7 @@ class VeoPanel(widgets.VBox):
         amounts = [a for a in (r.amount for r in self._records) if a is not None]
         cost = (f" · cost reported by the service: {fmt_amount(math.fsum(amounts))} "
                 f"({len(amounts)} tasks)" if amounts else "")
+        cost += self._spend_html()
         set_if_changed(self.header, "value", (
             f'<div style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
             f"{len(self._records)} tasks: {status_counts_html(dict(sorted(counts.items())))}"
@@ -600,6 +604,29 @@ class VeoPanel(widgets.VBox):
         set_if_changed(self.polling, "value", line)
         set_if_changed(self.pause_button, "description", "Pause" if polling else "Resume")
         set_if_changed(self.pause_button, "icon", "pause" if polling else "play")
+
+    def _spend_html(self) -> str:
+        """Today's spending against the daily cap, when one is set (read from
+        the store at most every :data:`SPEND_EVERY_S`)."""
+        if self.tracker.caps == (None, None):
+            return ""
+        now = time.monotonic()
+        if self._spend is None or now - self._spend[0] > SPEND_EVERY_S:
+            try:
+                self._spend = (now, self.tracker.spending())
+            except Exception:  # noqa: BLE001 - the store's trouble is said elsewhere
+                return ""
+        spent = self._spend[1]
+        parts = []
+        if spent["max_tasks"] is not None:
+            parts.append(f"{spent['tasks']} of {spent['max_tasks']:.0f} new tasks")
+        if spent["max_amount"] is not None:
+            parts.append(f"amount {fmt_amount(spent['amount'] or 0.0)} of "
+                         f"{fmt_amount(spent['max_amount'])}")
+        full = (spent["max_tasks"] is not None and spent["tasks"] >= spent["max_tasks"]) or (
+            spent["max_amount"] is not None and (spent["amount"] or 0) >= spent["max_amount"])
+        style = ' style="color:#b71c1c"' if full else ""
+        return f' · <span class="veo-spend"{style}>today: {esc(", ".join(parts))}</span>'
 
     def _show_errors(self) -> None:
         """Say the tracker's newest unexpected worker error, once."""
