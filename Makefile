@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench soak emulator clean media
+.PHONY: demo test test-fast typecheck bench soak emulator clean media
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest tests
+
+# mypy --strict over veo_nb/ (settings in pyproject.toml); make test runs it first.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 # The quick loop: everything but the slow tests (browsers, notebooks, processes).
 test-fast: $(STAMP)

@@ -65,8 +65,8 @@ def _embedded_emulator(time_scale: float, failure_rate: float) -> tuple[Any, boo
         if emu is not None and (isinstance(emu, SharedEmulator)  # the folder's one demo service
                                 or (emu.time_scale, emu.failure_rate) == (time_scale, failure_rate)):
             return emu, False
-        options = {"time_scale": time_scale, "failure_rate": failure_rate,
-                   "video_size": demo_video_size()}
+        options: dict[str, Any] = {"time_scale": time_scale, "failure_rate": failure_rate,
+                                   "video_size": demo_video_size()}
         state_path = (DEMO_DATA_DIR / "emulator.json").resolve()
         try:
             emu = Emulator(state_path=state_path, **options).start()
@@ -139,4 +139,5 @@ def connect(
             "and nothing is billed."
         )
     logger.info("connected to the embedded emulator at %s", emu.base_url)
-    return emu.client(**client_kwargs)
+    demo_client: VeoClient = emu.client(**client_kwargs)
+    return demo_client

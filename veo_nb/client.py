@@ -471,7 +471,7 @@ class VeoClient:
 
     def _backoff(self, attempt: int) -> float:
         delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt) * self._time_scale
-        return max(_BACKOFF_FLOOR_S, delay * random.uniform(0.5, 1.0))
+        return float(max(_BACKOFF_FLOOR_S, delay * random.uniform(0.5, 1.0)))
 
     def _sleep(self, seconds: float) -> None:
         if self._closed.wait(max(0.0, seconds)):

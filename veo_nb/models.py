@@ -107,7 +107,7 @@ class Task:
     def status_text(self) -> str:
         """The status; an unknown one as ``unknown: <the word as sent>``."""
         if self.status is not TaskStatus.UNKNOWN:
-            return self.status.value
+            return str(self.status.value)
         _, word = _answers.normalise_status(self.raw.get("status"))
         return f"unknown: {word}" if word else self.status.value
 

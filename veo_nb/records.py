@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -188,7 +188,7 @@ class TaskRecord:
             actual_duration=_as_float(self.raw.get("actualDuration")),
             error=self.error,
             raw=MappingProxyType(dict(self.raw)),
-            video_path=Path(self.video_path) if saved else None,
+            video_path=Path(self.video_path) if saved and self.video_path else None,
             amount=self.amount,
             progress=self.progress,
         )
@@ -277,6 +277,10 @@ def to_unix(value: datetime | None) -> float | None:
     return value.timestamp()
 
 
+@overload
+def from_unix(value: float) -> datetime: ...
+@overload
+def from_unix(value: float | None) -> datetime | None: ...
 def from_unix(value: float | None) -> datetime | None:
     """A UTC datetime from unix seconds, or None."""
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
@@ -288,7 +292,8 @@ def utc_column(seconds: Any) -> pd.Series:
     the year 2106, where float seconds run out)."""
     micros = np.round(np.asarray(seconds, dtype="float64") * 1e6)
     micros = np.where(np.abs(micros) < _NS_LIMIT_US, micros, np.nan)  # beyond 1677-2262: NaT
-    return pd.Series(pd.to_datetime(micros, unit="us", utc=True).astype(_UTC_NS))
+    column: pd.Series = pd.Series(pd.to_datetime(micros, unit="us", utc=True).astype(_UTC_NS))
+    return column
 
 
 def status_column(values: Any) -> pd.Categorical:
@@ -318,7 +323,8 @@ def history_from_rows(rows: Sequence[Sequence[Any]]) -> pd.DataFrame:
         "detail": pd.Series(raw["detail"], dtype=object),
         "owner": pd.Series(raw["owner"], dtype=object),
     }
-    return pd.DataFrame(frame, columns=list(HISTORY_COLUMNS))
+    history: pd.DataFrame = pd.DataFrame(frame, columns=list(HISTORY_COLUMNS))
+    return history
 
 
 def history_frame(events: Iterable[Event], owners: Mapping[str, str | None] | None = None) -> pd.DataFrame:
@@ -353,7 +359,8 @@ def tasks_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     columns["status"] = status_column([r.status.value for r in records])
     columns["tracked"] = pd.Series([r.tracked for r in records], dtype=bool)
     columns["poll_count"] = pd.Series([r.poll_count for r in records], dtype="int64")
-    return pd.DataFrame(columns)[list(TASK_COLUMNS + TASK_EXTRA_COLUMNS)]
+    tasks: pd.DataFrame = pd.DataFrame(columns)[list(TASK_COLUMNS + TASK_EXTRA_COLUMNS)]
+    return tasks
 
 
 def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
@@ -388,7 +395,7 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
             _total_amount(group),
             sum(is_unconfirmed(r) for r in group),
         ))
-    frame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
+    frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
     frame["model"] = frame["model"].astype(object)
     for name in ("count", "finished", "completed", "failed", "not_found", "unconfirmed"):
         frame[name] = frame[name].astype("int64")
@@ -413,7 +420,7 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     prompts, labels and server errors are untrusted) prefixed with ``'``, as
     OWASP's CSV-injection guidance advises. Only for CSV: DataFrames, Parquet
     and JSON keep the exact text."""
-    out = frame.copy()
+    out: pd.DataFrame = frame.copy()
     for name in out.columns:
         column = out[name]
         if column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):

@@ -625,7 +625,8 @@ class BaseStore:
 
     def event_count(self) -> int:
         """How many events the store holds."""
-        return self._read(lambda cur: cur.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._read(
+            lambda cur: cur.execute("SELECT COUNT(*) FROM events").fetchone()[0]))
 
     def tasks_frame(self, *, tracked_only: bool = False) -> pd.DataFrame:
         """One row per stored task (see :func:`veo_nb.records.tasks_frame`)."""
@@ -729,7 +730,7 @@ class Store(BaseStore):
     def version(self) -> int:
         """A number that changes whenever another connection commits (SQLite's
         ``PRAGMA data_version``): cheap enough to ask several times a second."""
-        return self._retry(lambda: self._conn.execute("PRAGMA data_version").fetchone()[0])
+        return int(self._retry(lambda: self._conn.execute("PRAGMA data_version").fetchone()[0]))
 
     def close(self) -> None:
         """Close the file; the store cannot be used afterwards."""

@@ -377,7 +377,7 @@ class Tracker:
         unsaved: list[str] = []
         for item in list(tasks_or_ids):
             task = item if isinstance(item, Task) else None
-            task_id = item.id if task is not None else item
+            task_id = task.id if task is not None else item
             if not isinstance(task_id, str) or not task_id:
                 raise ValidationError(f"a task id must be a non-empty string, got {task_id!r:.80}")
             ids.append(task_id)
@@ -666,27 +666,30 @@ class Tracker:
         ``defaults`` apply where a row has no value."""
         import pandas as pd
 
+        rows: list[dict[str, Any]]
         if isinstance(prompts_or_dataframe, pd.DataFrame):
             rows = [
-                {k: v for k, v in row.items() if not _missing(v)}
+                {str(k): v for k, v in row.items() if not _missing(v)}
                 for row in prompts_or_dataframe.to_dict("records")
             ]
         else:
             rows = [{"prompt": p} for p in prompts_or_dataframe]
         if self.caps != (None, None):  # the whole batch first: none of it, or all
             self._check_caps(self._new_in_batch([{**defaults, **row} for row in rows]))
-        out = []
+        out: list[dict[str, Any]] = []
         for row in rows:
             kwargs = {**defaults, **row}
             prompt, label = kwargs.pop("prompt", None), kwargs.pop("label", None)
+            task_id: str | None
+            error: str | None
             try:
                 task_id, error = self.submit(prompt, label=label, **kwargs).id, None
             except StoreError as exc:
-                task_id, error = (exc.task_ids or [None])[0], str(exc)
+                task_id, error = (exc.task_ids[0] if exc.task_ids else None), str(exc)
             except (VeoError, TypeError) as exc:
                 task_id, error = None, str(exc)
             out.append({"prompt": prompt, "label": label, "task_id": task_id, "error": error})
-        frame = pd.DataFrame(out, columns=["prompt", "label", "task_id", "error"])
+        frame: pd.DataFrame = pd.DataFrame(out, columns=["prompt", "label", "task_id", "error"])
         failed = frame["error"].notna()
         if failed.any():
             first = frame.loc[failed, "error"].iloc[0]

@@ -229,7 +229,7 @@ class Faults:
         fault = self._draw(self.config.truncate_rate, self.config.drip_rate)
         sock = handler.connection
         if fault is None:
-            return sock.sendfile(source, first, count)
+            return int(sock.sendfile(source, first, count))
         if fault == 0:
             self.count("truncate")
             with self._lock:

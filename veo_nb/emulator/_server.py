@@ -192,7 +192,8 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (slow on some machines).
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def serve(self) -> None:
         """Accept connections until :meth:`stop` (a handler thread serves each)."""
@@ -202,7 +203,7 @@ class _Server(ThreadingHTTPServer):
             while not self._stopping.is_set():
                 for key, _ in selector.select():
                     if key.fileobj is self and not self._stopping.is_set():
-                        self._handle_request_noblock()
+                        self._handle_request_noblock()  # type: ignore[attr-defined]  # BaseServer's accept-and-handle step, absent from typeshed
 
     def stop(self) -> None:
         """Make :meth:`serve` return, then close every connection and the socket."""
@@ -816,14 +817,14 @@ class Emulator:
             self._counts["creates"] += 1
         self._save()  # before answering: a task the client heard of survives a crash
         logger.debug("created %s (%s, ends in %.2f s)", task_id, plan.mode, plan.end - plan.started_at)
-        body: dict[str, Any] = {
+        answer: dict[str, Any] = {
             "id": task_id, "object": "video", "created": created,
             "model": plan.model, "status": "failed" if refused else "queued",
         }
         if refused:
-            body["error"] = REFUSED_REASON
+            answer["error"] = REFUSED_REASON
         return _Reply(202 if "created_202" in self.dialects else 200,
-                      self.dialects.result(body, None))
+                      self.dialects.result(answer, None))
 
     def _reject(self, message: str) -> _Reply:
         with self._lock:

@@ -300,7 +300,7 @@ def readable(frame: pd.DataFrame, *, tasks: pd.DataFrame | Iterable[TaskRecord] 
     With ``tasks`` (records or a tasks DataFrame) and a ``task_id`` column
     without labels, the task's ``label`` and ``prompt`` are put beside it."""
     zone = zone or local_zone()
-    out = pd.DataFrame(index=frame.index)
+    out: pd.DataFrame = pd.DataFrame(index=frame.index)
     labels = _labels(tasks) if tasks is not None and "task_id" in frame and "label" not in frame else None
     for column in frame.columns:
         series = frame[column]

@@ -66,7 +66,7 @@ def forget_routes(widgets: Any) -> None:
     to every widget of the panel, new ones included, after each update."""
     for widget in widgets:
         comm = getattr(widget, "comm", None)
-        if getattr(comm, "_reply_subshell_lock", None) is None:
+        if comm is None or getattr(comm, "_reply_subshell_lock", None) is None:
             continue
         if vars(comm).get("_reply_subshell_for") is not _frontends_choice:
             comm._reply_subshell_for = _frontends_choice

@@ -161,7 +161,7 @@ def sort_records(records: Sequence[TaskRecord], by: str, descending: bool) -> li
     return labelled + [r for r in newest if not r.label]
 
 
-class VeoPanel(widgets.VBox):
+class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VBox is Any
     """A live dashboard of a :class:`~veo_nb.Tracker` (an ipywidgets ``VBox``).
 
     Shows a header (counts per status, polling state, next poll, videos
@@ -194,6 +194,9 @@ class VeoPanel(widgets.VBox):
     :meth:`close` stops its updates and releases its widgets and videos; the
     tracker keeps polling and keeps all data (``tracker.stop()`` stops polling).
     """
+
+    #: The VBox trait (ipywidgets is untyped), as this panel uses it.
+    children: tuple[Any, ...]
 
     def __init__(self, tracker: Tracker, *, page_size: int = 20, gallery_page_size: int = 6,
                  refresh_every: float | None = 1.0, start: bool = True, stream: str = "https",
@@ -263,7 +266,7 @@ class VeoPanel(widgets.VBox):
         self._track = _Lazy(lambda: TrackForm(tracker, self.report, self.show_task, self._clicks))
         self.manage = ManageBar(tracker, self.report, self.confirm, self._clicks, self.update)
         self._export = _Lazy(lambda: ExportBar(tracker, self.report, self.confirm, self._clicks))
-        self._lazy = {0: self._submit, 1: self._track, 3: self._export}
+        self._lazy: dict[int, _Lazy[Any]] = {0: self._submit, 1: self._track, 3: self._export}
         self.forms = Switcher(
             [self._submit.page, self._track.page, self.manage.widget, self._export.page],
             ("Submit a prompt", "Track task ids", "Remove & archive", "Export"),
@@ -430,7 +433,8 @@ class VeoPanel(widgets.VBox):
         if self._displayed:
             from IPython.display import update_display
 
-            update_display(self._closed_bundle(), raw=True, display_id=self._display_id)
+            update_display(self._closed_bundle(), raw=True,  # type: ignore[no-untyped-call]  # IPython.display is untyped
+                           display_id=self._display_id)
 
     # ------------------------------------------------------------------ drawing
 
@@ -667,7 +671,8 @@ class VeoPanel(widgets.VBox):
         return self._export.get()
 
     def _form_opened(self) -> None:
-        lazy = self._lazy.get(self.forms.selected_index)  # type: ignore[arg-type]
+        index = self.forms.selected_index
+        lazy = None if index is None else self._lazy.get(index)
         if lazy is not None:
             lazy.get()
 
@@ -694,7 +699,7 @@ class VeoPanel(widgets.VBox):
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         if self._closed:
             return self._closed_bundle()
-        data = super()._repr_mimebundle_(**kwargs)
+        data: dict[str, Any] | None = super()._repr_mimebundle_(**kwargs)
         if data is None:
             return None
         with self._lock:
@@ -712,7 +717,7 @@ class VeoPanel(widgets.VBox):
         if bundle is None:
             return
         self._displayed = not self._closed
-        display(bundle, raw=True, display_id=self._display_id)
+        display(bundle, raw=True, display_id=self._display_id)  # type: ignore[no-untyped-call]  # IPython.display is untyped
 
 
 def panel(tracker: Tracker | None = None, **options: Any) -> VeoPanel:

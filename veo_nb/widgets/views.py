@@ -114,7 +114,8 @@ class Switcher:
     def selected_index(self) -> int | None:
         """The page shown (None: none)."""
         if self.buttons is None:
-            return self.container.selected_index
+            index: int | None = self.container.selected_index
+            return index
         value = self.buttons.value
         return None if value == self.HIDE else value
 
