@@ -22,6 +22,7 @@ from .errors import (
     DownloadError,
     MissingAPIKeyError,
     NotFoundError,
+    OwnershipError,
     RateLimitError,
     ResultExpiredError,
     SpendingCapError,
@@ -90,4 +91,5 @@ __all__ = [
     "TaskTimeoutError",
     "TaskFailedError",
     "SpendingCapError",
+    "OwnershipError",
 ]

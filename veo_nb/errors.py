@@ -138,3 +138,9 @@ class SpendingCapError(VeoError):
     (``Tracker(max_tasks_per_day=...)``, ``VEO_NB_MAX_TASKS_PER_DAY``...);
     nothing was sent. The message says the cap, what was spent today, and
     how to raise it."""
+
+
+class OwnershipError(VeoError, PermissionError):
+    """A change to someone else's task on a shared store: refused by veo_nb
+    before anything was touched, or by the database of a class store (see
+    ``veo-nb class``). The message says whose tasks they are and what to do."""

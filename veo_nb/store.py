@@ -326,6 +326,15 @@ class BaseStore:
     _NOW: str | None = None
     _stats: StoreStats | None = None
 
+    #: Whether several people share this store, so that a task's owner
+    #: decides who may hide or erase it (SQLite: one user's file).
+    shared: bool = False
+
+    def manages_all(self) -> bool:
+        """Whether this session may hide or erase anyone's task: always on a
+        store that is not shared; on a class store, only its teachers."""
+        return not self.shared
+
     @property
     def stats(self) -> StoreStats:
         """Counters of what this store object asked of the database."""

@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ._log import logger
-from .errors import ValidationError
+from ._class import TEACHERS
+from .errors import OwnershipError, ValidationError
 from .store import REUSE_TABLE, SCHEMA_VERSION, SPENT_INDEX, BaseStore, StoreError, check_version
 
 _T = TypeVar("_T")
@@ -244,6 +245,7 @@ class PostgresStore(BaseStore):
 
     _GREATEST = "GREATEST"
     _TIE = "task_id"
+    shared = True
     _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
     def __init__(self, url: str) -> None:
@@ -349,6 +351,9 @@ class PostgresStore(BaseStore):
                             result = body(_Cursor(cur))
                 self._hung = False
                 return result
+            except psycopg.errors.InsufficientPrivilege as exc:  # a class store's guard
+                raise OwnershipError(f"the PostgreSQL store {self._key} refused: "
+                                     f"{self._clean(exc)}") from None
             except (psycopg.OperationalError, psycopg.errors.SerializationFailure,
                     psycopg.errors.DeadlockDetected) as exc:
                 if self._closed.is_set() or time.monotonic() > deadline:
@@ -361,6 +366,13 @@ class PostgresStore(BaseStore):
 
     def _transact(self, body: Callable[[Any], _T]) -> _T:
         return self._run(body, write=True)
+
+    def manages_all(self) -> bool:
+        """Whether this session is a teacher of a class store (``veo-nb
+        class``); a store without a class set-up has none."""
+        return bool(self._read(lambda cur: cur.execute(
+            f"SELECT to_regrole('{TEACHERS}') IS NOT NULL "
+            f"AND pg_has_role(session_user, '{TEACHERS}', 'MEMBER')").fetchone()[0]))
 
     def _read(self, body: Callable[[Any], _T]) -> _T:
         return self._run(body, write=False)

@@ -55,6 +55,7 @@ from ._tables import html_table
 from .errors import (
     APIError,
     DownloadError,
+    OwnershipError,
     TaskFailedError,
     ValidationError,
     VeoError,
@@ -224,6 +225,7 @@ class Tracker:
             reuse = os.environ[_reuse.REUSE_ENV].strip().lower() in ("1", "true", "yes", "on")
         #: Whether re-running a notebook cell reuses what its last run created.
         self.reuse: bool = (not client.demo) if reuse is None else bool(reuse)
+        self._manages_all: bool | None = None
         self._closed = False
         self._detach = weakref.finalize(self, self._engine.detach)
 
@@ -546,10 +548,10 @@ class Tracker:
                     [Event(placeholder.task_id, "note", _spending.UNCONFIRMED,
                            detail=f"no answer with the id: {exc}")], ("error",), {}))
             else:
-                self.remove([placeholder.task_id], delete=True)
+                self.remove([placeholder.task_id], delete=True, others=True)
             raise
         now = time.time()
-        self.remove([placeholder.task_id], delete=True)  # the real task replaces it
+        self.remove([placeholder.task_id], delete=True, others=True)  # the real task replaces it
         record = self._tagged(replace(TaskRecord.from_task(
             task, label=label, request=request, now=from_unix(sent),
             url_lifetime_s=engine.settings.url_lifetime), owner=owner))
@@ -602,6 +604,15 @@ class Tracker:
                     continue
             count += 1
         return count
+
+    def may_change(self, record: TaskRecord) -> bool:
+        """Whether this session may hide or erase ``record``: its own task,
+        or any on a store that is not shared or of which it is a teacher."""
+        if record.owner in (None, self.owner):
+            return True
+        if self._manages_all is None:
+            self._manages_all = self.store.manages_all()
+        return self._manages_all
 
     def _check_caps(self, adding: int) -> None:
         """Raise :class:`~veo_nb.SpendingCapError` when ``adding`` new tasks
@@ -704,12 +715,19 @@ class Tracker:
         """Stop following ``task_id`` (it stays in the store's history)."""
         self.remove([task_id])
 
-    def remove(self, task_ids: Iterable[str] | str, *, delete: bool = False) -> int:
+    def remove(self, task_ids: Iterable[str] | str, *, delete: bool = False,
+               others: bool = False) -> int:
         """Stop following ``task_ids`` and hide them from ``tasks()`` and the
         panel (in every process on the store); with ``delete=True`` also
         erase their records and events from the store (for typos and test
         runs; the service keeps the tasks). Returns how many were removed;
-        unknown ids raise :class:`KeyError`."""
+        unknown ids raise :class:`KeyError`.
+
+        On a shared (PostgreSQL) store, tasks of another owner raise
+        :class:`~veo_nb.OwnershipError` before anything is touched, unless
+        this session is a teacher of a class store (``veo-nb class``), or
+        ``others=True`` on a store without a class set-up (where the
+        database does not know who may change what)."""
         engine = self._engine
         ids = [task_ids] if isinstance(task_ids, str) else list(dict.fromkeys(task_ids))
         with engine.lock:
@@ -718,6 +736,14 @@ class Tracker:
                 raise KeyError(f"not tracked: {', '.join(map(repr, unknown))}")
             records = [replace(engine.states[i].record, tracked=False, next_poll_at=None)
                        for i in ids]
+        theirs = [r for r in records if not self.may_change(r)]
+        if theirs and not others:
+            owners = ", ".join(sorted({r.owner or "nobody" for r in theirs}))
+            raise OwnershipError(
+                f"{len(theirs)} of these {len(ids)} tasks belong to {owners}, not to "
+                f"{self.owner or 'this session'}: nothing was removed. Remove only your own "
+                "(the panel's Clear does), or, as the teacher of a store without a class "
+                "set-up, pass others=True")
         if delete:
             self.store.delete(ids)
         else:

@@ -358,16 +358,23 @@ class ManageBar:
         clicks.bind(self.dismiss, self.dismiss_not_found)
         self.widget = widgets.VBox([widgets.HBox([self.clear]), self.delete])
 
-    def _remove(self, ids: list[str], delete: bool, what: str) -> None:
+    def _remove(self, ids: list[str], delete: bool, what: str, left: int = 0) -> None:
         try:
             n = self._tracker.remove(ids, delete=delete)
         except Exception as exc:  # noqa: BLE001 - shown in the panel
             _fail(self._report, "remove", exc)
             return
-        where = ("and erased them from the history file" if delete else
-                 "(still in the history file: track their ids to bring them back)")
-        self._report(f"removed {n} {what} from the view {where}", True)
+        where = ("and erased them from the history" if delete else
+                 "(still in the history: track their ids to bring them back)")
+        others = f"; {left} of classmates' left as they are" if left else ""
+        mine = f"{n} of yours" if left else str(n)
+        self._report(f"removed {mine} {what} from the view {where}{others}", True)
         self._changed()
+
+    def _split(self, records: list[TaskRecord]) -> tuple[list[str], int]:
+        """The ids this session may remove, and how many others' it may not."""
+        mine = [r.task_id for r in records if self._tracker.may_change(r)]
+        return mine, len(records) - len(mine)
 
     def remove_one(self, task_id: str) -> None:
         """What a row's ✕ does (asks first when ``delete`` is ticked)."""
@@ -379,15 +386,20 @@ class ManageBar:
 
     def clear_finished(self) -> None:
         """Ask, then remove every completed and failed task from the view."""
-        ids = [r.task_id for r in self._tracker.records() if r.is_terminal and not is_not_found(r)]
+        ids, left = self._split([r for r in self._tracker.records()
+                                 if r.is_terminal and not is_not_found(r)])
         if not ids:
-            self._report("no finished task to clear", True)
+            self._report("no finished task of yours to clear" if left else
+                         "no finished task to clear", True)
             return
         delete = self.delete.value
         verb = "Remove and erase" if delete else "Remove"
-        self._confirm.ask(f"{verb} {len(ids)} finished task(s) (completed and failed) "
-                          f"from the view{' and the history file' if delete else ''}?",
-                          verb, lambda: self._remove(ids, delete, "finished task(s)"))
+        whose = f" of yours ({left} of classmates' stay)" if left else ""
+        where = (" and erase them from the history, for every user of it" if delete else
+                 " (they stay in the history: tasks() and other users still see them)")
+        self._confirm.ask(f"{verb} {len(ids)} finished task(s){whose} (completed and failed) "
+                          f"from the view{where}?",
+                          verb, lambda: self._remove(ids, delete, "finished task(s)", left))
 
     def not_found(self, records: list[TaskRecord]) -> list[str]:
         """Ids of ``records`` the service does not know; shows or hides the
@@ -399,9 +411,9 @@ class ManageBar:
 
     def dismiss_not_found(self) -> None:
         """Remove and erase every task the service answered 404 for."""
-        ids = [r.task_id for r in self._tracker.records() if is_not_found(r)]
+        ids, left = self._split([r for r in self._tracker.records() if is_not_found(r)])
         if ids:
-            self._remove(ids, True, "unknown id(s)")
+            self._remove(ids, True, "unknown id(s)", left)
 
     def close(self) -> None:
         """Close the bar's widgets (the dismiss button lives in the toolbar)."""
