@@ -152,6 +152,7 @@ def test_a_frozen_database_server_costs_a_call_seconds_not_minutes(tmp_path: Pat
     from veo_nb.store import StoreError
 
     cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
+    tracker = view = None
     try:
         url = cluster.url
         with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
@@ -161,7 +162,7 @@ def test_a_frozen_database_server_costs_a_call_seconds_not_minutes(tmp_path: Pat
             cluster.freeze()
             try:
                 began = time.monotonic()
-                with pytest.raises(StoreError, match="could not be saved"):
+                with pytest.raises(StoreError, match="could not"):  # not sent, or not saved
                     tracker.submit("while frozen [duration: 250]")
                 submit_s = time.monotonic() - began
                 began = time.monotonic()
@@ -181,6 +182,9 @@ def test_a_frozen_database_server_costs_a_call_seconds_not_minutes(tmp_path: Pat
         assert refresh_s < HUNG_BOUND_S and "refresh failed" in message, (refresh_s, message)
         assert close_s < HUNG_BOUND_S, close_s
     finally:
+        for part in (view, tracker):  # never leave a poller on a stopped server
+            if part is not None:
+                part.close()
         cluster.stop()
 
 

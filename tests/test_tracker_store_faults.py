@@ -111,6 +111,7 @@ def test_submit_reports_a_created_task_it_could_not_save(flaky: FlakyStore, tmp_
                                                          veo_emulator) -> None:
     tracker = Tracker(veo_emulator.client(), store=flaky, media_dir=tmp_path / "v")
     try:
+        flaky.when = lambda record, events: not record.task_id.startswith("unconfirmed-")
         flaky.failures = 1
         with pytest.raises(StoreError) as info:
             tracker.submit("billed [duration: 130]")
@@ -129,7 +130,8 @@ def test_submit_many_reports_per_row_and_goes_on(flaky: FlakyStore, tmp_path: Pa
                                                  veo_emulator) -> None:
     tracker = Tracker(veo_emulator.client(), store=flaky, media_dir=tmp_path / "v")
     try:
-        flaky.when = lambda record, events: record.label == "second"
+        flaky.when = lambda record, events: (record.label == "second"
+                                             and not record.task_id.startswith("unconfirmed-"))
         flaky.failures = 1
         frame = pd.DataFrame({"prompt": ["a [duration: 130]", "b [duration: 130]",
                                          "c [duration: 130]"],
@@ -140,6 +142,22 @@ def test_submit_many_reports_per_row_and_goes_on(flaky: FlakyStore, tmp_path: Pa
         assert result.error.isna().tolist() == [True, False, True]
         assert "could not be saved" in result.error.iloc[1]
         until(lambda: all(flaky.get(i) is not None for i in result.task_id))
+    finally:
+        tracker.close()
+
+
+def test_a_request_the_store_cannot_record_is_not_sent(flaky: FlakyStore, tmp_path: Path,
+                                                       veo_emulator) -> None:
+    """Before a create is sent its request is saved (so that a lost answer
+    leaves a visible 'may have been billed' entry); when even that cannot be
+    saved, nothing is sent, and so nothing is billed unseen."""
+    tracker = Tracker(veo_emulator.client(), store=flaky, media_dir=tmp_path / "v")
+    try:
+        flaky.when = lambda record, events: record.task_id.startswith("unconfirmed-")
+        flaky.failures = 1
+        with pytest.raises(StoreError, match="nothing was sent"):
+            tracker.submit("never sent [duration: 130]")
+        assert veo_emulator.stats.creates == 0 and tracker.records() == []
     finally:
         tracker.close()
 

@@ -85,6 +85,8 @@ def _image_bytes(value: Any, what: str) -> tuple[bytes, str]:
     elif isinstance(value, (str, os.PathLike)):
         path = Path(value).expanduser()
         try:
+            if not os.fspath(value) or not path.is_file():
+                raise FileNotFoundError(2, "not a file")
             size = path.stat().st_size
         except OSError as exc:
             raise ValidationError(f"{what} must be an http(s) URL, an image file, bytes or a "
@@ -93,7 +95,10 @@ def _image_bytes(value: Any, what: str) -> tuple[bytes, str]:
         if size > MAX_IMAGE_BYTES:
             raise ValidationError(f"{what} {path.name} is {size} bytes, over "
                                   f"{MAX_IMAGE_BYTES} bytes: use a smaller image")
-        data, name = path.read_bytes(), path.name
+        try:
+            data, name = path.read_bytes(), path.name
+        except OSError as exc:
+            raise ValidationError(f"{what}: cannot read {path.name} ({exc.strerror})") from None
     elif callable(getattr(value, "save", None)) and hasattr(value, "mode"):  # a PIL image
         buffer = io.BytesIO()
         value.save(buffer, format="PNG")

@@ -548,10 +548,9 @@ class Tracker:
                     [Event(placeholder.task_id, "note", _spending.UNCONFIRMED,
                            detail=f"no answer with the id: {exc}")], ("error",), {}))
             else:
-                self.remove([placeholder.task_id], delete=True, others=True)
+                self._forget_unconfirmed(placeholder.task_id)
             raise
         now = time.time()
-        self.remove([placeholder.task_id], delete=True, others=True)  # the real task replaces it
         record = self._tagged(replace(TaskRecord.from_task(
             task, label=label, request=request, now=from_unix(sent),
             url_lifetime_s=engine.settings.url_lifetime), owner=owner))
@@ -567,6 +566,7 @@ class Tracker:
                       None, {"contact_at": now, "poller": engine.me, "poll_until": until},
                       lambda st: setattr(st, "due", due))
         saved = engine.commit(task.id, write)
+        self._forget_unconfirmed(placeholder.task_id)  # the real task replaces it
         if place is not None:
             try:
                 self.store.remember(*place, task.id, sent)
@@ -644,8 +644,23 @@ class Tracker:
         engine = self._engine
         with engine.lock:
             engine.states[record.task_id] = TaskState(record, 0, t0=sent, last_age=None)
-        engine.commit(record.task_id, Write(record, [], None, {}, notify=False))
+        if engine.commit(record.task_id, Write(record, [], None, {}, notify=False)) is None:
+            with engine.lock:
+                engine.states.pop(record.task_id, None)  # and its pending write with it
+            raise StoreError(
+                f"could not record the request in {self.store_key} before sending it, so "
+                "nothing was sent (no task was created or billed): try again once the store "
+                "answers")
         return record
+
+    def _forget_unconfirmed(self, task_id: str) -> None:
+        """Erase a "may have been billed" entry the real task replaced; should
+        the store fail now, the entry stays (visible, and dismissable)."""
+        try:
+            self.remove([task_id], delete=True, others=True)
+        except Exception:  # noqa: BLE001 - the task itself is recorded (or reported)
+            logger.warning("veo_nb: could not erase the entry %s of a task whose id arrived",
+                           task_id, exc_info=True)
 
     def _reusable(self, place: tuple[str, str, int]) -> tuple[str, str] | None:
         """The task (id, local HH:MM) an earlier run of the cell created at
