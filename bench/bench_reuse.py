@@ -32,7 +32,7 @@ def _fill(store: BaseStore, tasks: int, events: bool) -> list[str]:
     for i in range(tasks):
         request = {"model": "veo_3_1_fast", "prompt": f"take {i}", "resolution": "720p",
                    "aspect_ratio": "16:9"}
-        keys.append(request_key("https://svc:443", "abc", request))
+        keys.append(request_key("https://svc:443", "abc", "ana", request))
         records.append(TaskRecord(f"vgen_{i:08d}", prompt=request["prompt"], request=request,
                                   status=TaskStatus.COMPLETED, status_text="completed"))
     for record in records:

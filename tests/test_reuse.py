@@ -100,3 +100,27 @@ def test_demo_mode_creates_again_and_says_a_real_key_would_have_reused(tmp_path:
         _, printed = _runs(nb, tmp_path, emu, 2)
     assert any("with a real key" in text and "would have been reused" in text
                for text in printed), printed
+
+
+@pytest.mark.timeout(600)
+def test_a_classmate_running_the_same_notebook_makes_tasks_of_their_own(tmp_path: Path) -> None:
+    """One history, one key, the same notebook (the same cells): Ben's run
+    creates his own task instead of reusing Ana's, and each one's re-runs
+    reuse their own."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import veo_nb\n"
+        "tracker = veo_nb.Tracker(store='h.sqlite', media_dir='v')\n"
+        "t = tracker.submit('the class fox [duration: 121]')\n"
+        "print('mine', t.id, tracker.record(t.id).owner)")]
+    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
+        ana, said_ana = _runs(nb, tmp_path, emu, 2, env={"VEO_NB_OWNER": "ana"})
+        ben, said_ben = _runs(nb, tmp_path, emu, 2, env={"VEO_NB_OWNER": "ben"})
+    assert ana == [1, 1, 1] and ben == [2, 2, 2], (ana, ben)
+
+    def mine(printed: list[str]) -> set[tuple[str, str]]:
+        return {tuple(line.split()[1:3]) for text in printed for line in text.splitlines()
+                if line.startswith("mine ")}
+    (ana_id, ana_owner), = mine(said_ana)
+    (ben_id, ben_owner), = mine(said_ben)
+    assert (ana_owner, ben_owner) == ("ana", "ben") and ana_id != ben_id

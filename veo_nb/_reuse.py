@@ -3,7 +3,7 @@ which of its submits is which.
 
 When a cell runs again (re-run, Run All, Run All after a kernel restart),
 its *n*-th submit of a request identical to its last run's *n*-th (same
-store, service, key, model, prompt and options) returns the task that run
+store, service, key, owner, model, prompt and options) returns the task that run
 created instead of creating, and billing, another. Identical requests within
 one run are all created (the same prompt gives different videos).
 
@@ -58,10 +58,13 @@ def current_cell() -> tuple[str, int] | None:
         int(shell.execution_count)
 
 
-def request_key(service: str, key_fingerprint: str | None, request: dict[str, Any]) -> str:
-    """What makes two submits the same request."""
-    text = json.dumps({"service": service, "key": key_fingerprint, "request": request},
-                      sort_keys=True, default=str)
+def request_key(service: str, key_fingerprint: str | None, owner: str | None,
+                request: dict[str, Any]) -> str:
+    """What makes two submits the same request. The owner is part of it: on a
+    class's shared store, a classmate running the same notebook with the same
+    key makes tasks of their own, never reuses yours."""
+    text = json.dumps({"service": service, "key": key_fingerprint, "owner": owner,
+                       "request": request}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -501,7 +501,7 @@ class Tracker:
 
         **A cell run again does not pay again**: in a notebook, when a cell
         runs again (a re-run, Run All, Run All after a kernel restart), its
-        n-th submit of the same request (store, service, key, model, prompt,
+        n-th submit of the same request (store, service, key, owner, model, prompt,
         options) returns the task its last run's n-th identical submit created,
         and one line says so. ``new=True`` creates another. A task that failed
         is not reused; identical submits within one run are all created. Off
@@ -521,7 +521,8 @@ class Tracker:
         cell = None if new else _reuse.current_cell()
         place: tuple[str, str, int] | None = None
         if cell is not None:
-            key = _reuse.request_key(client.service, client.key_fingerprint, request)
+            key = _reuse.request_key(client.service, client.key_fingerprint,
+                                     owner or self.owner, request)
             place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
             earlier = self._reusable(place)
             if earlier is not None:
@@ -597,7 +598,8 @@ class Tracker:
             except (VeoError, TypeError):
                 continue  # refused before sending: creates nothing
             if cell is not None and not row.get("new"):
-                key = _reuse.request_key(client.service, client.key_fingerprint, request)
+                key = _reuse.request_key(client.service, client.key_fingerprint,
+                                         row.get("owner") or self.owner, request)
                 n = _reuse.seen(self.store_key, cell, key) + ahead[key]
                 ahead[key] += 1
                 if self._reusable((cell[0], key, n)) is not None and self.reuse:
