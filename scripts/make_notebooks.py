@@ -199,13 +199,15 @@ because every task is billed.
 """),
     code("""
 import itertools
+import os
 
 import pandas as pd
 
 import veo_nb
 
 client = veo_nb.connect()
-tracker = veo_nb.Tracker(client, store="veo_nb_data/classroom.sqlite")
+# On a class's JupyterHub, VEO_NB_STORE is the class's shared history (see the README)
+tracker = veo_nb.Tracker(client, store=os.environ.get("VEO_NB_STORE") or "veo_nb_data/classroom.sqlite")
 """),
     md("""
 ## 1. The sweep as a DataFrame
@@ -559,7 +561,9 @@ import veo_nb
 
 shared = os.environ.get("VEO_NB_STORE")
 client = veo_nb.connect()
-tracker = veo_nb.Tracker(client, store=shared or "veo_nb_data/class.sqlite", owner="teacher")
+# owner: on a hub, you (VEO_NB_OWNER or JUPYTERHUB_USER); in demo mode, "teacher"
+tracker = veo_nb.Tracker(client, store=shared or "veo_nb_data/class.sqlite",
+                         owner=None if shared else "teacher")
 print(f"class history: {tracker.store_key}")
 """),
     md("""
