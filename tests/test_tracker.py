@@ -397,6 +397,24 @@ def test_remove_untracks_or_deletes(make_tracker):
         tr.remove("nope")
 
 
+def test_on_change_hears_of_removals_here_and_erasures_elsewhere(make_tracker, tmp_path):
+    """A view (the class dashboard's counts) learns that a task left: removed
+    by this tracker, or erased from the store by another process."""
+    tr = make_tracker()
+    a, b = (tr.submit(f"gone {i} [duration: 150]") for i in range(2))
+    heard: list[str] = []
+    tr.on_change(lambda task: heard.append(task.id))
+    tr.remove([a.id])
+    assert a.id in heard
+    elsewhere = Store(tmp_path / "history.sqlite")  # another process's connection
+    try:
+        elsewhere.delete([b.id])
+    finally:
+        elsewhere.close()
+    until(lambda: b.id in heard, timeout=20)
+    assert tr.records() == []
+
+
 def test_worker_errors_become_events_without_flooding(make_tracker, monkeypatch):
     tr = make_tracker()
     task = tr.submit("boom [duration: 150]")

@@ -476,8 +476,10 @@ class Engine:
                 task = self.apply_row(row, now)
                 if task is not None:
                     changed.append(task)
-            for task_id in gone:
-                self.states.pop(task_id, None)
+            for task_id in gone:  # erased by another process: views drop them too
+                erased = self.states.pop(task_id, None)
+                if erased is not None:
+                    changed.append(erased.record.task)
             self.rev = max(self.rev, newest)
             self.gate_until = max(self.gate_until, gate)
             # Only now: had reading or applying failed, the next look reads again.

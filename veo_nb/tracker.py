@@ -334,8 +334,9 @@ class Tracker:
 
     def on_change(self, callback: Callable[[Task], Any]) -> Callable[[], None]:
         """Call ``callback(task)`` for every change (status, download saved or
-        failed), including changes another process on the same store made.
-        It runs on the tracker's worker threads: keep it short, and hand
+        failed, removed or erased), including changes another process on the
+        same store made. It runs on the tracker's worker threads (or the one
+        that called :meth:`remove`): keep it short, and hand
         widget updates to the widget. Exceptions are logged, never
         propagated. Returns a function that unsubscribes."""
         return self._engine.on_change(callback)
@@ -772,6 +773,8 @@ class Tracker:
             for task_id in ids:
                 engine.states.pop(task_id, None)
             engine.cond.notify_all()
+        for record in records:  # on_change: views drop them
+            engine.notify(record.task)
         return len(ids)
 
     # ------------------------------------------------------------------ polling
