@@ -9,7 +9,8 @@ instead, since a CI run that skipped the PostgreSQL tests would prove nothing.
 stops it and removes its folder, and is also registered with ``atexit`` so an
 interrupted session does not leave a server running.
 ``new_database(url)`` / ``drop_database(url)`` make and drop a fresh, empty
-database on the same server.
+database on the same server. ``Cluster.require_passwords()`` makes every role
+but ``postgres`` log in with its password.
 
 The PostgreSQL server refuses to run as root: when the tests run as root,
 ``initdb`` and ``pg_ctl`` run as the ``postgres`` user (``runuser``), which
@@ -176,6 +177,17 @@ class Cluster:
         self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "veo",
                  as_server=False)
         self.startup_seconds = time.monotonic() - began
+
+    def require_passwords(self) -> None:
+        """From now on every role but ``postgres`` must log in with its
+        password (scram-sha-256), as on a class's real server; ``postgres``
+        (the tests' administrator) stays trusted."""
+        hba = self.data / "pg_hba.conf"
+        hba.write_text("local all postgres trust\nhost all postgres 127.0.0.1/32 trust\n"
+                       "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        if _as_root():
+            shutil.chown(hba, user=SERVER_USER)
+        self.run("pg_ctl", "-D", str(self.data), "reload")
 
     def server_pids(self) -> list[int]:
         """The postmaster and every process it started (backends, workers)."""

@@ -21,13 +21,68 @@ from chromium import KernelTraffic
 from notebook_page import open_and_run_all, write_notebook
 from servers import Server, wait_for
 
-__all__ = ["BIG", "BIG_VIDEO_SETUP", "JS_PANEL", "check_big_demo_video", "KernelTraffic", "NEEDLE", "click_play",
+__all__ = ["BIG", "BIG_VIDEO_SETUP", "JS_COUNTS", "JS_PANEL", "JS_ROWS_BY_OWNER",
+           "check_big_demo_video", "KernelTraffic", "NEEDLE", "class_counts", "click_play",
            "panel_text", "row_text", "rows_text", "video_states", "wait_for_panel",
            "wait_playable"]
 
 #: The live panel (JS expression).
 JS_PANEL = "(() => { const all = document.querySelectorAll('.veo-panel'); " \
            "return all.length ? all[all.length - 1] : null; })()"
+
+
+# JS: the students of the live panel's rows (their `.veo-owner`, "by NAME")
+# with the status word of each of their rows.
+JS_ROWS_BY_OWNER = """() => {
+    const p = %s;
+    const out = {};
+    if (!p) return out;
+    for (const row of p.querySelectorAll('.veo-row')) {
+        const owner = row.querySelector('.veo-owner');
+        const name = owner ? owner.innerText.replace(/^by /, '') : '';
+        const text = row.innerText.toLowerCase();
+        const status = ['completed', 'failed', 'processing', 'queued'].find(s => text.includes(s));
+        (out[name] = out[name] || []).push(status || '');
+    }
+    return out;
+}""" % JS_PANEL
+
+# JS: the counts per student: the table in `.veo-class-counts` if the
+# notebook marks it, else the table outside the panel whose header has the
+# columns "owner" and "total" -> {owner: {column: number}}.
+JS_COUNTS = """() => {
+    const marked = document.querySelector('.veo-class-counts table');
+    const tables = marked ? [marked] : [...document.querySelectorAll('table')].filter(t =>
+        !t.closest('.veo-panel'));
+    for (const t of tables) {
+        const head = [...t.querySelectorAll('thead th')].map(th => th.innerText.trim());
+        if (!head.includes('owner') || !head.includes('total')) continue;
+        const out = {};
+        for (const tr of t.querySelectorAll('tbody tr')) {
+            const cells = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
+            const row = {};
+            head.forEach((h, i) => { if (h !== 'owner') row[h] = Number(cells[i]); });
+            out[cells[head.indexOf('owner')]] = row;
+        }
+        return out;
+    }
+    return null;
+}"""
+
+
+def class_counts(page: Any, column: str | None = None) -> dict[str, dict[str, float]] | None:
+    """The class dashboard's counts per student, once they agree with the
+    panel's rows: the same students, each with as many tasks (``column``: and
+    as many rows with that status); None until then."""
+    rows, counts = page.evaluate(JS_ROWS_BY_OWNER), page.evaluate(JS_COUNTS)
+    if not counts or sorted(counts) != sorted(rows):
+        return None
+    for name, statuses in rows.items():
+        if counts[name].get("total") != len(statuses):
+            return None
+        if column and counts[name].get(column, 0) != statuses.count(column):
+            return None
+    return dict(counts)
 
 
 #: A demo notebook's first cell with one 15 MB video (Notebook 7 and Voilà

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from notebook_page import open_and_run_all, open_notebook, write_notebook
-from panel_page import JS_PANEL, check_big_demo_video, rows_text, wait_for_panel
+from panel_page import JS_PANEL, JS_ROWS_BY_OWNER, check_big_demo_video, class_counts, rows_text, \
+    wait_for_panel
 from servers import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -81,45 +82,6 @@ def test_tasks_finishing_while_the_page_connects_all_get_their_card(voila, open_
     assert not lost, lost[:3]
 
 
-# JS: the students of the live panel's rows (their `.veo-owner`, "by NAME")
-# with the status word of each of their rows.
-JS_ROWS_BY_OWNER = """() => {
-    const p = %s;
-    const out = {};
-    if (!p) return out;
-    for (const row of p.querySelectorAll('.veo-row')) {
-        const owner = row.querySelector('.veo-owner');
-        const name = owner ? owner.innerText.replace(/^by /, '') : '';
-        const text = row.innerText.toLowerCase();
-        const status = ['completed', 'failed', 'processing', 'queued'].find(s => text.includes(s));
-        (out[name] = out[name] || []).push(status || '');
-    }
-    return out;
-}""" % JS_PANEL
-
-# JS: the counts per student: the table in `.veo-class-counts` if the
-# notebook marks it, else the table outside the panel whose header has the
-# columns "owner" and "total" -> {owner: {column: number}}.
-JS_COUNTS = """() => {
-    const marked = document.querySelector('.veo-class-counts table');
-    const tables = marked ? [marked] : [...document.querySelectorAll('table')].filter(t =>
-        !t.closest('.veo-panel'));
-    for (const t of tables) {
-        const head = [...t.querySelectorAll('thead th')].map(th => th.innerText.trim());
-        if (!head.includes('owner') || !head.includes('total')) continue;
-        const out = {};
-        for (const tr of t.querySelectorAll('tbody tr')) {
-            const cells = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
-            const row = {};
-            head.forEach((h, i) => { if (h !== 'owner') row[h] = Number(cells[i]); });
-            out[cells[head.indexOf('owner')]] = row;
-        }
-        return out;
-    }
-    return null;
-}"""
-
-
 def test_the_class_dashboard_shows_counts_per_student_that_follow_the_panel(
         voila, open_page) -> None:
     started = time.monotonic()
@@ -133,25 +95,11 @@ def test_the_class_dashboard_shows_counts_per_student_that_follow_the_panel(
     students = sorted(by_owner)
     assert len(students) >= 2 and "" not in students, by_owner  # every row names its student
 
-    def agree(column: str | None) -> dict | None:
-        """The counts table, once it agrees with the panel's rows: the same
-        students, each with as many tasks (``column``: and as many rows
-        with that status)."""
-        rows, counts = page.evaluate(JS_ROWS_BY_OWNER), page.evaluate(JS_COUNTS)
-        if not counts or sorted(counts) != sorted(rows):
-            return None
-        for name, statuses in rows.items():
-            if counts[name].get("total") != len(statuses):
-                return None
-            if column and counts[name].get(column, 0) != statuses.count(column):
-                return None
-        return counts
-
-    counts = wait_for(lambda: agree(None), timeout=60,
+    counts = wait_for(lambda: class_counts(page), timeout=60,
                       what="counts per student that agree with the panel's rows")
     # Live: as the demo class's tasks finish (about 15-45 s in demo mode), the
     # completed counts follow the rows.
-    counts = wait_for(lambda: (c := agree("completed")) and any(
+    counts = wait_for(lambda: (c := class_counts(page, "completed")) and any(
         v.get("completed", 0) > 0 for v in c.values()) and c, timeout=120, interval=0.5,
         what="a completed count per student that follows the panel")
     print(f"dashboard counts {counts}; {time.monotonic() - started:.0f} s")
