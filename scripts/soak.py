@@ -15,7 +15,11 @@ Runs on each backend of ``SOAK_BACKENDS`` (default ``sqlite,postgres``; the
 PostgreSQL one on a throwaway server), ``SOAK_SECONDS`` each, then half as
 long again with the emulator speaking every dialect of the gateway
 (envelopes, other link and error fields, status synonyms, transient 401 and
-404, 202 creates, amounts: see ``veo_nb/emulator/_dialects.py``). Each surviving
+404, 202 creates, amounts: see ``veo_nb/emulator/_dialects.py``). On
+PostgreSQL, half as long again as a class (``veo-nb class setup``): the
+trackers take turns as two students, each with their own database role and
+row-level security, sharing one API key; every task must still be polled
+within its interval, fetched once and recorded as its student's. Each surviving
 tracker reports its CPU time and its store's write transactions. Then a
 claims round: one process polls every task, another follows the same tasks;
 the follower must stay under 2 % of a core and 2 claim attempts per task per
@@ -26,6 +30,7 @@ Everything runs on 127.0.0.1.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -46,6 +51,7 @@ import pg_cluster  # noqa: E402
 from reliability_helpers import mismatches, wait_until  # noqa: E402
 
 from veo_nb import Tracker  # noqa: E402
+from veo_nb._class import set_up  # noqa: E402
 from veo_nb.emulator import Emulator, FaultConfig  # noqa: E402
 
 SCALE = 0.01
@@ -59,9 +65,9 @@ PROCESSES = (2, 4)
 CHILD = r"""
 import json, sys, threading, time
 from veo_nb import Tracker, VeoClient, VeoError
-base, key, scale, timeout, store, media = sys.argv[1:7]
+base, key, scale, timeout, store, media, owner = sys.argv[1:8]
 tracker = Tracker(VeoClient(key, base, time_scale=float(scale), timeout=float(timeout)),
-                  store=store, media_dir=media)
+                  store=store, media_dir=media, owner=owner or None)
 submitting = threading.Event()
 submitting.set()
 
@@ -131,14 +137,18 @@ tracker.close()
 
 
 class Child:
-    """One tracker subprocess; the ids it acknowledged are added to ``acked``."""
+    """One tracker subprocess (as ``owner``, when given); the ids it
+    acknowledged are added to ``acked`` and to its own ``mine``."""
 
-    def __init__(self, emu: Emulator, store: str, media: Path, acked: set[str]) -> None:
+    def __init__(self, emu: Emulator, store: str, media: Path, acked: set[str],
+                 owner: str = "") -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, str(SCALE), str(TIMEOUT_S),
-             str(store), str(media)],
+             str(store), str(media), owner],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
+        self.owner = owner
+        self.mine: set[str] = set()
         self.view: dict[str, str] | None = None
         self.costs: dict[str, float] = {}
         self._got_view = threading.Event()
@@ -151,6 +161,7 @@ class Child:
             data = json.loads(line)
             if "acked" in data:
                 acked.add(data["acked"])
+                self.mine.add(data["acked"])
             else:
                 self.view = data["view"]
                 self.costs = {"cpu_s": data["cpu_s"], **data["store"]}
@@ -245,6 +256,10 @@ def main() -> int:
                 print(f"== {backend}, the gateway's dialects", flush=True)
                 failed |= soak(seconds / 2, pg_cluster.new_database(cluster.url), "all")
                 failed |= claims_round(pg_cluster.new_database(cluster.url))
+                print(f"== {backend}, a class: two students' roles, one key", flush=True)
+                urls = set_up(pg_cluster.new_database(cluster.url), "teacher", ["ana", "ben"])
+                failed |= soak(seconds / 2, urls["teacher"],
+                               students=[(name, urls[name]) for name in ("ana", "ben")])
             finally:
                 cluster.stop()
         else:
@@ -256,19 +271,29 @@ def main() -> int:
     return failed
 
 
-def soak(seconds: float, store: str, dialects: str = "") -> int:
+def soak(seconds: float, store: str, dialects: str = "",
+         students: list[tuple[str, str]] | None = None) -> int:
     """The fault mix on ``store`` for ``seconds`` (the emulator speaking the
-    gateway's ``dialects``, e.g. ``"all"``); prints the figures and returns 1
-    when a must-be-zero one is not zero."""
+    gateway's ``dialects``, e.g. ``"all"``; the trackers taking turns as the
+    ``students``, (owner, store URL) pairs of a class store, when given);
+    prints the figures and returns 1 when a must-be-zero one is not zero."""
     rng = random.Random(1)
     acked: set[str] = set()
+    seats = itertools.cycle(students or [("", store)])
+    made: list[Child] = []
     kills = outages = storms = 0
     with tempfile.TemporaryDirectory() as tmp, \
             Emulator(time_scale=SCALE, failure_rate=0.15, seed=2, faults=FAULTS,
                      video_size="sample", dialects=dialects) as emu:
         media = Path(tmp) / "videos"
+
+        def new_child() -> Child:
+            owner, url = next(seats)
+            made.append(Child(emu, url, media, acked, owner))
+            return made[-1]
+
         end = time.monotonic() + seconds
-        children = [Child(emu, store, media, acked) for _ in range(PROCESSES[0])]
+        children = [new_child() for _ in range(PROCESSES[0])]
         while time.monotonic() < end:
             time.sleep(min(rng.uniform(2.0, 8.0), max(0.0, end - time.monotonic())))
             event = rng.random()
@@ -278,7 +303,7 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
                 kills += 1
                 wanted = rng.randint(*PROCESSES)
                 while len(children) < wanted:
-                    children.append(Child(emu, store, media, acked))
+                    children.append(new_child())
             elif event < 0.8:
                 emu.storm(rng.uniform(0.5, 2.0))
                 storms += 1
@@ -310,6 +335,9 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
         for child in children:
             child.kill()
         lost_tasks, lost_videos = mismatches(emu, records, media)
+        owners = {r.task_id: r.owner for r in records}
+        wrong_owner = sum(owners[i] != child.owner for child in made if child.owner
+                          for i in child.mine)
         stats = emu.stats
     figures = {
         "seconds": seconds,
@@ -331,6 +359,10 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
         "videos lost": len(lost_videos),
         "interval violations": stats.interval_violations,
     }
+    if students:
+        figures["tasks per student"] = ", ".join(
+            f"{name} {sum(o == name for o in owners.values())}" for name, _ in students)
+        figures["tasks recorded under another owner"] = wrong_owner
     for name, value in figures.items():
         print(f"{name:>62}: {value}")
     for n, cost in enumerate(costs):
@@ -343,8 +375,9 @@ def soak(seconds: float, store: str, dialects: str = "") -> int:
         print("  problem:", problem)
     must_be_zero = ("tasks lost", "videos lost", "interval violations",
                     "stale views (a survivor showing an old status)",
-                    "created but not visible (neither recorded nor such an entry)")
-    return 1 if any(figures[name] for name in must_be_zero) else 0
+                    "created but not visible (neither recorded nor such an entry)",
+                    "tasks recorded under another owner")
+    return 1 if any(figures.get(name) for name in must_be_zero) else 0
 
 
 if __name__ == "__main__":
