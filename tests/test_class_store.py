@@ -109,6 +109,17 @@ def test_the_database_refuses_a_student_and_lets_the_teacher_manage(server, tmp_
     assert out.returncode != 0 and "permission denied" in out.stderr
     out = _psql(urls["alice"], f"UPDATE tasks SET label = 'my fox' WHERE task_id = '{ids[0]}'")
     assert out.returncode == 0, out.stderr
+    # what alice's re-runs reuse: hers to record; bob can neither drop nor redirect it
+    out = _psql(urls["alice"], "INSERT INTO reuse (cell, request, n, task_id, created_at) "
+                               f"VALUES ('cell', 'fox', 0, '{ids[0]}', 0)")
+    assert out.returncode == 0, out.stderr
+    for sql, said in (("DELETE FROM reuse", "DELETE 0"),
+                      (f"UPDATE reuse SET task_id = '{ids[1]}'", "UPDATE 0")):
+        out = _psql(urls["bob"], sql)
+        assert out.returncode == 0 and said in out.stdout, (sql, out)
+    out = _psql(urls["bob"], "INSERT INTO reuse (cell, request, n, task_id, created_at) "
+                             f"VALUES ('cell', 'fox', 1, '{ids[1]}', 0)")
+    assert out.returncode != 0 and "row-level security" in out.stderr, out
     with Emulator(time_scale=SCALE, video_size="sample") as emu:
         with Tracker(emu.client(), store=urls["teacher"], media_dir=tmp_path / "t",
                      owner="teacher") as teacher:

@@ -17,6 +17,8 @@ teacher (with a role that may create roles) makes:
   - a student may not relabel, re-prompt, hide (``tracked``), re-own or
     change the request of a classmate's task (a trigger refuses it with
     SQLSTATE 42501, *insufficient privilege*);
+  - a student may record for re-runs to reuse (``reuse``) only tasks of their
+    own, and may not drop or redirect a classmate's;
   - the teacher may manage every task.
 
 Tables belong to the role that ran the set-up; students never get
@@ -83,10 +85,12 @@ def policy_sql() -> list[str]:
         "ALTER TABLE tasks ENABLE ROW LEVEL SECURITY",
         "ALTER TABLE events ENABLE ROW LEVEL SECURITY",
         "ALTER TABLE deleted ENABLE ROW LEVEL SECURITY",
+        "ALTER TABLE reuse ENABLE ROW LEVEL SECURITY",
         *(f"DROP POLICY IF EXISTS {p} ON {t}" for t, p in (
             ("tasks", "veo_read"), ("tasks", "veo_add"), ("tasks", "veo_poll"),
             ("tasks", "veo_delete"), ("events", "veo_read"), ("events", "veo_add"),
-            ("events", "veo_delete"), ("deleted", "veo_read"), ("deleted", "veo_add"))),
+            ("events", "veo_delete"), ("deleted", "veo_read"), ("deleted", "veo_add"),
+            ("reuse", "veo_read"), ("reuse", "veo_own"))),
         "CREATE POLICY veo_read ON tasks FOR SELECT USING (true)",
         # a new task is one's own; an upsert of an existing one is an update (guarded)
         "CREATE POLICY veo_add ON tasks FOR INSERT WITH CHECK (owner = session_user OR "
@@ -100,6 +104,12 @@ def policy_sql() -> list[str]:
         "CREATE POLICY veo_read ON deleted FOR SELECT USING (true)",
         "CREATE POLICY veo_add ON deleted FOR INSERT WITH CHECK (NOT EXISTS (SELECT 1 FROM "
         "tasks WHERE tasks.task_id = deleted.task_id))",
+        # what a re-run reuses: one's own tasks only (a row whose task is gone may be
+        # replaced), so nobody can drop or redirect a classmate's
+        "CREATE POLICY veo_read ON reuse FOR SELECT USING (true)",
+        "CREATE POLICY veo_own ON reuse FOR ALL USING (NOT EXISTS (SELECT 1 FROM tasks "
+        f"WHERE tasks.task_id = reuse.task_id AND NOT {own})) WITH CHECK (EXISTS (SELECT 1 "
+        f"FROM tasks WHERE tasks.task_id = reuse.task_id AND {own}))",
     ]
     return sql
 

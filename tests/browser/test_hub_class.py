@@ -109,6 +109,9 @@ def test_a_class_on_jupyterhub(tmp_path: Path, browser: Any,
             fetched = sorted(r.path.split("/")[2] for r in emu.stats.media_log
                              if r.method == "GET" and r.status in (200, 206))
             assert fetched == sorted(i for s in STUDENTS for i in ids[s])  # each video once
+            with psycopg.connect(teacher_url) as conn:  # each re-run would reuse its own
+                assert sorted(conn.execute("SELECT task_id FROM reuse").fetchall()) == sorted(
+                    (i,) for s in STUDENTS for i in ids[s])
 
             victim = ids["ben"][0]
             _a_student_cannot_erase_a_classmates_task(hub, victim)
