@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from servers import free_port, server_env, wait_for
+from servers import free_port, log_tail, server_env, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 #: Where ``make test`` installs the proxy (Makefile: CHP); VEO_NB_CHP overrides.
@@ -118,10 +118,7 @@ class Hub:
         return kernel
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         """Close the kernels' sockets, stop every user's server, then the hub."""

@@ -64,6 +64,14 @@ def wait_for(
         time.sleep(interval)
 
 
+def log_tail(path: Path) -> str:
+    """The last 6000 characters of a server's log ("" when there is none)."""
+    try:
+        return path.read_text(errors="replace")[-6000:]
+    except OSError:
+        return ""
+
+
 @dataclass
 class Server:
     """A notebook server started for the tests.
@@ -141,10 +149,7 @@ class Server:
                 raise
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self) -> None:
         if self.process.poll() is None:
