@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -146,12 +147,12 @@ def _teacher_opens_the_dashboard(hub: Hub, page: Any) -> None:
     Voilà app on their own server; no student has a task yet."""
     dashboard = json.loads((REPO / "notebooks" / "04_class_dashboard.ipynb").read_text())
     hub.put_notebook(TEACHER, "04_class_dashboard.ipynb", dashboard)
-    page.goto(f"{hub.url}/hub/login")
+    app = f"/user/{TEACHER}/voila/render/04_class_dashboard.ipynb"
+    page.goto(f"{hub.url}/hub/login?next={quote(app)}")
     page.fill("input[name=username]", TEACHER)
     page.fill("input[name=password]", hub.password)
     page.click("[type=submit]")
-    page.wait_for_url("**/user/**")
-    page.goto(f"{hub.url}/user/{TEACHER}/voila/render/04_class_dashboard.ipynb")
+    page.wait_for_url(f"**{app}*")
     wait_for_panel(page)
     assert page.evaluate(JS_ROWS_BY_OWNER) == {}
     assert "No tasks yet" in page.inner_text("body")
