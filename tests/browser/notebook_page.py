@@ -137,22 +137,47 @@ def execute(page: Any, code: str, relpath: str = "") -> str:
     return page.evaluate(JS_EXECUTE, [relpath, code])
 
 
+#: JS: cell ``i`` (0-based) of the notebook. JupyterLab 4 renders a long
+#: notebook as a window over its cells: a cell scrolled out of view is not in
+#: the page (a panel that grows pushes the last cell out), and the rendered
+#: ones are not numbered from 0. So the cell is found by its index in the
+#: notebook, after scrolling to it when it is not rendered.
+JS_CELL = """(i) => {
+    const find = () => document.querySelector(
+        `.jp-Notebook .jp-Cell[data-windowed-list-index="${i}"]`)
+        || (document.querySelector('.jp-Notebook .jp-Cell[data-windowed-list-index]')
+            ? null : document.querySelectorAll('.jp-Notebook .jp-Cell')[i]);
+    let cell = find();
+    if (!cell) {
+        const outer = document.querySelector('.jp-NotebookPanel .jp-WindowedPanel-outer');
+        if (outer) { outer.scrollTop = outer.scrollHeight; }
+    }
+    return find();
+}"""
+
+
 def cell_output(page: Any, index: int) -> str:
     """The text cell ``index`` (0-based) shows as its output (for messages
     when a test fails)."""
     return page.evaluate(
-        """(i) => {
-            const cells = document.querySelectorAll('.jp-Notebook .jp-Cell');
-            const out = cells[i] && cells[i].querySelector('.jp-OutputArea');
+        f"""(i) => {{
+            const cell = ({JS_CELL})(i);
+            const out = cell && cell.querySelector('.jp-OutputArea');
             return out ? out.innerText : '';
-        }""", index)
+        }}""", index)
 
 
 def cell_busy(page: Any, index: int) -> bool:
     """True while cell ``index`` (0-based) shows ``[*]`` (queued or running)."""
-    return page.evaluate(
-        """(i) => {
-            const cells = document.querySelectorAll('.jp-Notebook .jp-Cell');
-            const prompt = cells[i] && cells[i].querySelector('.jp-InputPrompt');
-            return !!prompt && prompt.innerText.includes('*');
-        }""", index)
+    for _ in range(40):  # a cell scrolled back into view renders in a frame or two
+        state = page.evaluate(
+            f"""(i) => {{
+                const cell = ({JS_CELL})(i);
+                const prompt = cell && cell.querySelector('.jp-InputPrompt');
+                // a cell just scrolled back in shows an empty prompt for a moment
+                return prompt && prompt.innerText.trim() ? prompt.innerText.includes('*') : null;
+            }}""", index)
+        if state is not None:
+            return bool(state)
+        page.wait_for_timeout(50)
+    return False
