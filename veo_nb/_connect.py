@@ -28,7 +28,8 @@ _lock = threading.Lock()
 _demo_emulator: Any = None
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """Whether an environment value says yes (``1``, ``true``, ``yes``, ``on``)."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -111,7 +112,7 @@ def connect(
     ``veo-nb emulator`` how fast that emulator's clock runs. Other keyword
     arguments (``timeout``, ``max_retries``) go to :class:`VeoClient`.
     """
-    forced = demo is True or (demo is None and _truthy(os.environ.get("VEO_DEMO")))
+    forced = demo is True or (demo is None and truthy(os.environ.get("VEO_DEMO")))
     if not forced:
         scale = time_scale
         if scale is None:

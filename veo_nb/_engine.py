@@ -951,43 +951,37 @@ class Engine:
                 events = [poll_error, Event(task_id, "note", rec.status_text, observed_at=stamp,
                                             detail=message)]
                 fields: tuple[str, ...] = ("error", "next_poll_at", "last_polled_at")
-            elif known:
-                since = stamp_s if since is None else since
-                scale = self.client.time_scale
-                until = max(state.t0 + self.window(rec)[1], since) + NOT_FOUND_GRACE_S * scale
-                shown_since = from_unix(since).strftime("%H:%M UTC")
-                events = [poll_error]
-                if stamp_s < until:
+            else:
+                if known:  # a gateway may answer 404 for a while: check until this
+                    since = stamp_s if since is None else since
+                    until = (max(state.t0 + self.window(rec)[1], since)
+                             + NOT_FOUND_GRACE_S * self.client.time_scale)
+                    shown_since = from_unix(since).strftime("%H:%M UTC")
+                if known and stamp_s < until:
                     errors += 1
                     due = min(stamp_s + _schedule.error_backoff(errors, self.settings.poll_interval),
                               max(until, stamp_s + self.settings.poll_interval))
                     message = f"{STILL_CHECKING}{shown_since}), still checking"
+                    events = [poll_error]
                     if state.not_found_since is None:
                         events.append(Event(task_id, "note", rec.status_text, observed_at=stamp,
                                             detail=f"{message}: the service knew this task"))
                     new = replace(rec, error=message, next_poll_at=from_unix(due),
                                   last_polled_at=stamp, poll_count=rec.poll_count + 1)
                     fields = ("error", "next_poll_at", "last_polled_at", "poll_count")
-                else:
-                    message = (f"{LOST_REASON}{shown_since}, though the service knew this task "
-                               "before: it may have been lost on the service (ask the provider "
-                               "about this id); track() it to check again")
+                else:  # a typo, or a task the service lost
+                    message = NOT_FOUND_REASON if not known else (
+                        f"{LOST_REASON}{shown_since}, though the service knew this task "
+                        "before: it may have been lost on the service (ask the provider "
+                        "about this id); track() it to check again")
                     new = replace(rec, status=TaskStatus.FAILED,
                                   status_text=TaskStatus.FAILED.value, error=message,
                                   finished_at=stamp, next_poll_at=None,
                                   poll_count=rec.poll_count + 1, last_polled_at=stamp,
                                   service=rec.service or service)
-                    events.append(Event(task_id, "status", "failed", observed_at=stamp,
-                                        detail=message))
+                    events = [poll_error, Event(task_id, "status", "failed", observed_at=stamp,
+                                                detail=message)]
                     fields = (*POLL_FIELDS, "service")
-            else:
-                new = replace(rec, status=TaskStatus.FAILED, status_text=TaskStatus.FAILED.value,
-                              error=NOT_FOUND_REASON, finished_at=stamp, next_poll_at=None,
-                              poll_count=rec.poll_count + 1, last_polled_at=stamp,
-                              service=rec.service or service)
-                events = [poll_error, Event(task_id, "status", "failed", observed_at=stamp,
-                                            detail=NOT_FOUND_REASON)]
-                fields = (*POLL_FIELDS, "service")
 
         def saved(st: TaskState) -> None:
             st.due = due

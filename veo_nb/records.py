@@ -392,7 +392,7 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
             len(completed) / finished if finished else math.nan,
             times.median() if len(times) else math.nan,
             times.quantile(0.9) if len(times) else math.nan,
-            _total_amount(group),
+            reported_cost(group)[0],
             sum(is_unconfirmed(r) for r in group),
         ))
     frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
@@ -404,10 +404,11 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     return frame
 
 
-def _total_amount(records: Iterable[TaskRecord]) -> float:
-    """The sum of the amounts the service reported, NaN when it reported none."""
+def reported_cost(records: Iterable[TaskRecord]) -> tuple[float, int]:
+    """The sum of the amounts the service reported for ``records`` (NaN when
+    it reported none), and for how many of them it reported one."""
     amounts = [a for a in (r.amount for r in records) if a is not None]
-    return math.fsum(amounts) if amounts else math.nan
+    return (math.fsum(amounts) if amounts else math.nan), len(amounts)
 
 
 #: A CSV cell starting with one of these is a formula to a spreadsheet.

@@ -48,6 +48,7 @@ from ._engine import (
     attach,
     given_up,
 )
+from ._connect import truthy
 from ._log import logger
 from ._paths import DEFAULT_DATA_DIR, DEMO_DATA_DIR, remove_stale_partials
 from ._spec import MIN_POLL_INTERVAL_S, URL_LIFETIME_S, build_create_payload
@@ -222,7 +223,7 @@ class Tracker:
         )
         self._engine: Engine = attach(opened, own, settings, polling=start)
         if reuse is None and os.environ.get(_reuse.REUSE_ENV, "").strip():
-            reuse = os.environ[_reuse.REUSE_ENV].strip().lower() in ("1", "true", "yes", "on")
+            reuse = truthy(os.environ[_reuse.REUSE_ENV])
         #: Whether re-running a notebook cell reuses what its last run created.
         self.reuse: bool = (not client.demo) if reuse is None else bool(reuse)
         self._manages_all: bool | None = None
@@ -522,8 +523,7 @@ class Tracker:
         cell = None if new else _reuse.current_cell()
         place: tuple[str, str, int] | None = None
         if cell is not None:
-            key = _reuse.request_key(client.service, client.key_fingerprint,
-                                     owner or self.owner, request)
+            key = self._reuse_key(request, owner)
             place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
             earlier = self._reusable(place)
             if earlier is not None:
@@ -586,8 +586,7 @@ class Tracker:
         """How many of ``rows`` (keyword arguments of :meth:`submit`) would
         create a task: not those a re-run of the cell reuses, nor those the
         model table refuses."""
-        client = self.client
-        cell = _reuse.current_cell()
+        cell = _reuse.current_cell() if self.reuse else None  # without reuse, every row creates
         ahead: Counter[str] = Counter()
         count = 0
         for row in rows:
@@ -599,14 +598,20 @@ class Tracker:
             except (VeoError, TypeError):
                 continue  # refused before sending: creates nothing
             if cell is not None and not row.get("new"):
-                key = _reuse.request_key(client.service, client.key_fingerprint,
-                                         row.get("owner") or self.owner, request)
+                key = self._reuse_key(request, row.get("owner"))
                 n = _reuse.seen(self.store_key, cell, key) + ahead[key]
                 ahead[key] += 1
-                if self._reusable((cell[0], key, n)) is not None and self.reuse:
+                if self._reusable((cell[0], key, n)) is not None:
                     continue
             count += 1
         return count
+
+    def _reuse_key(self, request: dict[str, Any], owner: str | None) -> str:
+        """What makes a submit of ``request`` (by ``owner``, default this
+        tracker's) the same as an earlier run's (see :mod:`veo_nb._reuse`)."""
+        client = self.client
+        return _reuse.request_key(client.service, client.key_fingerprint, owner or self.owner,
+                                  request)
 
     def may_change(self, record: TaskRecord) -> bool:
         """Whether this session may hide or erase ``record``: its own task,
@@ -622,15 +627,17 @@ class Tracker:
         would pass the store's daily caps."""
         if self.caps == (None, None):
             return
-        now = time.time()
-        _spending.check(self.caps, self.store.spent_since(_spending.day_start(now)), adding)
+        _spending.check(self.caps, self._spent_today(), adding)
+
+    def _spent_today(self) -> tuple[int, float | None]:
+        return self.store.spent_since(_spending.day_start(time.time()))
 
     def spending(self) -> dict[str, Any]:
         """Today's spending of this store (since local midnight, every process
         counted): ``tasks`` submitted, the ``amount`` the service reported
         (None when none), and the caps (``max_tasks``, ``max_amount``; None:
         none)."""
-        count, amount = self.store.spent_since(_spending.day_start(time.time()))
+        count, amount = self._spent_today()
         return {"tasks": count, "amount": amount, "max_tasks": self.caps[0],
                 "max_amount": self.caps[1]}
 

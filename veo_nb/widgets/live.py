@@ -17,7 +17,6 @@ so. Closing releases every widget and every video byte.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -31,7 +30,7 @@ import ipywidgets as widgets
 from .._log import logger
 from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table
 from ..errors import ValidationError
-from ..records import TaskRecord, to_unix
+from ..records import TaskRecord, reported_cost, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
 from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
 from .frontend import frontend as frontend_named
@@ -591,9 +590,9 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                 if getattr(self.tracker.client, "demo", False) else "")
         stale = (' · <b style="color:#b71c1c">this panel\'s tracker is closed</b>'
                  if self.tracker.closed else "")
-        amounts = [a for a in (r.amount for r in self._records) if a is not None]
-        cost = (f" · cost reported by the service: {fmt_amount(math.fsum(amounts))} "
-                f"({len(amounts)} tasks)" if amounts else "")
+        total, costed = reported_cost(self._records)
+        cost = (f" · cost reported by the service: {fmt_amount(total)} ({costed} tasks)"
+                if costed else "")
         cost += self._spend_html()
         set_if_changed(self.header, "value", (
             f'<div style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
