@@ -58,6 +58,19 @@ TITLE_CHARS = 2000
 TEXT_COLUMNS = ("label", "prompt", "error", "detail", "download_error", "video_url", "video_path")
 
 
+#: The panel's style sheet (in an HTML widget, scoped to ``.veo-panel``): a
+#: focus ring a keyboard user sees on every control, and ``veo-sr-only`` for
+#: text meant for screen readers only (the live announcements).
+PANEL_CSS = """<style>
+.veo-panel :focus-visible { outline: 3px solid #1a56db !important; outline-offset: 1px; }
+.veo-panel .veo-media :focus-visible { outline-offset: -3px; }
+.veo-panel .veo-sr-only { position: absolute !important; width: 1px; height: 1px;
+  overflow: hidden; clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap; }
+</style>"""
+#: Names of tasks said in one announcement (the others are counted).
+ANNOUNCED_NAMES = 3
+
+
 @dataclass(frozen=True)
 class Look:
     """Sizes and colours of the panel: ``normal`` for a laptop, ``large``
@@ -239,6 +252,31 @@ def status_counts_html(counts: Mapping[str, int]) -> str:
         colour = _style(text)[2]
         out.append(f'<span style="color:{colour}"><b>{n}</b> {esc(short(text, 40))}</span>')
     return " · ".join(out)
+
+
+def task_name(record: TaskRecord) -> str:
+    """What a task is called in a sentence: its label, else the start of its prompt, else its id."""
+    return short(record.label or record.prompt or record.task_id, 40)
+
+
+def changes_text(before: Mapping[str, str], records: Sequence[TaskRecord]) -> str:
+    """What the panel tells a screen reader after a refresh: the tasks whose
+    status changed since ``before`` (task id -> status word), grouped by their
+    new status (``2 tasks completed: fox, boat.``); "" when none did. New
+    tasks are not said (the message line says what a submit or track did)."""
+    moved: dict[str, list[str]] = {}
+    for record in records:
+        word = status_word(record)
+        old = before.get(record.task_id)
+        if old is not None and old != word:
+            moved.setdefault(word, []).append(task_name(record))
+    sentences = []
+    for word, names in moved.items():
+        shown = ", ".join(names[:ANNOUNCED_NAMES])
+        more = f" and {len(names) - ANNOUNCED_NAMES} more" if len(names) > ANNOUNCED_NAMES else ""
+        noun = "task" if len(names) == 1 else "tasks"
+        sentences.append(f"{len(names)} {noun} {short(word, 40)}: {shown}{more}.")
+    return " ".join(sentences)
 
 
 def megabytes(nbytes: int) -> str:

@@ -33,7 +33,8 @@ from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table
 from ..errors import ValidationError
 from ..records import TaskRecord, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
-from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
+from .format import (LOOKS, NOT_FOUND, PANEL_CSS, changes_text, search_text, status_counts_html,
+                     status_word)
 from .frontend import frontend as frontend_named
 from .kernel import Resender, detach_from_requests, forget_routes
 from .media import MediaCache
@@ -240,24 +241,34 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self.polling = widgets.Label()
         self.videos = widgets.Label(_dom_classes=("veo-videos",))
         self.message = widgets.HTML(_dom_classes=("veo-message",))
+        # Read by screen readers only: what changed, said politely (not every tick).
+        self.announce = widgets.HTML(_dom_classes=("veo-sr-only", "veo-announce"))
+        self._said: dict[str, str] | None = None
+        styles = widgets.HTML(PANEL_CSS, _dom_classes=("veo-sr-only",))
         self.confirm = ConfirmBar(self._clicks, self.report)
         self.refresh_button = widgets.Button(description="Refresh now", icon="refresh")
         self.pause_button = widgets.Button(icon="pause", _dom_classes=("veo-pause",))
+        # Each menu has a description: its <label> names the <select> for screen readers.
+        named = {"description_width": "initial"}
         self.status_filter = widgets.Dropdown(options=_STATUS_FILTERS, value="",
-                                              layout=widgets.Layout(width="150px"))
+                                              description="status", style=named,
+                                              layout=widgets.Layout(width="200px"))
         # Filled with each owner seen (a shared store holds every student's tasks).
         self.owner_filter = widgets.Dropdown(options=(ALL_OWNERS,), value="",
-                                             layout=widgets.Layout(width="150px"),
+                                             description="owner", style=named,
+                                             layout=widgets.Layout(width="200px"),
                                              _dom_classes=("veo-owner-filter",))
         self._owners: tuple[str, ...] = ()
         self._syncing_owners: int | None = None  # the thread setting the options
         self.search = widgets.Text(placeholder="search id, label, owner, prompt, model, 1080p, 9:16, error",
-                                   layout=widgets.Layout(width="300px"))
+                                   description="search", style=named,
+                                   layout=widgets.Layout(width="360px"))
         self.sort = widgets.Dropdown(options=list(SORTS), value=sort, description="sort",
-                                     layout=widgets.Layout(width="170px"))
+                                     style=named, layout=widgets.Layout(width="170px"))
         self.order = widgets.Dropdown(options=(("↓ descending", True), ("↑ ascending", False)),
                                       value=SORTS[sort] if descending is None else descending,
-                                      layout=widgets.Layout(width="140px"))
+                                      description="order", style=named,
+                                      layout=widgets.Layout(width="190px"))
         self.projector = widgets.ToggleButton(value=size == "large", description="Projector",
                                               icon="desktop",
                                               tooltip="larger text and videos, high contrast")
@@ -287,8 +298,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                              ("Tasks", "Gallery", "History"), native=self.frontend.tabs)
         status_line = widgets.HBox([self.polling, self.videos],
                                    layout=widgets.Layout(flex_flow="row wrap", grid_gap="0 24px"))
-        super().__init__([self.header, status_line, self.message, self.confirm.widget,
-                          self.tabs.widget], _dom_classes=("veo-panel",))
+        super().__init__([styles, self.header, status_line, self.message, self.announce,
+                          self.confirm.widget, self.tabs.widget], _dom_classes=("veo-panel",))
 
         self._clicks.bind(self.refresh_button, self.refresh_now)
         self._clicks.bind(self.pause_button, self.toggle_polling)
@@ -322,9 +333,10 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
     def report(self, text: str, ok: bool = True) -> None:
         """Show a one-line message under the header (escaped)."""
         colour = "#1b5e20" if ok else "#b71c1c"
+        # role=status: a screen reader says what a click did, without moving the focus.
         set_if_changed(self.message, "value",
-                       f'<span style="color:{colour};font-size:{self.look.font_size}">'
-                       f"{esc(text)}</span>")
+                       f'<div role="status" style="color:{colour};font-size:{self.look.font_size}">'
+                       f"{esc(text)}</div>")
 
     def _stale(self) -> str | None:
         """Why this panel must not act on its tracker any more, or None."""
@@ -467,6 +479,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             now = time.time()
             polling = self.tracker.running
             self._records = self.tracker.records()
+            self._announce(self._records)
             self._sync_owners(self._records)
             ordered = self._ordered(self._records, filtered=False)
             shown = self._filter(ordered)
@@ -509,6 +522,16 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                 if (not status or status_word(r) == status)
                 and (not owner or r.owner == owner)
                 and (not needle or needle in search_text(r))]
+
+    def _announce(self, records: Sequence[TaskRecord]) -> None:
+        """Tell screen readers which tasks changed status since the last
+        update (a polite live region: said when the reader is idle)."""
+        said = {r.task_id: status_word(r) for r in records}
+        text = changes_text(self._said, records) if self._said is not None else ""
+        self._said = said
+        if text:
+            set_if_changed(self.announce, "value",
+                           f'<div role="status" aria-live="polite">{esc(text)}</div>')
 
     def _sync_owners(self, records: Sequence[TaskRecord]) -> None:
         """Offer each owner seen in ``records`` (sorted, case-insensitively)

@@ -34,7 +34,8 @@ class RowView:
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="95%"),
                                          _dom_classes=("veo-bar",))
         self.clock = widgets.Label(style={"font_size": look.font_size})
-        self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto"))
+        # Never a scroll box (a keyboard could not scroll it).
+        self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto", overflow="visible"))
         self.remove = widgets.Button(description="✕", tooltip="remove this task from the view",
                                      layout=widgets.Layout(width="36px"),
                                      _dom_classes=("veo-remove",))
