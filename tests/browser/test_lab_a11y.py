@@ -16,7 +16,7 @@ import pytest
 
 from a11y import audit_panel, blocking, focused, report
 from notebook_page import cell_busy, open_and_run_all, write_notebook
-from panel_page import (JS_PANEL, click_tab, live_panel, open_form, panel_text, row_text,
+from panel_page import (JS_PANEL, click_tab, live_panel, open_form, panel_text,
                         rows_text, video_states, wait_for_panel)
 from servers import wait_for
 
@@ -80,7 +80,7 @@ def test_axe_finds_no_serious_violation_in_normal_and_projector_mode(lab, page) 
         open_form(page, "Submit a prompt")
         live_panel(page).locator(".veo-submit").wait_for()
         failures += _audit(page, f"{mode}: tasks, every status, Submit form open")
-        open_form(page, "Submit a prompt")  # closed again
+        open_form(page, "hide")
         click_tab(page, "Gallery")
         wait_for(lambda: page.evaluate("() => !!%s.querySelector('.veo-gallery video')" % JS_PANEL),
                  timeout=30, what="the gallery's video")
@@ -90,3 +90,78 @@ def test_axe_finds_no_serious_violation_in_normal_and_projector_mode(lab, page) 
         failures += _audit(page, f"{mode}: history")
         click_tab(page, "Tasks")
     assert failures == [], failures
+
+
+def _tab_to(page, wanted, what: str, *, key: str = "Tab", limit: int = 60) -> list[dict]:
+    """Press ``key`` (Tab, Shift+Tab) until the focused element satisfies
+    ``wanted``; return every element focused on the way (each must be in the
+    panel and show a focus ring)."""
+    seen = []
+    for _ in range(limit):
+        page.keyboard.press(key)
+        page.wait_for_timeout(60)
+        now = focused(page)
+        seen.append(now)
+        assert now and now["inPanel"], f"the focus left the panel looking for {what}: {seen}"
+        assert now["outline"], f"no visible focus ring on {now}"
+        if wanted(now):
+            return seen
+    raise AssertionError(f"{what} not reached with {key} in {limit} presses: {seen}")
+
+
+def _text_is(text: str):
+    return lambda f: f["tag"] == "button" and f["text"].strip() == text
+
+
+KEYBOARD = """
+import veo_nb
+from veo_nb.emulator import Emulator
+emu = Emulator(time_scale=0.01, failure_rate=0, video_size=3_000_000).start()   # a card, played on a click
+tracker = veo_nb.Tracker(emu.client(), store="h.sqlite", media_dir="videos")
+for i in range(3):
+    tracker.submit(f"A quick clip {i} [duration: 130]", label=f"clip {i}")
+tracker.wait(timeout=120)
+"""
+
+
+def test_submit_pause_page_and_play_with_the_keyboard_only(lab, page) -> None:
+    relpath = _notebook(lab, "a11y_keys", KEYBOARD, "veo_nb.panel(tracker, page_size=3)")
+    open_and_run_all(page, lab, relpath)
+    wait_for_panel(page)
+    _wait_cells_done(page, 2)
+    # The user arrives at the panel's first control (as from the cell above); keys only from here.
+    page.evaluate("() => [...%s.querySelectorAll('button, select, input, textarea, [tabindex=\"0\"]')]"
+                  ".find(e => e.offsetParent !== null && !e.disabled).focus()" % JS_PANEL)
+    assert focused(page)["inPanel"]
+
+    # Open the Submit form (its header is a button of the accordion), type, submit.
+    order = _tab_to(page, lambda f: "Submit a prompt" in f["text"], "the Submit form's header")
+    page.keyboard.press("Enter")
+    _tab_to(page, lambda f: f["tag"] == "textarea", "the prompt box")
+    page.keyboard.type("A paper boat in the rain [duration: 130]")
+    _tab_to(page, _text_is("Submit"), "Submit")
+    page.keyboard.press("Enter")
+    wait_for(lambda: "submitted vgen_" in panel_text(page), timeout=30, what="the submission")
+    wait_for(lambda: len(rows_text(page)) == 3 and "paper boat" in rows_text(page)[0], timeout=30,
+             what="the new task on top of page 1")
+
+    # Pause polling (Space on the button), back up the tab order.
+    _tab_to(page, _text_is("Pause"), "Pause", key="Shift+Tab")
+    page.keyboard.press("Space")
+    wait_for(lambda: "auto-refresh paused" in panel_text(page), timeout=10, what="Pause")
+    assert focused(page)["text"] == "Resume", focused(page)  # the focus stays on the button
+
+    # The next page.
+    _tab_to(page, _text_is("Next"), "Next")
+    page.keyboard.press("Enter")
+    wait_for(lambda: "page 2 of 2" in panel_text(page), timeout=10, what="page 2")
+    wait_for(lambda: any("clip 0" in r for r in rows_text(page)), timeout=10, what="page 2's row")
+
+    # Play the video of the row on page 2.
+    _tab_to(page, lambda f: "Play" in f["text"], "▶ Play")
+    page.keyboard.press("Enter")
+    videos = wait_for(lambda: video_states(page), timeout=30, what="the video to load")
+    assert all(abs(v["duration"] - 8.0) < 0.5 for v in videos), videos
+    wait_for(lambda: page.evaluate("() => [...%s.querySelectorAll('video')].some(v => !v.paused)"
+                                   % JS_PANEL), timeout=10, what="the video to play")
+    print("tab order to the Submit form:", [f["text"] or f["tag"] for f in order])

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
+from .._i18n import _
 from ..records import TaskRecord
 from .format import Look, row_html, timing
 from .media import MediaCache
@@ -36,7 +37,7 @@ class RowView:
         self.clock = widgets.Label(style={"font_size": look.font_size})
         # Never a scroll box (a keyboard could not scroll it).
         self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto", overflow="visible"))
-        self.remove = widgets.Button(description="✕", tooltip="remove this task from the view",
+        self.remove = widgets.Button(description="✕", tooltip=_("remove this task from the view"),
                                      layout=widgets.Layout(width="36px"),
                                      _dom_classes=("veo-remove",))
         self.remove.on_click(lambda _: on_remove(task_id))
