@@ -62,11 +62,11 @@ def _audit(page, where: str) -> list[dict]:
 
 
 def test_axe_finds_no_serious_violation_in_normal_and_projector_mode(lab, page) -> None:
-    relpath = _notebook(lab, "a11y_audit", EVERY_STATUS, "veo_nb.panel(tracker)")
+    relpath = _notebook(lab, "a11y_audit", EVERY_STATUS, "veo_nb.panel(tracker, start=False)")
     open_and_run_all(page, lab, relpath)
     wait_for_panel(page)
     _wait_cells_done(page, 2)
-    wait_for(lambda: all(w in panel_text(page) for w in
+    wait_for(lambda: all(w in " ".join(rows_text(page)) for w in
                          ("queued", "processing", "completed", "failed", "not found")),
              timeout=60, what="rows of every status")
     wait_for(lambda: video_states(page), timeout=60, what="the finished video in its row")
@@ -165,3 +165,39 @@ def test_submit_pause_page_and_play_with_the_keyboard_only(lab, page) -> None:
     wait_for(lambda: page.evaluate("() => [...%s.querySelectorAll('video')].some(v => !v.paused)"
                                    % JS_PANEL), timeout=10, what="the video to play")
     print("tab order to the Submit form:", [f["text"] or f["tag"] for f in order])
+
+
+#: EVERY_STATUS with a Chinese class's prompts and labels.
+EVERY_STATUS_ZH = EVERY_STATUS
+for english, chinese in (("A lighthouse at dusk", "黄昏时的灯塔"), ('label="done"', 'label="灯塔"'),
+                         ("A kite in the wind", "风中的风筝"), ('label="refused"', 'label="风筝"'),
+                         ("the prompt was refused", "提示词未通过审核"),
+                         ("A slow pan over a valley", "山谷上空的慢镜头"), ('label="running"', 'label="山谷"'),
+                         ("A paper boat in the rain", "雨中的纸船"), ('label="waiting"', 'label="纸船"')):
+    EVERY_STATUS_ZH = EVERY_STATUS_ZH.replace(english, chinese)
+
+
+def test_the_panel_in_simplified_chinese(lab, page, tmp_path) -> None:
+    relpath = _notebook(lab, "zh_panel", EVERY_STATUS_ZH,
+                        'veo_nb.panel(tracker, lang="zh_CN", start=False)')
+    open_and_run_all(page, lab, relpath)
+    wait_for_panel(page)
+    _wait_cells_done(page, 2)
+    wait_for(lambda: all(w in " ".join(rows_text(page))
+                         for w in ("排队中", "生成中", "已完成", "失败", "未找到")),
+             timeout=60, what="rows of every status, in Chinese")
+    text = panel_text(page)
+    for shown in ("个任务", "立即刷新", "继续", "投影模式", "提交提示词", "视频库", "第 1 页，共 1 页",
+                  "自动刷新已暂停", "未查询（已暂停）"):
+        assert shown in text, (shown, text[:800])
+    assert "auto-refresh" not in text and "Refresh now" not in text, text[:800]
+    wait_for(lambda: video_states(page), timeout=60, what="the finished video in its row")
+    failures = _audit(page, "zh_CN: tasks")
+    click_tab(page, "历史")
+    wait_for(lambda: "各模型汇总" in panel_text(page), timeout=30, what="the History tab in Chinese")
+    failures += _audit(page, "zh_CN: history")
+    click_tab(page, "任务")
+    assert failures == [], failures
+    shot = tmp_path / "panel_zh.png"
+    live_panel(page).screenshot(path=str(shot))
+    print(f"the panel in Chinese: {shot}")
