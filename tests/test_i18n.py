@@ -170,6 +170,8 @@ def test_a_panel_in_chinese_shows_no_english_word_of_its_own(tracker, make_panel
     header = p.header.value
     assert "个任务" in header and "已完成" in header and "失败" in header and "未找到" in header
     assert "排队中" in header or "生成中" in header
+    # a screen reader reads the rows, header and announcements with a Chinese voice
+    assert 'lang="zh-CN"' in header and 'lang="zh-CN"' in p._rows[failed.id].info.value
     # the service's own words are shown as they came
     assert "错误： 提示词被拒绝" in p._rows[failed.id].info.value.replace("</span>", "")
     # the text fallback and its headings

@@ -621,7 +621,7 @@ def test_status_changes_are_announced_politely_not_every_tick(tracker, make_pane
 
     until(completed)
     text = said[-1]
-    assert text.startswith('<div role="status" aria-live="polite">'), text
+    assert text.startswith('<div role="status" aria-live="polite" lang="en">'), text
     assert "1 task completed: fox &lt;img" in text and "<img" not in text, text
     assert old not in text and "old clip" not in text
     # Clocks tick every second; the announcement changes only with a status.

@@ -85,6 +85,12 @@ def set_language(lang: str | None) -> str:
     return language()
 
 
+def html_lang() -> str:
+    """The language shown now as an HTML ``lang`` value (``en``, ``zh-CN``):
+    the panel's HTML says it, so a screen reader reads it with the right voice."""
+    return language().replace("_", "-")
+
+
 def catalog(lang: str) -> gettext.NullTranslations:
     """The compiled catalog of ``lang`` (English: the messages as written)."""
     with _lock:

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 from dateutil import tz as _tz
 
-from .._i18n import N_, _
+from .._i18n import N_, _, html_lang
 from .._spec import VIDEO_DURATION_S
 from .._tables import esc, fmt_seconds, short, word
 from .._urls import is_http_url
@@ -122,12 +122,12 @@ def _style(status: str) -> tuple[str, str, str]:
 
 def badge_html(record: TaskRecord) -> str:
     """A status badge that reads as text (icon + the status word, in the
-    language shown) and colour; the icon is decoration for screen readers."""
+    language shown) and colour."""
     status = status_word(record)
     icon, background, colour = _style(status)
     return (
         f'<span style="background:{background};color:{colour};border-radius:9px;'
-        f'padding:1px 8px;font-weight:600;white-space:nowrap"><span aria-hidden="true">{icon}</span> '
+        f'padding:1px 8px;font-weight:600;white-space:nowrap">{icon} '
         f"{esc(short(word(status), 40))}</span>"
     )
 
@@ -253,7 +253,7 @@ def row_html(record: TaskRecord, look: Look = LOOKS["normal"]) -> str:
         )
     elif record.download_state == "pending":
         lines.append(f'<span style="{muted}">{esc(_("saving the video…"))}</span>')
-    return (f'<div style="line-height:1.5;font-size:{look.font_size};color:#000;'
+    return (f'<div lang="{html_lang()}" style="line-height:1.5;font-size:{look.font_size};color:#000;'
             'overflow-wrap:anywhere">' + "<br>".join(lines) + "</div>")
 
 
@@ -312,7 +312,8 @@ def card_html(record: TaskRecord, size: int | None, note: str, look: Look) -> st
     line = " · ".join(f for f in facts if f)
     caption = record.label or record.prompt or record.task_id
     extra = f'<br><span style="color:{look.muted}">{esc(note)}</span>' if note else ""
-    return (f'<div style="font-size:{look.font_size};line-height:1.4"><b>{line}</b><br>'
+    return (f'<div lang="{html_lang()}" style="font-size:{look.font_size};line-height:1.4">'
+            f'<b>{line}</b><br>'
             f'<span title="{esc(short(record.prompt, TITLE_CHARS))}">'
             f"{esc(short(caption, PROMPT_CHARS // 2))}</span>{extra}</div>")
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import ipywidgets as widgets
 
-from .._i18n import N_, _, set_language
+from .._i18n import N_, _, html_lang, set_language
 from .._log import logger
 from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table, word
 from ..errors import ValidationError
@@ -349,7 +349,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         colour = "#1b5e20" if ok else "#b71c1c"
         # role=status: a screen reader says what a click did, without moving the focus.
         set_if_changed(self.message, "value",
-                       f'<div role="status" style="color:{colour};font-size:{self.look.font_size}">'
+                       f'<div role="status" lang="{html_lang()}" '
+                       f'style="color:{colour};font-size:{self.look.font_size}">'
                        f"{esc(text)}</div>")
 
     def _stale(self) -> str | None:
@@ -546,7 +547,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self._said = said
         if text:
             set_if_changed(self.announce, "value",
-                           f'<div role="status" aria-live="polite">{esc(text)}</div>')
+                           f'<div role="status" aria-live="polite" lang="{html_lang()}">'
+                           f"{esc(text)}</div>")
 
     def _sync_owners(self, records: Sequence[TaskRecord]) -> None:
         """Offer each owner seen in ``records`` (sorted, case-insensitively)
@@ -635,7 +637,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         cost += self._spend_html()
         tasks = esc(_("{n} tasks:").format(n=len(self._records)))
         set_if_changed(self.header, "value", (
-            f'<div style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
+            f'<div lang="{html_lang()}" style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
             f"{tasks} {status_counts_html(dict(sorted(counts.items())))}"
             f"{cost}{demo}{stale}</div>"))
         if polling:
