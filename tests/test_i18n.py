@@ -186,3 +186,18 @@ def test_an_error_from_the_service_is_shown_as_it_came(tracker, make_panel) -> N
     until(lambda: "失败" in p._rows[failed.id].info.value if failed.id in p._rows else False)
     info = p._rows[failed.id].info.value
     assert "错误： the prompt was refused" in info.replace('</span>', ''), info
+
+
+def test_veo_nb_table_has_headings_and_statuses_in_the_language(tracker) -> None:
+    import veo_nb
+
+    finished(tracker, ["一只狐狸 [duration: 130]"])
+    set_language("zh_CN")
+    html = veo_nb.table(tracker.tasks())._repr_html_()
+    assert ">总用时（秒）</th>" in html and ">状态</th>" in html and "<td" in html
+    assert ">已完成</td>" in html
+    assert "total_s" not in html
+    summary = veo_nb.table(tracker.summary())._repr_html_()
+    assert ">成功率</th>" in summary and "100%" in summary
+    # the DataFrame itself keeps its column names (code reads them)
+    assert "total_s" in veo_nb.table(tracker.tasks()).frame.columns

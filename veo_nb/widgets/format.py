@@ -333,6 +333,12 @@ HEADINGS: frozenset[str] = frozenset((
     N_("kind"), N_("http_status"), N_("attempt"), N_("detail"), N_("owner"), N_("count"),
     N_("finished"), N_("completed"), N_("failed"), N_("not_found"), N_("success_rate"),
     N_("median_s"), N_("p90_s"), N_("amount"), N_("unconfirmed"),
+    # tracker.tasks() shown with veo_nb.table()
+    N_("resolution"), N_("aspect_ratio"), N_("mode"), N_("created_at"), N_("first_seen_at"),
+    N_("started_at"), N_("finished_at"), N_("queued_s"), N_("processing_s"), N_("total_s"),
+    N_("video_url"), N_("url_expires_at"), N_("video_path"), N_("error"), N_("status_text"),
+    N_("download_state"), N_("download_error"), N_("tracked"), N_("poll_count"),
+    N_("last_polled_at"), N_("next_poll_at"), N_("service"), N_("progress"),
 ))
 
 
