@@ -11,6 +11,7 @@ that bypasses the catalog.
 
 from __future__ import annotations
 
+import ast
 import re
 import string
 import subprocess
@@ -201,3 +202,35 @@ def test_veo_nb_table_has_headings_and_statuses_in_the_language(tracker) -> None
     assert ">成功率</th>" in summary and "100%" in summary
     # the DataFrame itself keeps its column names (code reads them)
     assert "total_s" in veo_nb.table(tracker.tasks()).frame.columns
+
+
+#: Keyword arguments whose text a widget shows or says.
+SHOWN_KWARGS = ("description", "placeholder", "tooltip")
+
+
+def _literal_text(node) -> bool:
+    """True for a text written in the code (a literal or an f-string) with a
+    letter in it; a call such as ``_("…")`` is not."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return bool(re.search(r"[A-Za-z]", node.value))
+    if isinstance(node, ast.JoinedStr):
+        return any(_literal_text(v) for v in node.values)
+    if isinstance(node, ast.BinOp):
+        return _literal_text(node.left) or _literal_text(node.right)
+    return False
+
+
+def test_no_widget_is_given_a_text_that_bypasses_the_catalog() -> None:
+    found = []
+    for path in sorted((REPO / "veo_nb" / "widgets").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                for kw in node.keywords:
+                    if kw.arg in SHOWN_KWARGS and _literal_text(kw.value):
+                        found.append(f"{path.name}:{node.lineno} {kw.arg}=")
+            elif isinstance(node, ast.Assign):  # button.description = "…"
+                for target in node.targets:
+                    if (isinstance(target, ast.Attribute) and target.attr in SHOWN_KWARGS
+                            and _literal_text(node.value)):
+                        found.append(f"{path.name}:{node.lineno} .{target.attr} =")
+    assert not found, f"texts shown by widgets without _(): {found}"
