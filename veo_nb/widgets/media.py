@@ -107,9 +107,10 @@ class MediaView:
         # and button share one layout of their own, at most the row's width
         # (a projector's 640 px video beside an open file browser at 150 %
         # zoom stuck out of its row).
-        # Never a scroll box: a keyboard could not scroll it (WCAG 2.1.1).
+        # Never a scroll box: a keyboard could not scroll it (WCAG 2.1.1);
+        # min_width 0: it still shrinks with its row.
         self.layout = widgets.Layout(flex="0 1 auto", width=f"{look.video_width}px",
-                                     max_width="100%", overflow="visible")
+                                     max_width="100%", overflow="visible", min_width="0")
         self.card = widgets.HTML(card, layout=self.layout)
         #: ▶ Play, made when the video can first play here (None before).
         self.play: widgets.Button | None = None

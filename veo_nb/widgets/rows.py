@@ -35,8 +35,11 @@ class RowView:
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="95%"),
                                          _dom_classes=("veo-bar",))
         self.clock = widgets.Label(style={"font_size": look.font_size})
-        # Never a scroll box (a keyboard could not scroll it).
-        self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto", overflow="visible"))
+        # Never a scroll box (a keyboard could not scroll it); min_width 0 lets
+        # it shrink below its video's width all the same (a flex item that
+        # does not clip would otherwise keep its content's width).
+        self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto", overflow="visible",
+                                                       min_width="0"))
         self.remove = widgets.Button(description="✕", tooltip=_("remove this task from the view"),
                                      layout=widgets.Layout(width="36px"),
                                      _dom_classes=("veo-remove",))
