@@ -647,8 +647,150 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     return nb
 
 
+# ---------------------------------------------------------------------------
+# The quickstart in Simplified Chinese: the same cells, Chinese prose and
+# prompts, and the panel in Chinese (panel(lang="zh_CN")).
+QUICKSTART_ZH = [
+    md("""
+# veo_nb 快速入门
+
+用 VEO 生成几段视频，并在这个笔记本里实时看着它们完成。
+请选择 **运行 → 运行全部单元格**（Run → Run All Cells），下面的单元格会从上到下依次运行。
+
+**演示模式还是真实服务？**
+
+* **演示模式（默认）。** 没有设置 `VEO_API_KEY` 时，`veo_nb.connect()` 会在本笔记本的
+  内核里启动一个 VEO 服务的*模拟器*：同样的 HTTP 接口，时钟快约 8 倍（任务 15–45 秒完成，
+  而不是 2–5 分钟），视频是测试图案样片，不联网，也不产生任何费用。
+* **真实服务。** 在启动 Jupyter *之前*，在环境中设置 `VEO_API_KEY`
+  （例如 `export VEO_API_KEY=sk-...`），同样的单元格就会连接真实的 VEO 接口。
+  这时每个任务都会计费，需要 2–5 分钟。
+
+面板的语言：`veo_nb.panel(tracker, lang="zh_CN")` 显示中文；也可以设置环境变量
+`VEO_NB_LANG=zh_CN`，或者让内核的区域设置（`LANG=zh_CN.UTF-8`）来决定。
+"""),
+    code("""
+import veo_nb
+
+client = veo_nb.connect()
+print("演示模式（模拟器）" if client.demo else "真实的 VEO 服务")
+"""),
+    md("""
+## 1. 跟踪器
+
+`Tracker`（跟踪器）替你提交任务并跟进它们：它在后台查询状态（不会比服务规定的 30 秒一次更频繁），
+把每次状态变化记录在一个小小的 SQLite 文件里，并在视频链接 24 小时过期之前下载每个完成的 MP4。
+
+这个文件保存在笔记本旁边的 `veo_nb_data/` 文件夹中，所以重启内核后历史记录仍然在。
+"""),
+    code("""
+tracker = veo_nb.Tracker(client, store="veo_nb_data/quickstart.sqlite")
+tracker
+"""),
+    md("""
+从现在起，跟踪器会自己在后台查询：不需要再运行别的代码，状态就会更新。
+再次运行这个单元格（或再次 **运行全部**）不会启动第二个查询线程：同一个历史文件上的所有跟踪器共用一个。
+"""),
+    md("""
+## 2. 提交几个提示词
+
+`submit` 会立即返回新任务（它的 ID 和状态）；视频在服务端生成，你可以继续做别的事。
+
+**再次运行这个单元格不会重复付费。** 使用真实密钥时，每个视频都要计费；当单元格再次运行时
+（重新运行、运行全部、重启内核后运行全部），它的 submit 会返回上一次运行创建的任务，并有一行提示：
+`reused vgen_… from 14:02 (same request in this cell)`。`submit(..., new=True)` 会再创建一个。
+演示模式不计费，所以再次运行会创建新任务，让你再看一遍实时进度，同时那一行会说明使用真实密钥时会复用哪个任务。
+"""),
+    code("""
+submitted = [
+    tracker.submit("日出时分，一只红狐狸在新雪中小跑，电影感"),
+    tracker.submit("一只纸船在下雨的街道上漂流，特写"),
+    tracker.submit("云朵翻过山间湖泊的延时摄影", aspect_ratio="9:16"),
+]
+[(task.id, task.status.value) for task in submitted]
+"""),
+    md("""
+在演示模式下，提示词里可以用方括号写一条指令来控制模拟器，展示不寻常的结果是什么样子：
+
+* `[fail: <消息>]` 让任务失败，并给出这条消息，
+* `[duration: <秒数>]` 设定任务用时（按真实服务的秒数计算，所以 `[duration: 400]` 在这里大约 48 秒），
+* `[no-video]` 完成但没有视频，就像被安全过滤器拦下时那样。
+
+下面这个失败的任务会返回一条**包含 HTML 和脚本**的错误消息。veo_nb 总是把服务的消息
+（以及你的提示词）当作纯文本显示，从不当作 HTML：这样的标记会原样显示，既不能改变页面，也不能运行代码。
+
+（这些提示词只会发给模拟器：使用真实密钥时，这个单元格什么也不做。）
+"""),
+    code("""
+if client.demo:
+    submitted.append(tracker.submit(
+        "[fail: <b>Blocked</b> by <script>window.veoXss = 1</script> policy "
+        "<img src=x onerror=\\"window.veoXss = 2\\">] 夜晚的霓虹街道"
+    ))
+    submitted.append(tracker.submit("[duration: 400] 无人机缓缓飞过秋天的森林"))
+"""),
+    md("""
+## 3. 实时面板
+
+面板会自己刷新：状态从*排队中*变为*生成中*，再变为*已完成*或*失败*，你不需要运行任何东西；
+最新的任务排在最前面，每个完成的视频显示为一张卡片：点击 **▶ 播放** 观看（在你要求之前，
+不会向浏览器发送任何视频）。**视频库**和**历史**标签页显示全部视频和每一条记录的事件。
+
+面板可以完全用键盘操作：Tab 键移动焦点，Enter 或空格键按下按钮；读屏软件会读出每个任务的状态变化。
+
+再次显示面板（重新运行单元格，或运行全部）会替换之前的面板，旧面板的输出会说明这一点：
+每份历史记录只有一个实时面板。
+"""),
+    code("""
+veo_nb.panel(tracker, lang="zh_CN")
+"""),
+    md("""
+## 4. 把结果作为 DataFrame
+
+`tasks()` 为每个任务返回一行：提示词、模型、状态、用时、错误消息，以及下载的 MP4 的路径。
+它是一个快照：再次运行单元格可以看到状态的变化（上面的面板会实时显示）。
+"""),
+    code("""
+df = tracker.tasks()
+df[["label", "prompt", "status", "total_s", "video_path"]]
+"""),
+    md("""
+`veo_nb.table()` 把这些表格显示得便于阅读：本地时间精确到秒，数字取整，没有 `<NA>`，
+较长的消息会换行而不是被截断；表头和状态使用面板的语言。
+"""),
+    code("""
+veo_nb.table(tracker.summary())
+"""),
+    md("""
+## 5. 等待全部完成
+
+你从来不必等待：查询在后台进行。但脚本或笔记本的结尾常常需要所有结果，
+`wait()` 会一直等到每个任务都结束**并且**视频已保存（所以之后每个 `video_path` 都有值）。
+
+这个单元格运行时，面板会继续更新。在 JupyterLab 4.4+（配合 ipykernel 7.1+）中，面板的按钮也能响应；
+在 VS Code 和 Colab 中，点击控件要等正在运行的单元格结束后才会处理。所以这个会阻塞的单元格放在最后，
+那时已经不需要点击任何东西了。
+"""),
+    code("""
+finished = tracker.wait(timeout=600)
+for task in finished:
+    print(f"{task.id}  {task.status.value:<10}  {task.error or task.video_path}")
+"""),
+    code("""
+tracker.tasks()["status"].value_counts()
+"""),
+    md("""
+接下来：`../02_classroom_demo.ipynb`（跨模型的批量提示词、视频库、用时和失败），
+`../03_history_analysis.ipynb`（历史、成功率和导出）以及
+`../04_class_dashboard.ipynb`（教师查看全班的实时视图）。这几个笔记本目前是英文的；
+在其中调用 `veo_nb.set_language("zh_CN")` 即可让面板和表格显示中文。
+"""),
+]
+
+
 NOTEBOOK_CELLS = {
     "01_quickstart.ipynb": QUICKSTART,
+    "zh/01_quickstart.ipynb": QUICKSTART_ZH,
     "02_classroom_demo.ipynb": CLASSROOM,
     "03_history_analysis.ipynb": HISTORY,
     "04_class_dashboard.ipynb": DASHBOARD,
@@ -665,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, cells in NOTEBOOK_CELLS.items():
         text = nbformat.writes(build(cells)) + "\n"
         path = NOTEBOOKS / name
+        path.parent.mkdir(exist_ok=True)
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)

@@ -29,6 +29,17 @@ def _clean_veo_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Tem
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+@pytest.fixture(autouse=True)
+def _english(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test sees the panel in English, whatever the machine's locale,
+    unless it asks for another language (and the choice ends with the test)."""
+    from veo_nb import set_language
+
+    monkeypatch.setenv("VEO_NB_LANG", "en")
+    yield
+    set_language(None)
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of the database ``veo`` on a throwaway PostgreSQL server, started

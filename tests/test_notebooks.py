@@ -19,18 +19,21 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+#: Every notebook, translations (notebooks/<lang>/) included.
+NOTEBOOKS = sorted(p for p in (REPO / "notebooks").rglob("*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts and "veo_nb_data" not in p.parts)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _ids(paths: list[Path]) -> list[str]:
-    return [p.stem for p in paths]
+    return [str(p.relative_to(REPO / "notebooks").with_suffix("")) for p in paths]
 
 
 def test_there_are_notebooks() -> None:
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_classroom_demo.ipynb",
             "03_history_analysis.ipynb"} <= names, names
+    assert (REPO / "notebooks" / "zh" / "01_quickstart.ipynb") in NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -65,10 +68,11 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
 
-    nb = nbformat.read(work / path.name, as_version=4)
+    copy = work / path.relative_to(REPO / "notebooks")
+    nb = nbformat.read(copy, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3",
-        resources={"metadata": {"path": str(work)}},
+        resources={"metadata": {"path": str(copy.parent)}},
     )
     client.execute()  # raises CellExecutionError on the first failing cell
 
@@ -77,6 +81,9 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
     assert not errors, errors
     views = [o for o in outputs if WIDGET_VIEW in o.get("data", {})]
     assert views, f"{path.name}: no widget view among the outputs (the panel was not shown)"
+    if path.parent.name == "zh":  # the panel, and the tables after it, in Chinese
+        assert any("veo_nb 面板" in o["data"].get("text/plain", "") for o in views), views
+        assert any("成功率" in o.get("data", {}).get("text/html", "") for o in outputs)
     if path.name != "01_quickstart.ipynb" and importlib.util.find_spec("matplotlib"):
         assert any("image/png" in o.get("data", {}) for o in outputs), (
             f"{path.name}: matplotlib is installed but no plot was drawn")
@@ -86,7 +93,7 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path,
 
     # The notebook's data went to the temporary copy, not the repository.
     assert sorted(p.name for p in (REPO / "notebooks").iterdir()) == before
-    assert (work / "veo_nb_data").is_dir(), "expected the notebook's data next to it"
+    assert (copy.parent / "veo_nb_data").is_dir(), "expected the notebook's data next to it"
 
     # Keep the executed copy for a person to look at when something is off.
     (tmp_path / f"executed_{path.name}").write_text(json.dumps(nb, indent=1))

@@ -441,7 +441,8 @@ def test_one_changed_task_only_sends_messages_for_its_row(tracker, make_panel):
     time.sleep(1.5)  # a few more ticks after the change
     row = p._rows[slow]
     allowed = (tree_comm_ids(row.widget) | tree_comm_ids(p.gallery.widget)
-               | {p.header.comm.comm_id, p.polling.comm.comm_id, p.videos.comm.comm_id})
+               | {p.header.comm.comm_id, p.polling.comm.comm_id, p.videos.comm.comm_id,
+                  p.announce.comm.comm_id})  # "1 task completed: slow…" for screen readers
     sent = traffic.since(mark)
     assert sent, "no messages for the changed row"
     strangers = [m for m in sent if m.comm_id not in allowed]
@@ -603,3 +604,26 @@ def test_the_chosen_owner_stays_offered_when_their_tasks_leave_the_view(tmp_path
     finally:
         first.close()
         tracker.close()
+
+
+def test_status_changes_are_announced_politely_not_every_tick(tracker, make_panel):
+    old = finished(tracker, ["an old clip [duration: 130]"])[0]
+    task = tracker.submit(f"{XSS} a fox [duration: 200]", label=f"fox {XSS}")
+    p = make_panel(tracker)
+    # What was there when the panel opened is not announced.
+    assert p.announce.value == ""
+    assert "veo-sr-only" in p.announce._dom_classes  # read by screen readers, not shown
+    said: list[str] = []
+
+    def completed() -> bool:
+        said.append(p.announce.value)
+        return "completed" in said[-1]
+
+    until(completed)
+    text = said[-1]
+    assert text.startswith('<div role="status" aria-live="polite" lang="en">'), text
+    assert "1 task completed: fox &lt;img" in text and "<img" not in text, text
+    assert old not in text and "old clip" not in text
+    # Clocks tick every second; the announcement changes only with a status.
+    time.sleep(2.5)
+    assert p.announce.value == text

@@ -31,6 +31,7 @@ from .errors import (
     ValidationError,
     VeoError,
 )
+from ._i18n import language, set_language
 from .models import Task, TaskStatus
 from .records import Event, TaskRecord
 from .store import BaseStore, Store, StoreError
@@ -65,6 +66,8 @@ __all__ = [
     "register_model",
     "UnknownModelWarning",
     "table",
+    "set_language",
+    "language",
     "VeoClient",
     "Tracker",
     "generate",

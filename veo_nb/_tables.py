@@ -10,9 +10,11 @@ characters shown as escapes) before it is shown at all.
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
+from ._i18n import N_, _
 from .errors import _excerpt
 from .records import TaskRecord, to_unix
 
@@ -29,6 +31,28 @@ def short(value: Any, limit: int) -> str:
     return "" if value is None else _excerpt(value, limit)
 
 
+#: Status and download-state words shown translated; any other word (one of
+#: the service's own) is shown as it came.
+WORDS: frozenset[str] = frozenset((
+    N_("queued"), N_("processing"), N_("completed"), N_("failed"), N_("not found"),
+    N_("unknown"), N_("none"), N_("pending"), N_("saved"), N_("expired"),
+    # the kinds of events (history's ``kind``) and the summary's model placeholders
+    N_("status"), N_("poll_error"), N_("download"), N_("gave_up"), N_("note"), N_("error"),
+    N_("(unknown)"), N_("(all models)"),
+))
+
+
+def word(text: str | None) -> str:
+    """A status, download state or event kind in the language shown
+    (``unknown: <word>`` keeps the service's word)."""
+    if not text:
+        return ""
+    if text in WORDS:
+        return _(text)
+    head, sep, rest = text.partition(": ")
+    return f"{_(head)}: {rest}" if sep and head in WORDS else text
+
+
 def fmt_amount(amount: float) -> str:
     """An amount the service reported (its own unit): up to 2 decimals, no
     trailing zeros (``1.55``, ``12``)."""
@@ -36,22 +60,34 @@ def fmt_amount(amount: float) -> str:
 
 
 def fmt_seconds(seconds: float | None) -> str:
-    """A duration for people: ``"45s"``, ``"2m 05s"``, ``"3h 07m"``; ``"–"`` for None."""
+    """A duration for people in the language shown: ``"45s"``, ``"2m 05s"``,
+    ``"3h 07m"`` (``"45秒"``, ``"2分05秒"``, ``"3小时07分"``); ``"–"`` for None."""
     if seconds is None:
         return "–"
     s = max(0, int(round(seconds)))
     if s < 60:
-        return f"{s}s"
+        return _("{s}s").format(s=s)
     if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+        return _("{m}m {s:02d}s").format(m=s // 60, s=s % 60)
+    return _("{h}h {m:02d}m").format(h=s // 3600, m=s % 3600 // 60)
 
 
-#: Columns of the plain-text and HTML fallback tables: (title, width).
+#: Columns of the plain-text and HTML fallback tables: (title, width); the
+#: titles are shown translated.
 TABLE_COLUMNS: tuple[tuple[str, int], ...] = (
-    ("task", 24), ("label", 14), ("status", 10), ("time", 10), ("video", 8), ("prompt", 40),
-    ("error", 40),
+    (N_("task"), 24), (N_("label"), 14), (N_("status"), 10), (N_("time"), 10), (N_("video"), 8),
+    (N_("prompt"), 40), (N_("error"), 40),
 )
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded to ``width`` columns (a CJK character takes two)."""
+    wide = sum(1 for c in text if unicodedata.east_asian_width(c) in "WF")
+    return text + " " * max(0, width - len(text) - wide)
+
+
+def _more(n: int) -> str:
+    return _("… and {n} more").format(n=n)
 
 
 def table_cells(record: TaskRecord, now: float) -> tuple[str, ...]:
@@ -61,31 +97,31 @@ def table_cells(record: TaskRecord, now: float) -> tuple[str, ...]:
     else:
         start = to_unix(record.created_at) or to_unix(record.first_seen_at)
         elapsed = None if start is None else now - start
-    values = (record.task_id, record.label, record.status_text, fmt_seconds(elapsed),
-              record.download_state, record.prompt, record.error)
+    values = (record.task_id, record.label, word(record.status_text), fmt_seconds(elapsed),
+              word(record.download_state), record.prompt, record.error)
     return tuple(short(v or "", width) for v, (_, width) in zip(values, TABLE_COLUMNS))
 
 
 def text_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
     """A plain-text table of at most ``limit`` records under ``title``."""
     widths = [w for _, w in TABLE_COLUMNS]
-    lines = [title, "  ".join(t.ljust(w) for (t, _), w in zip(TABLE_COLUMNS, widths)).rstrip()]
+    lines = [title, "  ".join(_pad(_(t), w) for (t, _w), w in zip(TABLE_COLUMNS, widths)).rstrip()]
     for record in records[:limit]:
         cells = table_cells(record, now)
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+        lines.append("  ".join(_pad(c, w) for c, w in zip(cells, widths)).rstrip())
     if len(records) > limit:
-        lines.append(f"… and {len(records) - limit} more")
+        lines.append(_more(len(records) - limit))
     return "\n".join(lines)
 
 
 def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
     """The same table as :func:`text_table`, as escaped HTML."""
-    head = "".join(f"<th>{esc(t)}</th>" for t, _ in TABLE_COLUMNS)
+    head = "".join(f"<th>{esc(_(t))}</th>" for t, _w in TABLE_COLUMNS)
     rows = [
         "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r, now)) + "</tr>"
         for r in records[:limit]
     ]
-    more = f"<p>… and {len(records) - limit} more</p>" if len(records) > limit else ""
+    more = f"<p>{esc(_more(len(records) - limit))}</p>" if len(records) > limit else ""
     return (f"<p><b>{esc(title)}</b></p><table><tr>{head}</tr>{''.join(rows)}</table>{more}")
 
 

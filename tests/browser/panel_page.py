@@ -226,12 +226,13 @@ def live_panel(page: Any) -> Any:
 
 def click_tab(page: Any, title: str) -> None:
     """Click the panel's tab ``title`` ("Tasks", "Gallery", "History")."""
-    live_panel(page).locator(".lm-TabBar-tab", has_text=title).first.click()
+    live_panel(page).locator(".veo-switch button", has_text=title).first.click()
 
 
 def open_form(page: Any, title: str) -> None:
-    """Open the panel's form ``title`` ("Submit a prompt", "Track task ids", ...)."""
-    live_panel(page).locator(".jupyter-widget-Collapse-header", has_text=title).first.click()
+    """Open the panel's form ``title`` ("Submit a prompt", "Track task ids", ...;
+    "hide" closes the one open)."""
+    live_panel(page).locator(".veo-switch button", has_text=title).first.click()
 
 
 def shown(page: Any, selector: str) -> bool:

@@ -27,7 +27,8 @@ from typing import Any
 
 #: Env vars of the user that must not leak into the test server's kernels.
 DROP_ENV = ("VEO_API_KEY", "VEO_BASE_URL", "VEO_DEMO", "VEO_TIME_SCALE", "VEO_LOG",
-            "VEO_DEMO_VIDEO_SIZE", "VEO_DEMO_FAILURE_RATE", "VEO_NB_STORE", "VEO_NB_OWNER")
+            "VEO_DEMO_VIDEO_SIZE", "VEO_DEMO_FAILURE_RATE", "VEO_NB_STORE", "VEO_NB_OWNER",
+            "VEO_NB_LANG")
 
 
 def free_port() -> int:
@@ -183,6 +184,9 @@ def server_env(tmp: Path) -> dict[str, str]:
     # every other task ends with a video to assert on.
     env["VEO_DEMO_FAILURE_RATE"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
+    # The panel in English whatever the machine's locale (a test of another
+    # language asks for it: panel(lang=...)).
+    env["LANGUAGE"] = "en"
     # Prefer this interpreter's scripts (the venv) for the kernel and jupyter.
     bin_dir = Path(sys.executable).parent
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"

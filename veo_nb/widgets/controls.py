@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from .._i18n import N_, _
 from .._log import logger
 from .._spec import ASPECT_RATIOS, DEFAULT_MODEL, MAX_REFERENCE_IMAGES, MODELS, Mode
 from .._urls import is_http_url
-from .._tables import esc
+from .._tables import esc, word
 from ..errors import ValidationError, VeoError
 from ..records import EXPORT_SUFFIXES, TaskRecord
 from .format import is_not_found
@@ -43,12 +44,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..tracker import Tracker
 
 Report = Callable[[str, bool], None]
-#: What the mode dropdown calls each mode.
+#: What the mode dropdown calls each mode (shown translated).
 MODE_LABELS: dict[Mode, str] = {
-    Mode.TEXT: "text only",
-    Mode.REFERENCE: "reference images",
-    Mode.FIRST_LAST: "first/last frame",
+    Mode.TEXT: N_("text only"),
+    Mode.REFERENCE: N_("reference images"),
+    Mode.FIRST_LAST: N_("first/last frame"),
 }
+#: What the export switch calls each frame (shown translated).
+EXPORT_LABELS: dict[str, str] = {"tasks": N_("tasks"), "history": N_("history"),
+                                 "summary": N_("summary")}
 #: What can be exported (``tracker.export(path, what=...)``).
 EXPORTS: tuple[str, ...] = ("tasks", "history", "summary")
 #: Clicks on a button this soon after its action ended are ignored.
@@ -76,7 +80,7 @@ def split_urls(text: str) -> list[str]:
 def _fail(report: Report, action: str, exc: Exception) -> None:
     if not isinstance(exc, (VeoError, OSError, KeyError)):
         logger.exception("veo_nb panel: %s failed", action)
-    report(f"{action} failed: {exc}", False)
+    report(_("{action} failed: {error}").format(action=_(action), error=exc), False)
 
 
 class Clicks:
@@ -133,7 +137,7 @@ class ConfirmBar:
         self.question = widgets.HTML()
         self.yes = widgets.Button(button_style="danger", _dom_classes=("veo-confirm",),
                                   layout=widgets.Layout(width="auto"))
-        self.no = widgets.Button(description="Cancel", layout=widgets.Layout(width="auto"))
+        self.no = widgets.Button(description=_("Cancel"), layout=widgets.Layout(width="auto"))
         clicks.bind(self.yes, self._confirmed)
         clicks.bind(self.no, self.cancel)
         self.widget = widgets.HBox([self.question, self.yes, self.no],
@@ -155,7 +159,7 @@ class ConfirmBar:
     def cancel(self) -> None:
         """Hide the question without acting."""
         if self._action is not None:
-            self._report("cancelled", True)
+            self._report(_("cancelled"), True)
         self._hide()
 
     def _hide(self) -> None:
@@ -177,33 +181,36 @@ class SubmitForm:
     def __init__(self, tracker: Tracker, report: Report, submitted: Callable[[str], None],
                  clicks: Clicks) -> None:
         self._tracker, self._report, self._submitted = tracker, report, submitted
-        self.prompt = widgets.Textarea(placeholder="Describe the video…",
+        # Every input has a description or a tooltip: a name for screen readers.
+        self.prompt = widgets.Textarea(placeholder=_("Describe the video…"),
+                                       tooltip=_("prompt"),
                                        layout=widgets.Layout(width="100%", height="64px"))
-        self.label = widgets.Text(placeholder="label (optional)",
+        self.label = widgets.Text(placeholder=_("label (optional)"), tooltip=_("label"),
                                   layout=widgets.Layout(width="200px"))
         self.model = widgets.Dropdown(options=list(MODELS), value=DEFAULT_MODEL,
-                                      description="model", layout=widgets.Layout(width="260px"))
-        self.resolution = widgets.Dropdown(description="resolution",
+                                      description=_("model"), layout=widgets.Layout(width="260px"))
+        self.resolution = widgets.Dropdown(description=_("resolution"),
                                            layout=widgets.Layout(width="190px"))
         self.aspect_ratio = widgets.Dropdown(options=list(ASPECT_RATIOS), value=ASPECT_RATIOS[0],
-                                             description="aspect", layout=widgets.Layout(width="170px"))
-        self.mode = widgets.Dropdown(description="mode", layout=widgets.Layout(width="240px"))
+                                             description=_("aspect"),
+                                             layout=widgets.Layout(width="170px"))
+        self.mode = widgets.Dropdown(description=_("mode"), layout=widgets.Layout(width="240px"))
         self.reference_images = widgets.Textarea(
-            placeholder=(f"1 to {MAX_REFERENCE_IMAGES} reference image URLs "
-                         "(separated by commas, spaces or new lines)"),
+            placeholder=_("1 to {n} reference image URLs (separated by commas, spaces or new "
+                          "lines)").format(n=MAX_REFERENCE_IMAGES),
             layout=widgets.Layout(width="100%", height="56px"))
-        self.first_image = widgets.Text(placeholder="first frame image URL (required)",
+        self.first_image = widgets.Text(placeholder=_("first frame image URL (required)"),
                                         layout=widgets.Layout(width="50%"))
-        self.last_image = widgets.Text(placeholder="last frame image URL (optional)",
+        self.last_image = widgets.Text(placeholder=_("last frame image URL (optional)"),
                                        layout=widgets.Layout(width="50%"))
         # Local image files, when the client has an uploader to give them URLs.
         self.files: widgets.FileUpload | None = None
         if getattr(tracker.client, "uploader", None) is not None:
             self.files = widgets.FileUpload(
-                accept="image/*", multiple=True, description="image files",
-                tooltip="images from this computer: uploaded with the client's uploader")
+                accept="image/*", multiple=True, description=_("image files"),
+                tooltip=_("images from this computer: uploaded with the client's uploader"))
         self.images = widgets.HBox(layout=widgets.Layout(width="100%", flex_flow="row wrap"))
-        self.button = widgets.Button(description="Submit", button_style="primary",
+        self.button = widgets.Button(description=_("Submit"), button_style="primary",
                                      icon="paper-plane", _dom_classes=("veo-submit",))
         self._sync_model()
         self.model.observe(lambda _: self._sync_model(), names="value")
@@ -224,7 +231,7 @@ class SubmitForm:
         resolution = self.resolution.value
         self.resolution.options = list(spec.resolutions)
         self.resolution.value = resolution if resolution in spec.resolutions else spec.resolutions[0]
-        modes = [(MODE_LABELS[m], m.value) for m in Mode if spec.supports(m)]
+        modes = [(_(MODE_LABELS[m]), m.value) for m in Mode if spec.supports(m)]
         mode = self.mode.value
         self.mode.options = modes
         self.mode.value = mode if mode in [v for _, v in modes] else Mode.TEXT.value
@@ -278,20 +285,21 @@ class SubmitForm:
     def submit(self) -> None:
         """Submit the form's prompt (what the Submit button does)."""
         if not self.prompt.value.strip():
-            self._report("type a prompt first", False)
+            self._report(_("type a prompt first"), False)
             return
         try:
             task = self._tracker.submit(self.prompt.value, new=True,
                                         label=self.label.value.strip() or None,
                                         **self.request())
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never a traceback
-            _fail(self._report, "submit", exc)
+            _fail(self._report, N_("submit"), exc)
             return
         self.prompt.value = ""
         self.label.value = ""
         if self.files is not None:
             self.files.value = ()
-        self._report(f"submitted {task.id} ({task.status_text})", True)
+        self._report(_("submitted {id} ({status})").format(id=task.id, status=word(task.status_text)),
+                     True)
         self._submitted(task.id)
 
     def close(self) -> None:
@@ -309,9 +317,9 @@ class TrackForm:
                  clicks: Clicks) -> None:
         self._tracker, self._report, self._tracked = tracker, report, tracked
         self.ids = widgets.Textarea(
-            placeholder="paste task ids (separated by spaces, commas or new lines)",
+            placeholder=_("paste task ids (separated by spaces, commas or new lines)"),
             layout=widgets.Layout(width="100%", height="56px"))
-        self.button = widgets.Button(description="Track", icon="plus")
+        self.button = widgets.Button(description=_("Track"), icon="plus")
         clicks.bind(self.button, self.track)
         self.widget = widgets.VBox([self.ids, self.button])
 
@@ -319,17 +327,17 @@ class TrackForm:
         """Track the pasted ids (what the Track button does)."""
         ids = split_ids(self.ids.value)
         if not ids:
-            self._report("paste one or more task ids first", False)
+            self._report(_("paste one or more task ids first"), False)
             return
         try:
             tasks = self._tracker.track_many(ids)
         except Exception as exc:  # noqa: BLE001 - shown in the panel, never a traceback
-            _fail(self._report, "track", exc)
+            _fail(self._report, N_("track"), exc)
             return
         self.ids.value = ""
         failed = sum(1 for t in tasks if t.error)
-        note = f"; {failed} with an error (see their rows)" if failed else ""
-        self._report(f"tracking {len(tasks)} task(s){note}", True)
+        note = _("; {n} with an error (see their rows)").format(n=failed) if failed else ""
+        self._report(_("tracking {n} task(s)").format(n=len(tasks)) + note, True)
         self._tracked(tasks[-1].id)
 
     def close(self) -> None:
@@ -347,11 +355,11 @@ class ManageBar:
                  changed: Callable[[], None]) -> None:
         self._tracker, self._report, self._confirm, self._changed = tracker, report, confirm, changed
         self.delete = widgets.Checkbox(value=False, indent=False,
-                                       description="also erase removed tasks from the history file")
-        self.clear = widgets.Button(description="Clear finished…", icon="archive",
-                                    tooltip="remove completed and failed tasks from the view",
+                                       description=_("also erase removed tasks from the history file"))
+        self.clear = widgets.Button(description=_("Clear finished…"), icon="archive",
+                                    tooltip=_("remove completed and failed tasks from the view"),
                                     _dom_classes=("veo-clear",))
-        self.dismiss = widgets.Button(description="Dismiss not found", icon="times",
+        self.dismiss = widgets.Button(description=_("Dismiss not found"), icon="times",
                                       layout=widgets.Layout(display="none", width="auto"),
                                       _dom_classes=("veo-dismiss",))
         clicks.bind(self.clear, self.clear_finished)
@@ -362,7 +370,7 @@ class ManageBar:
         try:
             n = self._tracker.remove(ids, delete=delete)
         except Exception as exc:  # noqa: BLE001 - shown in the panel
-            _fail(self._report, "remove", exc)
+            _fail(self._report, N_("remove"), exc)
             return
         where = ("and erased them from the history" if delete else
                  "(still in the history: track their ids to bring them back)")
@@ -405,7 +413,8 @@ class ManageBar:
         """Ids of ``records`` the service does not know; shows or hides the
         dismiss button accordingly."""
         ids = [r.task_id for r in records if is_not_found(r)]
-        self.dismiss.description = f"Dismiss {len(ids)} not found" if ids else "Dismiss not found"
+        self.dismiss.description = (_("Dismiss {n} not found").format(n=len(ids)) if ids
+                                    else _("Dismiss not found"))
         self.dismiss.layout.display = "" if ids else "none"
         return ids
 
@@ -430,14 +439,14 @@ class ExportBar:
                  clicks: Clicks) -> None:
         self._tracker, self._report, self._confirm = tracker, report, confirm
         self._written: dict[str, weakref.ref[Any]] = {}
-        self.what = widgets.ToggleButtons(options=list(EXPORTS), value="tasks",
-                                          style={"button_width": "80px"})
-        self.name = widgets.Text(value="veo_tasks", description="variable",
+        self.what = widgets.ToggleButtons(options=[(_(EXPORT_LABELS[e]), e) for e in EXPORTS],
+                                          value="tasks", style={"button_width": "80px"})
+        self.name = widgets.Text(value="veo_tasks", description=_("variable"),
                                  layout=widgets.Layout(width="240px"))
-        self.to_variable = widgets.Button(description="To variable", icon="table")
-        self.path = widgets.Text(value="veo_nb_tasks.csv", description="file",
+        self.to_variable = widgets.Button(description=_("To variable"), icon="table")
+        self.path = widgets.Text(value="veo_nb_tasks.csv", description=_("file"),
                                  layout=widgets.Layout(width="320px"))
-        self.to_file = widgets.Button(description="Write file", icon="download")
+        self.to_file = widgets.Button(description=_("Write file"), icon="download")
         self.what.observe(self._what_changed, names="value")
         clicks.bind(self.to_variable, self.export_variable)
         clicks.bind(self.to_file, self.export_file)
@@ -445,7 +454,7 @@ class ExportBar:
             self.what,
             widgets.HBox([self.name, self.to_variable], layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.path, self.to_file], layout=widgets.Layout(flex_flow="row wrap")),
-            widgets.HTML(f"<small>file types: {', '.join(EXPORT_SUFFIXES)}</small>"),
+            widgets.HTML(f"<small>{esc(_('file types: {types}').format(types=', '.join(EXPORT_SUFFIXES)))}</small>"),
         ])
 
     def _what_changed(self, change: dict[str, Any]) -> None:
@@ -467,22 +476,27 @@ class ExportBar:
 
         name = self.name.value.strip()
         if not name.isidentifier() or keyword.iskeyword(name):
-            self._report(f"{name!r} is not a valid Python variable name", False)
+            self._report(_("{name} is not a valid Python variable name").format(name=repr(name)),
+                         False)
             return
         shell = get_ipython()
         if shell is None:
-            self._report("exporting to a variable needs IPython (a notebook or IPython shell); "
-                         f"use tracker.{self.what.value}() instead", False)
+            self._report(_("exporting to a variable needs IPython (a notebook or IPython shell); "
+                           "use tracker.{what}() instead").format(what=self.what.value), False)
             return
         namespace = shell.user_ns
         ours = self._written.get(name)
         existing = namespace.get(name, None)
         if name in namespace and not (ours is not None and ours() is existing):
-            self._confirm.ask(f"<code>{esc(name)}</code> already exists in the notebook: replace it?",
-                              f"Replace {name}", lambda: self._set_variable(namespace, name))
+            self._confirm.ask(esc(_("{name} already exists in the notebook: replace it?")).format(
+                                  name=f"<code>{esc(name)}</code>"),
+                              _("Replace {name}").format(name=name),
+                              lambda: self._set_variable(namespace, name))
         elif hasattr(builtins, name):
-            self._confirm.ask(f"<code>{esc(name)}</code> is a Python builtin: shadow it?",
-                              f"Shadow {name}", lambda: self._set_variable(namespace, name))
+            self._confirm.ask(esc(_("{name} is a Python builtin: shadow it?")).format(
+                                  name=f"<code>{esc(name)}</code>"),
+                              _("Shadow {name}").format(name=name),
+                              lambda: self._set_variable(namespace, name))
         else:
             self._set_variable(namespace, name)
 
@@ -490,26 +504,30 @@ class ExportBar:
         try:
             frame = self._frame()
         except Exception as exc:  # noqa: BLE001 - shown in the panel
-            _fail(self._report, "export", exc)
+            _fail(self._report, N_("export"), exc)
             return
         namespace[name] = frame
         self._written[name] = weakref.ref(frame)
-        self._report(f"{name} = tracker.{self.what.value}() ({len(frame)} rows)", True)
+        self._report(_("{name} = tracker.{what}() ({n} rows)").format(
+            name=name, what=self.what.value, n=len(frame)), True)
 
     def export_file(self) -> None:
         """Write the chosen frame to the form's path; the suffix must be one of
         :data:`~veo_nb.records.EXPORT_SUFFIXES`; asks before overwriting."""
         text = self.path.value.strip()
         if not text:
-            self._report("type a file name first", False)
+            self._report(_("type a file name first"), False)
             return
         path = Path(text)
         if path.suffix.lower() not in EXPORT_SUFFIXES:
-            got = f"{path.suffix} files are not supported" if path.suffix else "the file name has no type"
-            self._report(f"{got}: end the name with one of {', '.join(EXPORT_SUFFIXES)}", False)
+            got = (_("{suffix} files are not supported").format(suffix=path.suffix) if path.suffix
+                   else _("the file name has no type"))
+            self._report(_("{problem}: end the name with one of {suffixes}").format(
+                problem=got, suffixes=", ".join(EXPORT_SUFFIXES)), False)
             return
         if path.exists():
-            self._confirm.ask(f"<code>{esc(text)}</code> exists: overwrite it?", "Overwrite",
+            self._confirm.ask(esc(_("{name} exists: overwrite it?")).format(
+                                  name=f"<code>{esc(text)}</code>"), _("Overwrite"),
                               lambda: self._write(path))
         else:
             self._write(path)
@@ -518,9 +536,9 @@ class ExportBar:
         try:
             written = self._tracker.export(path, what=self.what.value)
         except Exception as exc:  # noqa: BLE001 - shown in the panel
-            _fail(self._report, "export", exc)
+            _fail(self._report, N_("export"), exc)
             return
-        self._report(f"wrote {written}", True)
+        self._report(_("wrote {path}").format(path=written), True)
 
     def close(self) -> None:
         """Close the bar's widgets."""

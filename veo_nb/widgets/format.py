@@ -27,8 +27,9 @@ from typing import Any
 import pandas as pd
 from dateutil import tz as _tz
 
+from .._i18n import N_, _, html_lang
 from .._spec import VIDEO_DURATION_S
-from .._tables import esc, fmt_seconds, short
+from .._tables import esc, fmt_seconds, short, word
 from .._urls import is_http_url
 from ..models import TaskStatus
 from ..records import TaskRecord, to_unix
@@ -56,6 +57,24 @@ CELL_CHARS = 160
 TITLE_CHARS = 2000
 #: Table columns whose text may be long: shortened, whole on hover, wrapped.
 TEXT_COLUMNS = ("label", "prompt", "error", "detail", "download_error", "video_url", "video_path")
+
+
+#: The panel's style sheet (in an HTML widget, scoped to ``.veo-panel``): a
+#: focus ring a keyboard user sees on every control, the chosen page and the
+#: projector toggle underlined (not told by shade alone), and ``veo-sr-only`` for
+#: text meant for screen readers only (the live announcements).
+PANEL_CSS = """<style>
+.veo-panel :focus-visible { outline: 3px solid #1a56db !important; outline-offset: 1px; }
+.veo-panel .veo-media :focus-visible { outline-offset: -3px; }
+.veo-panel input:focus-visible, .veo-panel textarea:focus-visible {
+  outline: 3px solid #1a56db !important; }
+.veo-panel .jupyter-button.mod-active { font-weight: 700; text-decoration: underline;
+  text-underline-offset: 3px; }
+.veo-panel .veo-sr-only { position: absolute !important; width: 1px; height: 1px;
+  overflow: hidden; clip: rect(0 0 0 0); clip-path: inset(50%); white-space: nowrap; }
+</style>"""
+#: Names of tasks said in one announcement (the others are counted).
+ANNOUNCED_NAMES = 3
 
 
 @dataclass(frozen=True)
@@ -97,18 +116,19 @@ def status_word(record: TaskRecord) -> str:
     return NOT_FOUND if is_not_found(record) else record.status_text
 
 
-def _style(word: str) -> tuple[str, str, str]:
-    return NOT_FOUND_STYLE if word == NOT_FOUND else STATUS_STYLE[TaskStatus.parse(word)]
+def _style(status: str) -> tuple[str, str, str]:
+    return NOT_FOUND_STYLE if status == NOT_FOUND else STATUS_STYLE[TaskStatus.parse(status)]
 
 
 def badge_html(record: TaskRecord) -> str:
-    """A status badge that reads as text (icon + the status word) and colour."""
-    word = status_word(record)
-    icon, background, colour = _style(word)
+    """A status badge that reads as text (icon + the status word, in the
+    language shown) and colour."""
+    status = status_word(record)
+    icon, background, colour = _style(status)
     return (
         f'<span style="background:{background};color:{colour};border-radius:9px;'
         f'padding:1px 8px;font-weight:600;white-space:nowrap">{icon} '
-        f"{esc(short(word, 40))}</span>"
+        f"{esc(short(word(status), 40))}</span>"
     )
 
 
@@ -116,7 +136,7 @@ def id_html(task_id: str) -> str:
     """The task id, selected whole by one click (easy to copy)."""
     return (
         f'<code class="veo-id" style="user-select:all;-webkit-user-select:all;cursor:text" '
-        f'title="click to select, then copy">{esc(task_id)}</code>'
+        f'title="{esc(_("click to select, then copy"))}">{esc(task_id)}</code>'
     )
 
 
@@ -160,24 +180,27 @@ def timing(record: TaskRecord, now: float, window: tuple[float, float], *,
     low, high = window
     start = to_unix(record.created_at) or to_unix(record.first_seen_at)
     if record.is_terminal:
-        text = f"took {fmt_seconds(record.total_s)}"
+        text = _("took {duration}").format(duration=fmt_seconds(record.total_s))
         if record.status is TaskStatus.COMPLETED and record.download_state != "saved":
             expires = to_unix(record.url_expires_at)
             if expires is not None:
                 left = expires - now
-                text += f" · link expires in {fmt_seconds(left)}" if left > 0 else " · link expired"
+                text += " · " + (_("link expires in {duration}").format(duration=fmt_seconds(left))
+                                 if left > 0 else _("link expired"))
         style = "success" if record.status is TaskStatus.COMPLETED else "danger"
         return Timing(1.0, style, text)
     elapsed = max(0.0, now - start) if start is not None else 0.0
     progress = min(1.0, elapsed / high) if high else 0.0
     if not polling:
-        eta, style = "not polling (paused)", "info"
+        eta, style = _("not polling (paused)"), "info"
     elif elapsed < low:
-        eta, style = f"ETA {fmt_seconds(low - elapsed)}–{fmt_seconds(high - elapsed)}", "info"
+        eta, style = _("ETA {low}–{high}").format(low=fmt_seconds(low - elapsed),
+                                                 high=fmt_seconds(high - elapsed)), "info"
     elif elapsed < high:
-        eta, style = f"ETA ≤ {fmt_seconds(high - elapsed)}", "info"
+        eta, style = _("ETA ≤ {duration}").format(duration=fmt_seconds(high - elapsed)), "info"
     else:
-        eta, style = f"{fmt_seconds(elapsed - high)} over the estimate", "warning"
+        eta, style = _("{duration} over the estimate").format(
+            duration=fmt_seconds(elapsed - high)), "warning"
     return Timing(round(progress, 2), style, f"{fmt_seconds(elapsed)} · {eta}")
 
 
@@ -186,7 +209,8 @@ def owner_html(owner: str | None, look: Look = LOOKS["normal"]) -> str:
     if not owner:
         return ""
     return (f'<span class="veo-owner" style="color:{look.muted};white-space:nowrap" '
-            f'title="submitted by">by {esc(short(owner, 40))}</span>')
+            f'title="{esc(_("submitted by"))}">'
+            f'{esc(_("by {owner}").format(owner=short(owner, 40)))}</span>')
 
 
 def row_html(record: TaskRecord, look: Look = LOOKS["normal"]) -> str:
@@ -208,37 +232,67 @@ def row_html(record: TaskRecord, look: Look = LOOKS["normal"]) -> str:
         lines.append(f'<span class="veo-prompt" title="{esc(short(prompt, TITLE_CHARS))}">'
                      f"{esc(short(prompt, PROMPT_CHARS))}</span>")
     if is_not_found(record):
-        lines.append(f'<span style="{muted}">the service does not know this id: '
-                     "check it for typos, or dismiss it</span>")
-    elif record.error:
+        lines.append(f'<span style="{muted}">'
+                     f'{esc(_("the service does not know this id: check it for typos, or dismiss it"))}'
+                     "</span>")
+    elif record.error:  # the service's own words, as they came
         lines.append(
-            f'<span class="veo-error" style="color:#b71c1c">error: '
+            f'<span class="veo-error" style="color:#b71c1c">{esc(_("error:"))} '
             f"{esc(short(record.error, ERROR_CHARS))}</span>"
         )
     if record.download_state in ("failed", "expired") and record.download_error:
+        state = _("download failed:") if record.download_state == "failed" else _("download expired:")
         lines.append(
-            f'<span style="color:#b71c1c">download {esc(record.download_state)}: '
+            f'<span style="color:#b71c1c">{esc(state)} '
             f"{esc(short(record.download_error, ERROR_CHARS))}</span>"
         )
     if record.download_state == "saved" and record.video_path:
         lines.append(
-            f'<span style="{muted}">saved: <code>{esc(shown_path(record.video_path))}</code></span>'
+            f'<span style="{muted}">{esc(_("saved:"))} '
+            f"<code>{esc(shown_path(record.video_path))}</code></span>"
         )
     elif record.download_state == "pending":
-        lines.append(f'<span style="{muted}">saving the video…</span>')
-    return (f'<div style="line-height:1.5;font-size:{look.font_size};color:#000;'
+        lines.append(f'<span style="{muted}">{esc(_("saving the video…"))}</span>')
+    return (f'<div lang="{html_lang()}" style="line-height:1.5;font-size:{look.font_size};color:#000;'
             'overflow-wrap:anywhere">' + "<br>".join(lines) + "</div>")
 
 
 def status_counts_html(counts: Mapping[str, int]) -> str:
     """``3 completed · 1 failed · 1 not found`` with each count in its status colour."""
     if not counts:
-        return "no tasks yet"
+        return esc(_("no tasks yet"))
     out = []
     for text, n in counts.items():
         colour = _style(text)[2]
-        out.append(f'<span style="color:{colour}"><b>{n}</b> {esc(short(text, 40))}</span>')
+        out.append(f'<span style="color:{colour}"><b>{n}</b> {esc(short(word(text), 40))}</span>')
     return " · ".join(out)
+
+
+def task_name(record: TaskRecord) -> str:
+    """What a task is called in a sentence: its label, else the start of its prompt, else its id."""
+    return short(record.label or record.prompt or record.task_id, 40)
+
+
+def changes_text(before: Mapping[str, str], records: Sequence[TaskRecord]) -> str:
+    """What the panel tells a screen reader after a refresh: the tasks whose
+    status changed since ``before`` (task id -> status word), grouped by their
+    new status (``2 tasks completed: fox, boat.``); "" when none did. New
+    tasks are not said (the message line says what a submit or track did)."""
+    moved: dict[str, list[str]] = {}
+    for record in records:
+        now = status_word(record)
+        old = before.get(record.task_id)
+        if old is not None and old != now:
+            moved.setdefault(now, []).append(task_name(record))
+    sentences = []
+    for status, names in moved.items():
+        shown = _(", ").join(names[:ANNOUNCED_NAMES])
+        if len(names) > ANNOUNCED_NAMES:
+            shown = _("{names} and {n} more").format(names=shown, n=len(names) - ANNOUNCED_NAMES)
+        said = _("{n} task {status}: {names}.") if len(names) == 1 else \
+            _("{n} tasks {status}: {names}.")
+        sentences.append(said.format(n=len(names), status=short(word(status), 40), names=shown))
+    return " ".join(sentences)
 
 
 def megabytes(nbytes: int) -> str:
@@ -254,11 +308,12 @@ def card_html(record: TaskRecord, size: int | None, note: str, look: Look) -> st
     ratio, the label (or prompt, or id; the whole prompt on hover), and
     ``note`` (why it does not play yet, or where it plays from)."""
     facts = [megabytes(size) if size is not None else "",
-             f"{VIDEO_DURATION_S:g} s", format_text(record)]
+             _("{seconds} s").format(seconds=f"{VIDEO_DURATION_S:g}"), format_text(record)]
     line = " · ".join(f for f in facts if f)
     caption = record.label or record.prompt or record.task_id
     extra = f'<br><span style="color:{look.muted}">{esc(note)}</span>' if note else ""
-    return (f'<div style="font-size:{look.font_size};line-height:1.4"><b>{line}</b><br>'
+    return (f'<div lang="{html_lang()}" style="font-size:{look.font_size};line-height:1.4">'
+            f'<b>{line}</b><br>'
             f'<span title="{esc(short(record.prompt, TITLE_CHARS))}">'
             f"{esc(short(caption, PROMPT_CHARS // 2))}</span>{extra}</div>")
 
@@ -269,6 +324,27 @@ def card_html(record: TaskRecord, size: int | None, note: str, look: Look) -> st
 def local_zone() -> Any:
     """The machine's time zone (with its daylight-saving rules)."""
     return _tz.tzlocal()
+
+
+#: Column headings of the panel's tables that are shown translated (the
+#: DataFrames keep their column names).
+HEADINGS: frozenset[str] = frozenset((
+    N_("task_id"), N_("label"), N_("prompt"), N_("model"), N_("status"), N_("observed_at"),
+    N_("kind"), N_("http_status"), N_("attempt"), N_("detail"), N_("owner"), N_("count"),
+    N_("finished"), N_("completed"), N_("failed"), N_("not_found"), N_("success_rate"),
+    N_("median_s"), N_("p90_s"), N_("amount"), N_("unconfirmed"),
+    # tracker.tasks() shown with veo_nb.table()
+    N_("resolution"), N_("aspect_ratio"), N_("mode"), N_("created_at"), N_("first_seen_at"),
+    N_("started_at"), N_("finished_at"), N_("queued_s"), N_("processing_s"), N_("total_s"),
+    N_("video_url"), N_("url_expires_at"), N_("video_path"), N_("error"), N_("status_text"),
+    N_("download_state"), N_("download_error"), N_("tracked"), N_("poll_count"),
+    N_("last_polled_at"), N_("next_poll_at"), N_("service"), N_("progress"),
+))
+
+
+def heading(column: str) -> str:
+    """A table column's heading in the language shown."""
+    return _(column) if column in HEADINGS else column
 
 
 def _labels(tasks: pd.DataFrame | Iterable[TaskRecord]) -> dict[str, tuple[Any, Any]]:
@@ -287,7 +363,9 @@ def _cell(value: Any, column: str) -> str:
             return f"{value:.0%}"
         return f"{value:.1f}" if column.endswith("_s") else f"{value:.4g}"
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return _("yes") if value else _("no")
+    if column in ("status", "download_state", "kind", "model"):
+        return word(str(value))
     return str(value)
 
 
@@ -305,7 +383,7 @@ def readable(frame: pd.DataFrame, *, tasks: pd.DataFrame | Iterable[TaskRecord] 
     for column in frame.columns:
         series = frame[column]
         if isinstance(series.dtype, pd.DatetimeTZDtype):
-            shown = series.dt.tz_convert(zone).dt.strftime("%Y-%m-%d %H:%M:%S")
+            shown = series.dt.tz_convert(zone).dt.strftime(_("%Y-%m-%d %H:%M:%S"))
             out[column] = shown.where(series.notna(), "")
         else:
             out[column] = [_cell(v, column) for v in series.astype(object)]
@@ -322,7 +400,8 @@ def table_html(frame: pd.DataFrame, *, title: str = "", limit: int | None = None
     long text cells shortened to ``cell_chars`` and wrapped, the whole text
     (up to :data:`TITLE_CHARS`) on hover; at most ``limit`` rows."""
     shown = frame if limit is None else frame.head(limit)
-    head = "".join(f'<th style="text-align:left">{esc(c)}</th>' for c in shown.columns)
+    head = "".join(f'<th style="text-align:left" scope="col">{esc(heading(c))}</th>'
+                   for c in shown.columns)
     rows = []
     for values in shown.itertuples(index=False, name=None):
         cells = []

@@ -7,7 +7,6 @@ render (documented upstream):
   (whose value is always sent as a buffer, even a URL) never plays, and its
   ``Tab`` and ``Accordion`` misbehave (googlecolab/colabtools#3105, #3571,
   #4525; googlecolab/colab-cdn-widget-manager#30, #33). In Colab the panel
-  uses ``ToggleButtons`` that switch boxes on and off instead of tabs, and
   plays videos in an ``HTML`` widget's ``<video>`` (a link, or a saved file
   as a ``data:`` URL, loaded on click), with a smaller cap on loaded bytes.
 * **VS Code** cannot load local file paths in outputs
@@ -23,6 +22,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from .._i18n import N_
 from ..errors import ValidationError
 
 MB = 1024 * 1024
@@ -44,22 +44,20 @@ class Frontend:
     """What the panel may use in one frontend."""
 
     name: str
-    #: ``Tab`` and ``Accordion`` work (else ToggleButtons switch boxes).
-    tabs: bool
     #: Widget messages may carry binary buffers (``Video`` widgets work).
     buffers: bool
     #: Default cap on the bytes of videos loaded for play at once.
     max_loaded_bytes: int
-    #: Said next to a playing video ("" when nothing needs saying).
+    #: Said next to a playing video, translated where shown ("" when nothing needs saying).
     playback_note: str = ""
 
 
 FRONTENDS: dict[str, Frontend] = {
-    "jupyter": Frontend("jupyter", tabs=True, buffers=True, max_loaded_bytes=256 * MB),
+    "jupyter": Frontend("jupyter", buffers=True, max_loaded_bytes=256 * MB),
     # data: URLs are base64 (4/3 of the file) inside the widget's state.
-    "colab": Frontend("colab", tabs=False, buffers=False, max_loaded_bytes=64 * MB),
-    "vscode": Frontend("vscode", tabs=True, buffers=True, max_loaded_bytes=256 * MB,
-                       playback_note="no sound in VS Code (it plays no AAC audio)"),
+    "colab": Frontend("colab", buffers=False, max_loaded_bytes=64 * MB),
+    "vscode": Frontend("vscode", buffers=True, max_loaded_bytes=256 * MB,
+                       playback_note=N_("no sound in VS Code (it plays no AAC audio)")),
 }
 
 

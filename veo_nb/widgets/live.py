@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import ipywidgets as widgets
 
+from .._i18n import N_, _, html_lang, set_language
 from .._log import logger
-from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table
+from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table, word
 from ..errors import ValidationError
 from ..records import TaskRecord, reported_cost, to_unix
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
-from .format import LOOKS, NOT_FOUND, search_text, status_counts_html, status_word
+from .format import (LOOKS, NOT_FOUND, PANEL_CSS, changes_text, search_text, status_counts_html,
+                     status_word)
 from .frontend import frontend as frontend_named
 from .kernel import Resender, detach_from_requests, forget_routes
 from .media import MediaCache
@@ -56,12 +58,15 @@ FAILING_AFTER = 3
 #: Values of the ``sort`` option, and the order each starts with (descending?).
 SORTS: dict[str, bool] = {"created": True, "status": False, "label": False}
 _STATUS_FILTERS: tuple[tuple[str, str], ...] = (
-    ("all statuses", ""), ("queued", "queued"), ("processing", "processing"),
-    ("completed", "completed"), ("failed", "failed"), (NOT_FOUND, NOT_FOUND),
-    ("unknown", "unknown"),
+    (N_("all statuses"), ""), (N_("queued"), "queued"), (N_("processing"), "processing"),
+    (N_("completed"), "completed"), (N_("failed"), "failed"), (N_("not found"), NOT_FOUND),
+    (N_("unknown"), "unknown"),
 )
-#: The owner filter's first option (every owner, and tasks without one).
-ALL_OWNERS = ("all owners", "")
+#: The owner filter's first option (every owner, and tasks without one); shown translated.
+ALL_OWNERS = (N_("all owners"), "")
+#: What the sort menu calls each sort.
+_SORT_LABELS: dict[str, str] = {"created": N_("created"), "status": N_("status"),
+                                "label": N_("label")}
 class _Form(Protocol):
     widget: widgets.Widget
 
@@ -188,6 +193,9 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
       videos, black text); the Projector button switches too.
     * ``sort``: ``"created"`` (default), ``"status"`` or ``"label"``;
       ``descending``: the order (default newest first, A→Z, queued first).
+    * ``lang``: the language of the panel and of veo_nb's tables in this
+      kernel, ``"en"`` or ``"zh_CN"`` (default: ``VEO_NB_LANG``, else the
+      kernel's locale, else English; see :mod:`veo_nb._i18n`).
 
     Only one panel per history is live: making another closes this one.
     :meth:`close` stops its updates and releases its widgets and videos; the
@@ -201,7 +209,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                  refresh_every: float | None = 1.0, start: bool = True, stream: str = "https",
                  max_loaded_bytes: int | None = None, frontend: str | None = None,
                  size: str = "normal", sort: str = "created",
-                 descending: bool | None = None) -> None:
+                 descending: bool | None = None, lang: str | None = None) -> None:
         self._lock = threading.RLock()
         self._closed = True  # until built (ipywidgets' __del__ calls close())
         if page_size < 1 or gallery_page_size < 1:
@@ -212,6 +220,11 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             raise ValidationError(f"size must be one of {', '.join(LOOKS)}, got {size!r}")
         if sort not in SORTS:
             raise ValidationError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+        if lang is not None:
+            try:
+                set_language(lang)
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from None
         self.tracker = tracker
         self.frontend = frontend_named(frontend)
         self.page_size = page_size
@@ -239,27 +252,39 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self.polling = widgets.Label()
         self.videos = widgets.Label(_dom_classes=("veo-videos",))
         self.message = widgets.HTML(_dom_classes=("veo-message",))
+        # Read by screen readers only: what changed, said politely (not every tick).
+        self.announce = widgets.HTML(_dom_classes=("veo-sr-only", "veo-announce"))
+        self._said: dict[str, str] | None = None
+        styles = widgets.HTML(PANEL_CSS, _dom_classes=("veo-sr-only",))
         self.confirm = ConfirmBar(self._clicks, self.report)
-        self.refresh_button = widgets.Button(description="Refresh now", icon="refresh")
+        self.refresh_button = widgets.Button(description=_("Refresh now"), icon="refresh")
         self.pause_button = widgets.Button(icon="pause", _dom_classes=("veo-pause",))
-        self.status_filter = widgets.Dropdown(options=_STATUS_FILTERS, value="",
-                                              layout=widgets.Layout(width="150px"))
+        # Each menu has a description: its <label> names the <select> for screen readers.
+        named = {"description_width": "initial"}
+        self.status_filter = widgets.Dropdown(options=[(_(t), v) for t, v in _STATUS_FILTERS],
+                                              value="", description=_("status"), style=named,
+                                              layout=widgets.Layout(width="200px"))
         # Filled with each owner seen (a shared store holds every student's tasks).
-        self.owner_filter = widgets.Dropdown(options=(ALL_OWNERS,), value="",
-                                             layout=widgets.Layout(width="150px"),
+        self.owner_filter = widgets.Dropdown(options=((_(ALL_OWNERS[0]), ""),), value="",
+                                             description=_("owner"), style=named,
+                                             layout=widgets.Layout(width="200px"),
                                              _dom_classes=("veo-owner-filter",))
         self._owners: tuple[str, ...] = ()
         self._syncing_owners: int | None = None  # the thread setting the options
-        self.search = widgets.Text(placeholder="search id, label, owner, prompt, model, 1080p, 9:16, error",
-                                   layout=widgets.Layout(width="300px"))
-        self.sort = widgets.Dropdown(options=list(SORTS), value=sort, description="sort",
+        self.search = widgets.Text(placeholder=_("id, label, owner, prompt, model, 1080p, 9:16, error"),
+                                   description=_("search"), style=named,
+                                   layout=widgets.Layout(width="360px"))
+        self.sort = widgets.Dropdown(options=[(_(_SORT_LABELS[s]), s) for s in SORTS], value=sort,
+                                     description=_("sort"), style=named,
                                      layout=widgets.Layout(width="170px"))
-        self.order = widgets.Dropdown(options=(("↓ descending", True), ("↑ ascending", False)),
+        self.order = widgets.Dropdown(options=(("↓ " + _("descending"), True),
+                                               ("↑ " + _("ascending"), False)),
                                       value=SORTS[sort] if descending is None else descending,
-                                      layout=widgets.Layout(width="140px"))
-        self.projector = widgets.ToggleButton(value=size == "large", description="Projector",
+                                      description=_("order"), style=named,
+                                      layout=widgets.Layout(width="190px"))
+        self.projector = widgets.ToggleButton(value=size == "large", description=_("Projector"),
                                               icon="desktop",
-                                              tooltip="larger text and videos, high contrast")
+                                              tooltip=_("larger text and videos, high contrast"))
         # The forms are built when first opened (a third of the panel's widgets).
         self._submit = _Lazy(lambda: SubmitForm(tracker, self.report, self.show_task, self._clicks))
         self._track = _Lazy(lambda: TrackForm(tracker, self.report, self.show_task, self._clicks))
@@ -268,8 +293,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self._lazy: dict[int, _Lazy[Any]] = {0: self._submit, 1: self._track, 3: self._export}
         self.forms = Switcher(
             [self._submit.page, self._track.page, self.manage.widget, self._export.page],
-            ("Submit a prompt", "Track task ids", "Remove & archive", "Export"),
-            native=self.frontend.tabs, optional=True)
+            (_("Submit a prompt"), _("Track task ids"), _("Remove & archive"), _("Export")),
+            optional=True)
         self.empty = widgets.HTML(_dom_classes=("veo-empty",))
         self.rows_box = widgets.VBox(_dom_classes=("veo-rows",))
         self.pager = Pager(self._page_changed)
@@ -283,11 +308,11 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         tasks_tab = widgets.VBox([toolbar, self.forms.widget, self.pager.top, self.empty,
                                   self.rows_box, self.pager.bottom])
         self.tabs = Switcher([tasks_tab, self.gallery.widget, self.history.widget],
-                             ("Tasks", "Gallery", "History"), native=self.frontend.tabs)
+                             (_("Tasks"), _("Gallery"), _("History")))
         status_line = widgets.HBox([self.polling, self.videos],
                                    layout=widgets.Layout(flex_flow="row wrap", grid_gap="0 24px"))
-        super().__init__([self.header, status_line, self.message, self.confirm.widget,
-                          self.tabs.widget], _dom_classes=("veo-panel",))
+        super().__init__([styles, self.header, status_line, self.message, self.announce,
+                          self.confirm.widget, self.tabs.widget], _dom_classes=("veo-panel",))
 
         self._clicks.bind(self.refresh_button, self.refresh_now)
         self._clicks.bind(self.pause_button, self.toggle_polling)
@@ -321,16 +346,18 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
     def report(self, text: str, ok: bool = True) -> None:
         """Show a one-line message under the header (escaped)."""
         colour = "#1b5e20" if ok else "#b71c1c"
+        # role=status: a screen reader says what a click did, without moving the focus.
         set_if_changed(self.message, "value",
-                       f'<span style="color:{colour};font-size:{self.look.font_size}">'
-                       f"{esc(text)}</span>")
+                       f'<div role="status" lang="{html_lang()}" '
+                       f'style="color:{colour};font-size:{self.look.font_size}">'
+                       f"{esc(text)}</div>")
 
     def _stale(self) -> str | None:
         """Why this panel must not act on its tracker any more, or None."""
         if self._closed:
-            return "this panel is closed: use the newest panel of this history"
+            return _("this panel is closed: use the newest panel of this history")
         if self.tracker.closed:
-            return "this panel's tracker is closed: make a new tracker and panel"
+            return _("this panel's tracker is closed: make a new tracker and panel")
         return None
 
     def refresh_now(self) -> None:
@@ -342,9 +369,9 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         try:
             changed = self.tracker.refresh()
         except Exception as exc:  # noqa: BLE001 - shown in the panel
-            self.report(f"refresh failed: {exc}", False)
+            self.report(_("refresh failed: {error}").format(error=exc), False)
         else:
-            self.report(f"refreshed: {len(changed)} task(s) changed", True)
+            self.report(_("refreshed: {n} task(s) changed").format(n=len(changed)), True)
         self.update()
 
     def toggle_polling(self) -> None:
@@ -357,10 +384,10 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             return
         if self.tracker.running:
             self.tracker.stop()
-            self.report("polling paused: tasks keep running on the service", True)
+            self.report(_("polling paused: tasks keep running on the service"), True)
         else:
             self.tracker.start()
-            self.report("polling resumed", True)
+            self.report(_("polling resumed"), True)
         self.update()
 
     def show_task(self, task_id: str) -> None:
@@ -427,8 +454,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             # ipywidgets hides a closed widget's _repr_mimebundle_; ours says it is closed.
             self.__dict__.pop("_repr_mimebundle_", None)
         self._closed_line = (
-            "This veo_nb panel was replaced by a newer panel of the same history."
-            if replaced else "This veo_nb panel is closed.")
+            _("This veo_nb panel was replaced by a newer panel of the same history.")
+            if replaced else _("This veo_nb panel is closed."))
         if self._displayed:
             from IPython.display import update_display
 
@@ -449,14 +476,15 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             what = f"{type(exc).__name__}: {exc}"
             if self._failures >= FAILING_AFTER:
                 since = time.strftime("%H:%M:%S", time.localtime(self._failing_since))
-                self.report(f"the panel's refresh keeps failing ({self._failures} times since "
-                            f"{since}; polling goes on, tracker.tasks() still works): {what}", False)
+                self.report(_("the panel's refresh keeps failing ({n} times since {since}; "
+                              "polling goes on, tracker.tasks() still works): {error}").format(
+                                  n=self._failures, since=since, error=what), False)
             else:
-                self.report(f"panel refresh failed: {what}", False)
+                self.report(_("panel refresh failed: {error}").format(error=what), False)
         else:
             if self._failures:
                 self._failures = 0
-                self.report("the panel refreshes again", True)
+                self.report(_("the panel refreshes again"), True)
 
     def update(self) -> None:
         """Apply the tracker's current state: changed rows, clocks, header, gallery."""
@@ -466,6 +494,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             now = time.time()
             polling = self.tracker.running
             self._records = self.tracker.records()
+            self._announce(self._records)
             self._sync_owners(self._records)
             ordered = self._ordered(self._records, filtered=False)
             shown = self._filter(ordered)
@@ -509,6 +538,17 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                 and (not owner or r.owner == owner)
                 and (not needle or needle in search_text(r))]
 
+    def _announce(self, records: Sequence[TaskRecord]) -> None:
+        """Tell screen readers which tasks changed status since the last
+        update (a polite live region: said when the reader is idle)."""
+        said = {r.task_id: status_word(r) for r in records}
+        text = changes_text(self._said, records) if self._said is not None else ""
+        self._said = said
+        if text:
+            set_if_changed(self.announce, "value",
+                           f'<div role="status" aria-live="polite" lang="{html_lang()}">'
+                           f"{esc(text)}</div>")
+
     def _sync_owners(self, records: Sequence[TaskRecord]) -> None:
         """Offer each owner seen in ``records`` (sorted, case-insensitively)
         in the owner filter; the chosen one stays chosen, and stays offered
@@ -524,7 +564,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self._syncing_owners = threading.get_ident()
         try:
             with self.owner_filter.hold_sync():  # one message: no flash of "all owners"
-                self.owner_filter.options = (ALL_OWNERS, *((o, o) for o in wanted))
+                self.owner_filter.options = ((_(ALL_OWNERS[0]), ""), *((o, o) for o in wanted))
                 self.owner_filter.value = value
         finally:
             self._syncing_owners = None
@@ -536,7 +576,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
     def _page(self, shown: list[TaskRecord]) -> list[TaskRecord]:
         """The rows of the current page, plus the rows whose video the user
         played that newer tasks pushed off it (kept until the user moves)."""
-        note = f" · {len(shown)} of {len(self._records)} tasks"
+        note = " · " + _("{n} of {total} tasks").format(n=len(shown), total=len(self._records))
         page = shown[self.pager.fit(len(shown), self.page_size, note)]
         ids = {r.task_id for r in page}
         kept = [r for r in shown if r.task_id in self._keep and r.task_id not in ids]
@@ -568,17 +608,17 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         if shown:
             text = ""
         elif not self._records:
-            text = "No tasks yet: submit a prompt or paste task ids above."
+            text = _("No tasks yet: submit a prompt or paste task ids above.")
         else:
             parts = []
             if self.search.value.strip():
                 parts.append(f"“{self.search.value.strip()}”")
             if self.status_filter.value:
-                parts.append(f"status {self.status_filter.value}")
+                parts.append(_("status {status}").format(status=word(self.status_filter.value)))
             if self.owner_filter.value:
-                parts.append(f"owner {self.owner_filter.value}")
-            text = (f"No task matches {' with '.join(parts)} "
-                    f"(of {len(self._records)} tasks): change the search or the filter.")
+                parts.append(_("owner {owner}").format(owner=self.owner_filter.value))
+            text = _("No task matches {what} (of {total} tasks): change the search or the "
+                     "filter.").format(what=_(" with ").join(parts), total=len(self._records))
         set_if_changed(self.empty, "value",
                        f'<i style="font-size:{self.look.font_size}">{esc(text)}</i>' if text else "")
 
@@ -586,26 +626,28 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         # Two widgets: the counts change with statuses, the poll countdown every tick.
         counts = Counter(status_word(r) for r in self._records)
         demo = (' · <span style="background:#fff3cd;padding:1px 6px;border-radius:4px">'
-                "demo mode: embedded emulator, nothing is billed</span>"
+                f'{esc(_("demo mode: embedded emulator, nothing is billed"))}</span>'
                 if getattr(self.tracker.client, "demo", False) else "")
-        stale = (' · <b style="color:#b71c1c">this panel\'s tracker is closed</b>'
-                 if self.tracker.closed else "")
+        closed = esc(_("this panel's tracker is closed"))
+        stale = f' · <b style="color:#b71c1c">{closed}</b>' if self.tracker.closed else ""
         total, costed = reported_cost(self._records)
-        cost = (f" · cost reported by the service: {fmt_amount(total)} ({costed} tasks)"
-                if costed else "")
+        cost = (" · " + esc(_("cost reported by the service: {amount} ({n} tasks)").format(
+            amount=fmt_amount(total), n=costed)) if costed else "")
         cost += self._spend_html()
+        tasks = esc(_("{n} tasks:").format(n=len(self._records)))
         set_if_changed(self.header, "value", (
-            f'<div style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
-            f"{len(self._records)} tasks: {status_counts_html(dict(sorted(counts.items())))}"
+            f'<div lang="{html_lang()}" style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
+            f"{tasks} {status_counts_html(dict(sorted(counts.items())))}"
             f"{cost}{demo}{stale}</div>"))
         if polling:
             due = self.tracker.next_poll_at()
-            line = ("auto-refresh on · nothing to poll" if due is None else
-                    f"auto-refresh on · next poll in {fmt_seconds(due.timestamp() - now)}")
+            line = (_("auto-refresh on · nothing to poll") if due is None else
+                    _("auto-refresh on · next poll in {duration}").format(
+                        duration=fmt_seconds(due.timestamp() - now)))
         else:
-            line = "auto-refresh paused (polling stopped)"
+            line = _("auto-refresh paused (polling stopped)")
         set_if_changed(self.polling, "value", line)
-        set_if_changed(self.pause_button, "description", "Pause" if polling else "Resume")
+        set_if_changed(self.pause_button, "description", _("Pause") if polling else _("Resume"))
         set_if_changed(self.pause_button, "icon", "pause" if polling else "play")
 
     def _spend_html(self) -> str:
@@ -622,14 +664,16 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         spent = self._spend[1]
         parts = []
         if spent["max_tasks"] is not None:
-            parts.append(f"{spent['tasks']} of {spent['max_tasks']:.0f} new tasks")
+            parts.append(_("{n} of {cap} new tasks").format(n=spent["tasks"],
+                                                            cap=f"{spent['max_tasks']:.0f}"))
         if spent["max_amount"] is not None:
-            parts.append(f"amount {fmt_amount(spent['amount'] or 0.0)} of "
-                         f"{fmt_amount(spent['max_amount'])}")
+            parts.append(_("amount {amount} of {cap}").format(
+                amount=fmt_amount(spent["amount"] or 0.0), cap=fmt_amount(spent["max_amount"])))
         full = (spent["max_tasks"] is not None and spent["tasks"] >= spent["max_tasks"]) or (
             spent["max_amount"] is not None and (spent["amount"] or 0) >= spent["max_amount"])
         style = ' style="color:#b71c1c"' if full else ""
-        return f' · <span class="veo-spend"{style}>today: {esc(", ".join(parts))}</span>'
+        today = _("today: {spending}").format(spending=_(", ").join(parts))
+        return f' · <span class="veo-spend"{style}>{esc(today)}</span>'
 
     def _show_errors(self) -> None:
         """Say the tracker's newest unexpected worker error, once."""
@@ -638,8 +682,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             return
         newest = self._last_error = errors[-1]
         when = newest.observed_at.astimezone().strftime("%H:%M:%S") if newest.observed_at else "?"
-        self.report(f"tracker error at {when} ({len(errors)} recent, see "
-                    f"tracker.recent_errors()): {newest.detail}", False)
+        self.report(_("tracker error at {time} ({n} recent, see tracker.recent_errors()): "
+                      "{error}").format(time=when, n=len(errors), error=newest.detail), False)
 
     def _navigate(self) -> None:
         self.pager.page = 0
@@ -683,7 +727,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
     # ------------------------------------------------------------------ display
 
     def _fallback_title(self) -> str:
-        return f"veo_nb panel: {len(self._records)} tasks (as of {time.strftime('%H:%M:%S')})"
+        return _("veo_nb panel: {n} tasks (as of {time})").format(
+            n=len(self._records), time=time.strftime("%H:%M:%S"))
 
     def _closed_bundle(self) -> dict[str, str]:
         return {"text/plain": self._closed_line,

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+from .._i18n import _
 from ..errors import ValidationError
 from ..models import TaskStatus
 from ..records import TaskRecord
@@ -106,8 +107,10 @@ class MediaView:
         # and button share one layout of their own, at most the row's width
         # (a projector's 640 px video beside an open file browser at 150 %
         # zoom stuck out of its row).
+        # Never a scroll box: a keyboard could not scroll it (WCAG 2.1.1);
+        # min_width 0: it still shrinks with its row.
         self.layout = widgets.Layout(flex="0 1 auto", width=f"{look.video_width}px",
-                                     max_width="100%")
+                                     max_width="100%", overflow="visible", min_width="0")
         self.card = widgets.HTML(card, layout=self.layout)
         #: ▶ Play, made when the video can first play here (None before).
         self.play: widgets.Button | None = None
@@ -126,7 +129,7 @@ class MediaView:
             return (self.card,)
         if self.play is None:
             self.play = widgets.Button(
-                description="▶ Play", button_style="primary", tooltip="play this video",
+                description="▶ " + _("Play"), button_style="primary", tooltip=_("play this video"),
                 layout=layout or widgets.Layout(width=self.layout.width, max_width="100%"),
                 _dom_classes=("veo-play",))
             self.play.on_click(lambda _: self._on_play(self))
@@ -220,8 +223,9 @@ class MediaCache:
 
     def usage_text(self) -> str:
         """``videos loaded for play: 1 · 15.0 MB of 256.0 MB`` (streamed videos hold 0 MB)."""
-        return (f"videos loaded for play: {len(self._loaded)} · "
-                f"{megabytes(self.loaded_bytes)} of {megabytes(self.max_loaded_bytes)}")
+        return _("videos loaded for play: {n} · {loaded} of {cap}").format(
+            n=len(self._loaded), loaded=megabytes(self.loaded_bytes),
+            cap=megabytes(self.max_loaded_bytes))
 
     def plan(self, record: TaskRecord, now: float) -> Plan:
         """How ``record``'s video would play at ``now``."""
@@ -232,19 +236,19 @@ class MediaCache:
         if size is not None:
             held = self._held(size)
             if held > self.max_loaded_bytes:
-                return Plan("", size=size, note=(
-                    f"too large to play here ({megabytes(held)} > the cap of "
-                    f"{megabytes(self.max_loaded_bytes)}: raise max_loaded_bytes)"))
+                return Plan("", size=size, note=_(
+                    "too large to play here ({size} > the cap of {cap}: raise max_loaded_bytes)"
+                ).format(size=megabytes(held), cap=megabytes(self.max_loaded_bytes)))
             return Plan("file", path=record.video_path, size=size)
         if record.download_state == "pending":
-            return Plan("", note="saving the video…")
+            return Plan("", note=_("saving the video…"))
         if playable_url(record, now) is not None:
-            return Plan("", note="its link is plain http://, which this browser may not reach: "
-                                 "panel(stream='any') plays it")
+            return Plan("", note=_("its link is plain http://, which this browser may not reach: "
+                                   "panel(stream='any') plays it"))
         if record.download_state == "saved" and saved_file_present(record.video_path):
-            return Plan("", note="saved in a folder this account cannot read (another "
-                                 "user's?), and its link has expired")
-        return Plan("", note="no video to play")
+            return Plan("", note=_("saved in a folder this account cannot read (another "
+                                   "user's?), and its link has expired"))
+        return Plan("", note=_("no video to play"))
 
     def _held(self, size: int) -> int:
         # What the kernel holds for a file of ``size``: its bytes, or in
@@ -279,9 +283,10 @@ class MediaCache:
 
     def _note(self, view: MediaView | None) -> str:
         if view is None or not view.loaded:
-            return self.frontend.playback_note
-        origin = "from the link" if view.nbytes == 0 else "from the saved file"
-        return " · ".join(t for t in (origin, self.frontend.playback_note) if t)
+            return _(self.frontend.playback_note) if self.frontend.playback_note else ""
+        origin = _("from the link") if view.nbytes == 0 else _("from the saved file")
+        note = self.frontend.playback_note
+        return " · ".join(t for t in (origin, _(note) if note else "") if t)
 
     def play(self, view: MediaView) -> None:
         """What ▶ Play does: load ``view``'s player (nothing when already loaded)."""
@@ -290,7 +295,8 @@ class MediaCache:
                 return
             plan = self.plan(view.record, time.time())
             if not plan.kind:
-                self._report(f"cannot play {view.task_id}: {plan.note}", False)
+                self._report(_("cannot play {id}: {why}").format(id=view.task_id, why=plan.note),
+                             False)
                 return
             view.plan = plan
             self._load(view, plan, autoplay=True)
@@ -307,7 +313,7 @@ class MediaCache:
             try:
                 data = Path(plan.path).read_bytes()
             except OSError as exc:
-                self._report(f"cannot play {view.task_id}: {exc}", False)
+                self._report(_("cannot play {id}: {why}").format(id=view.task_id, why=exc), False)
                 return
             player, nbytes = self._file_player(data, autoplay)
             self.sent_bytes += nbytes

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
+from .._i18n import _
 from ..records import TaskRecord
 from .format import Look, row_html, timing
 from .media import MediaCache
@@ -34,8 +35,12 @@ class RowView:
         self.bar = widgets.FloatProgress(min=0.0, max=1.0, layout=widgets.Layout(width="95%"),
                                          _dom_classes=("veo-bar",))
         self.clock = widgets.Label(style={"font_size": look.font_size})
-        self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto"))
-        self.remove = widgets.Button(description="✕", tooltip="remove this task from the view",
+        # Never a scroll box (a keyboard could not scroll it); min_width 0 lets
+        # it shrink below its video's width all the same (a flex item that
+        # does not clip would otherwise keep its content's width).
+        self.media = widgets.Box(layout=widgets.Layout(flex="0 1 auto", overflow="visible",
+                                                       min_width="0"))
+        self.remove = widgets.Button(description="✕", tooltip=_("remove this task from the view"),
                                      layout=widgets.Layout(width="36px"),
                                      _dom_classes=("veo-remove",))
         self.remove.on_click(lambda _: on_remove(task_id))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
+from .._i18n import _
 from ..models import TaskStatus
 from ..records import TaskRecord
 from .format import Look, events_table, readable, table_html
@@ -36,9 +37,11 @@ class Pager:
         self.top, self.bottom = (bar for bar, _, _, _ in self.bars)
 
     def _bar(self) -> tuple[widgets.HBox, widgets.Button, widgets.Label, widgets.Button]:
-        prev = widgets.Button(description="Prev", icon="chevron-left",
+        prev = widgets.Button(description=_("Prev"), icon="chevron-left",
+                              tooltip=_("previous page"),
                               layout=widgets.Layout(width="90px"), _dom_classes=("veo-prev",))
-        nxt = widgets.Button(description="Next", icon="chevron-right",
+        nxt = widgets.Button(description=_("Next"), icon="chevron-right",
+                             tooltip=_("next page"),
                              layout=widgets.Layout(width="90px"), _dom_classes=("veo-next",))
         label = widgets.Label()
         prev.on_click(lambda _: self.go(self.page - 1))
@@ -72,66 +75,52 @@ class Pager:
         the slice of items on the page."""
         self.pages = max(1, -(-items // per_page))
         self.page = min(self.page, self.pages - 1)
-        for _, prev, label, nxt in self.bars:
-            set_if_changed(label, "value", f"page {self.page + 1} of {self.pages}{note}")
+        for _box, prev, label, nxt in self.bars:
+            set_if_changed(label, "value", _("page {page} of {pages}").format(
+                page=self.page + 1, pages=self.pages) + note)
             set_if_changed(prev, "disabled", self.page == 0)
             set_if_changed(nxt, "disabled", self.page >= self.pages - 1)
         return slice(self.page * per_page, (self.page + 1) * per_page)
 
 
 class Switcher:
-    """Pages shown one at a time. Where the frontend renders them, an
-    ipywidgets ``Tab`` (or, with ``optional``, an ``Accordion`` that may show
-    none); elsewhere (Colab) ``ToggleButtons`` that switch the pages' display,
-    with a "hide" button when ``optional``."""
+    """Pages shown one at a time, chosen with ``ToggleButtons`` (with a "hide"
+    button when ``optional``: then no page may be shown).
+
+    Not ipywidgets' ``Tab`` or ``Accordion``: their headers cannot be reached
+    with the Tab key (ipywidgets 8), and Colab renders them badly
+    (googlecolab/colabtools#3105, #3571); toggle buttons are buttons, in the
+    tab order, pressed with Enter or Space in every frontend."""
 
     HIDE = -1
 
     def __init__(self, pages: Sequence[widgets.Widget], titles: Sequence[str], *,
-                 native: bool, optional: bool = False) -> None:
+                 optional: bool = False) -> None:
         self.pages = tuple(pages)
-        self._native = native
-        self.buttons: widgets.ToggleButtons | None = None
-        self.container: widgets.Widget
-        if native:
-            kind = widgets.Accordion if optional else widgets.Tab
-            self.container = kind(list(pages), titles=tuple(titles),
-                                  selected_index=None if optional else 0)
-            self.widget: widgets.Widget = self.container
-        else:
-            options = [(t, i) for i, t in enumerate(titles)]
-            if optional:
-                options.append(("hide", self.HIDE))
-            self.buttons = widgets.ToggleButtons(options=options,
-                                                 value=self.HIDE if optional else 0,
-                                                 style={"button_width": "auto"})
-            self.container = widgets.VBox(list(pages))
-            self.widget = widgets.VBox([self.buttons, self.container])
-            self.buttons.observe(lambda _: self._show(), names="value")
-            self._show()
+        options = [(t, i) for i, t in enumerate(titles)]
+        if optional:
+            options.append((_("hide"), self.HIDE))
+        self.buttons = widgets.ToggleButtons(options=options, value=self.HIDE if optional else 0,
+                                             style={"button_width": "auto"},
+                                             _dom_classes=("veo-switch",))
+        self.container = widgets.VBox(list(pages))
+        self.widget = widgets.VBox([self.buttons, self.container])
+        self.buttons.observe(lambda _: self._show(), names="value")
+        self._show()
 
     @property
     def selected_index(self) -> int | None:
         """The page shown (None: none)."""
-        if self.buttons is None:
-            index: int | None = self.container.selected_index
-            return index
-        value = self.buttons.value
+        value: int = self.buttons.value
         return None if value == self.HIDE else value
 
     @selected_index.setter
     def selected_index(self, index: int | None) -> None:
-        if self.buttons is None:
-            self.container.selected_index = index
-        else:
-            self.buttons.value = self.HIDE if index is None else index
+        self.buttons.value = self.HIDE if index is None else index
 
     def observe(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` when the page shown changes."""
-        if self.buttons is None:
-            self.container.observe(lambda _: callback(), names="selected_index")
-        else:
-            self.buttons.observe(lambda _: callback(), names="value")
+        self.buttons.observe(lambda _: callback(), names="value")
 
     def _show(self) -> None:
         chosen = self.selected_index
@@ -154,7 +143,7 @@ class GalleryView:
         self.pager = Pager(on_page)
         self.grid = widgets.GridBox(layout=widgets.Layout(
             grid_template_columns=self._columns(), grid_gap="12px"))
-        self.empty = widgets.HTML("<i>No finished videos yet.</i>")
+        self.empty = widgets.HTML(f"<i>{_('No finished videos yet.')}</i>")
         self.widget = widgets.VBox([self.empty, self.pager.top, self.grid, self.pager.bottom],
                                    _dom_classes=("veo-gallery",))
 
@@ -192,7 +181,7 @@ class HistoryView:
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
         self._refreshed = -HISTORY_EVERY_S
-        self.button = widgets.Button(description="Refresh history", icon="refresh")
+        self.button = widgets.Button(description=_("Refresh history"), icon="refresh")
         self.summary = widgets.HTML()
         self.events = widgets.HTML(layout=widgets.Layout(overflow="auto"))
         self.button.on_click(lambda _: self.refresh())
@@ -209,7 +198,8 @@ class HistoryView:
         history = self._tracker.history()
         newest = events_table(history, self._tracker.records(), HISTORY_ROWS)
         set_if_changed(self.summary, "value",
-                       table_html(readable(summary), title="Summary per model"))
+                       table_html(readable(summary), title=_("Summary per model")))
         set_if_changed(self.events, "value", table_html(
-            newest, title=f"History: the newest {len(newest)} of {len(history)} events"))
+            newest, title=_("History: the newest {n} of {total} events").format(
+                n=len(newest), total=len(history))))
         self._refreshed = time.monotonic()
