@@ -22,7 +22,8 @@ import pytest
 from veo_nb import store as store_module
 from veo_nb.errors import VeoError
 from veo_nb.models import TaskStatus
-from veo_nb.records import Event, TaskRecord, history_frame, tasks_frame
+from veo_nb._store_query import TaskFilter, TaskQuery
+from veo_nb.records import NOT_FOUND_REASON, Event, TaskRecord, history_frame, tasks_frame
 from veo_nb.store import SCHEMA_VERSION, Store, StoreError
 
 T0 = datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -306,3 +307,60 @@ def test_a_version_1_store_stays_readable_and_is_migrated(tmp_path: Path) -> Non
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+def _panel_rows(store: Store) -> dict[str, TaskRecord]:
+    """Three tasks as a panel sorts and filters them, written to ``store``."""
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = {
+        "a": TaskRecord("a", prompt="a fox", created_at=t0, first_seen_at=t0, label="zebra",
+                        status=TaskStatus.COMPLETED, status_text="completed", owner="ann"),
+        "b": TaskRecord("b", prompt="a boat", created_at=t0 + timedelta(seconds=5),
+                        first_seen_at=t0, resolution="1080p", aspect_ratio="9:16"),
+        "c": TaskRecord("c", prompt="Ant hill", created_at=t0 + timedelta(seconds=9),
+                        first_seen_at=t0, label="Ant", status=TaskStatus.PROCESSING,
+                        status_text="processing", owner="bob"),
+        "d": TaskRecord("d", prompt="typo", first_seen_at=t0 + timedelta(seconds=7),
+                        status=TaskStatus.FAILED, status_text="failed", error=NOT_FOUND_REASON),
+    }
+    for record in rows.values():
+        store.save(record)
+    return rows
+
+
+def test_the_database_sorts_filters_searches_and_counts_a_panel_page(store: Store) -> None:
+    _panel_rows(store)
+
+    def ids(**query: object) -> list[str]:
+        return [r.task_id for r in store.page(TaskQuery(**query), 0, 10)]
+
+    assert ids() == ["c", "d", "b", "a"]  # newest first (created, else first seen)
+    assert ids(descending=False) == ["a", "b", "d", "c"]
+    assert ids(sort="status", descending=False) == ["b", "c", "a", "d"]  # queued … not found
+    assert ids(sort="label", descending=False) == ["c", "a", "d", "b"]  # unlabelled last
+    assert ids(sort="label") == ["a", "c", "d", "b"]
+    assert ids(status="not found") == ["d"] and ids(status="failed") == []
+    assert ids(owner="bob") == ["c"]
+    assert ids(search="9:16") == ["b"] and ids(search="ANT") == ["c"]
+    assert ids(search="not found") == ["d"] and ids(search="%") == []
+    assert ids(completed=True) == ["a"]
+    assert [r.task_id for r in store.page(TaskQuery(), 1, 2)] == ["d", "b"]
+    assert store.count(TaskQuery(search=" a b")) == 1 and store.count(TaskQuery(search="a")) == 3
+    assert store.position(TaskQuery(), "b") == 2 and store.position(TaskQuery(owner="ann"), "b") is None
+    overview = store.overview()
+    assert overview.total == 4 and overview.owners == ("ann", "bob") and overview.completed == 1
+    assert overview.counts == {"completed": 1, "queued": 1, "processing": 1, "not found": 1}
+
+
+def test_tasks_are_read_as_a_frame_without_a_record_each_and_filtered(store: Store) -> None:
+    rows = _panel_rows(store)
+    store.save(dataclasses.replace(rows["a"], raw={"amount": 2.5, "progress": 100}))
+    frame = store.frame()
+    from_records = tasks_frame(store.records())
+    pd.testing.assert_frame_equal(frame, from_records)
+    assert frame.loc[frame.task_id == "a", "amount"].item() == 2.5
+    t5 = datetime(2026, 1, 1, 0, 0, 5, tzinfo=timezone.utc)
+    assert list(store.frame(TaskFilter(since=t5)).task_id) == ["b", "c", "d"]
+    assert list(store.frame(TaskFilter(status=("queued", "not found"))).task_id) == ["b", "d"]
+    assert list(store.frame(TaskFilter(owner="bob")).task_id) == ["c"]
+    assert list(store.frame(TaskFilter(limit=2)).task_id) == ["c", "d"]

@@ -4,6 +4,8 @@ writes, claims, revisions, the shared 429 gate, deletions, versions."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from veo_nb import TaskStatus, Tracker, ValidationError
-from veo_nb.records import Event, TaskRecord
+from veo_nb.records import NOT_FOUND_REASON, Event, TaskRecord
 from veo_nb.store import SCHEMA_VERSION, STORE_ENV, BaseStore, Store, StoreError, open_store
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -186,3 +188,45 @@ def test_a_machine_whose_clock_runs_ahead_cannot_poll_early(pg_db_url: str, tmp_
         skewed = time.time() + 60.0
         assert ahead.claim_poll("vgen_1", "ahead", now=skewed, interval=30.0,
                                 until=skewed + 40) is None
+
+
+def _recount(store: BaseStore) -> tuple[dict[str, int], tuple[str, ...], int, int, float]:
+    """The header's figures computed from every row (what the tallies must equal)."""
+    frame = store.frame()
+    words = frame["status_text"].where(frame["error"] != NOT_FOUND_REASON, "not found")
+    owners = tuple(sorted({o for o in frame["owner"] if o}, key=lambda o: (o.casefold(), o)))
+    amounts = frame["amount"].dropna()
+    return (words.value_counts().to_dict(), owners, int((frame["status"] == "completed").sum()),
+            len(amounts), float(amounts.sum()))
+
+
+def test_the_headers_tallies_follow_every_write_and_deletion(store: BaseStore) -> None:
+    """The panel's counts come from running tallies kept by each write: after
+    inserts, status changes, partial writes, untracking, reopening, costs and
+    deletions, in any order, they equal a count of the rows."""
+    rng = random.Random(7)
+    statuses = [("queued", TaskStatus.QUEUED, None), ("processing", TaskStatus.PROCESSING, None),
+                ("completed", TaskStatus.COMPLETED, None), ("failed", TaskStatus.FAILED, "boom"),
+                ("failed", TaskStatus.FAILED, NOT_FOUND_REASON), ("Succeeded", TaskStatus.UNKNOWN, None)]
+    for step in range(300):
+        task_id = f"vgen_{rng.randrange(40)}"
+        text, status, error = rng.choice(statuses)
+        action = rng.random()
+        if action < 0.1:
+            store.delete([task_id, f"vgen_{rng.randrange(40)}"])
+            continue
+        rec = record(task_id, status=status, status_text=text, error=error,
+                     owner=rng.choice(["ada", "bo", None]),
+                     raw={"amount": rng.choice([0.5, 1.25])} if rng.random() < 0.5 else {})
+        if action < 0.3:
+            store.write(rec, fields=("tracked",) if rng.random() < 0.5 else ("raw",),
+                        reopen=False)
+            store.write(dataclasses.replace(rec, tracked=rng.random() < 0.7), fields=("tracked",))
+        else:
+            store.write(rec, reopen=rng.random() < 0.2)
+    overview = store.overview()
+    counts, owners, completed, costed, amount = _recount(store)
+    assert overview.counts == counts and overview.total == sum(counts.values())
+    assert overview.owners == owners and overview.completed == completed
+    assert overview.costed == costed and costed > 0
+    assert overview.amount == pytest.approx(amount)

@@ -35,7 +35,7 @@ from .errors import ValidationError
 TEACHERS, STUDENTS = "veo_nb_teachers", "veo_nb_students"
 #: The columns only a task's owner (or a teacher) may change.
 OWNER_COLUMNS = ("owner", "label", "prompt", "tracked", "request")
-_TABLES = ("tasks", "events", "meta", "deleted", "services", "reuse")
+_TABLES = ("tasks", "events", "meta", "deleted", "services", "reuse", "tallies")
 
 
 def _ident(name: str) -> str:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from . import _answers
 from ._spec import URL_LIFETIME_S, Mode, payload_mode
-from ._spending import is_unconfirmed
+from ._spending import UNCONFIRMED_PREFIX
 from .errors import ValidationError
 from .models import Task, TaskStatus, _as_float, _as_text
 
@@ -363,7 +363,7 @@ def tasks_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     return tasks
 
 
-def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
+def summary_frame(records: Iterable[TaskRecord] | pd.DataFrame) -> pd.DataFrame:
     """Per model: count, finished, completed, failed, not_found (ids the
     service did not know: typos, not failed generations, so they count in
     neither ``finished`` nor ``failed``), success_rate (completed /
@@ -372,35 +372,36 @@ def summary_frame(records: Iterable[TaskRecord]) -> pd.DataFrame:
     service said the tasks cost (NaN where it said nothing), and
     ``unconfirmed``, creates whose answer never came (they may have been
     billed: :mod:`veo_nb._spending`). When the service reported costs, a last
-    row (:data:`TOTAL_ROW`) sums every model."""
+    row (:data:`TOTAL_ROW`) sums every model. ``records`` may be a
+    :func:`tasks_frame` already built."""
+    tasks = records if isinstance(records, pd.DataFrame) else tasks_frame(records)
+    model = tasks["model"].fillna("(unknown)").astype(object)
     rows = []
-    records = list(records)
-    by_model: dict[str, list[TaskRecord]] = {}
-    for record in records:
-        by_model.setdefault(record.model or "(unknown)", []).append(record)
-    groups = [(model, by_model[model]) for model in sorted(by_model)]
-    if any(r.amount is not None for r in records):
-        groups.append((TOTAL_ROW, records))
-    for model, group in groups:
-        completed = [r for r in group if r.status is TaskStatus.COMPLETED]
-        not_found = sum(r.error == NOT_FOUND_REASON for r in group)
-        failed = sum(r.status is TaskStatus.FAILED for r in group) - not_found
-        finished = len(completed) + failed
-        times = pd.Series([r.total_s for r in completed], dtype="float64").dropna()
+    groups = [(name, tasks.index[model == name]) for name in sorted(set(model))]
+    if tasks["amount"].notna().any():
+        groups.append((TOTAL_ROW, tasks.index))
+    for name, index in groups:
+        group = tasks.loc[index]
+        completed = group["status"] == TaskStatus.COMPLETED.value
+        not_found = int((group["error"] == NOT_FOUND_REASON).sum())
+        failed = int((group["status"] == TaskStatus.FAILED.value).sum()) - not_found
+        finished = int(completed.sum()) + failed
+        times = group.loc[completed, "total_s"].dropna()
+        amounts = group["amount"].dropna()
         rows.append((
-            model, len(group), finished, len(completed), failed, not_found,
-            len(completed) / finished if finished else math.nan,
+            name, len(group), finished, int(completed.sum()), failed, not_found,
+            int(completed.sum()) / finished if finished else math.nan,
             times.median() if len(times) else math.nan,
             times.quantile(0.9) if len(times) else math.nan,
-            reported_cost(group)[0],
-            sum(is_unconfirmed(r) for r in group),
+            math.fsum(amounts) if len(amounts) else math.nan,
+            int(group["task_id"].astype(str).str.startswith(UNCONFIRMED_PREFIX).sum()),
         ))
     frame: pd.DataFrame = pd.DataFrame.from_records(rows, columns=list(SUMMARY_COLUMNS))
     frame["model"] = frame["model"].astype(object)
-    for name in ("count", "finished", "completed", "failed", "not_found", "unconfirmed"):
-        frame[name] = frame[name].astype("int64")
-    for name in ("success_rate", "median_s", "p90_s", "amount"):
-        frame[name] = frame[name].astype("float64")
+    for column in ("count", "finished", "completed", "failed", "not_found", "unconfirmed"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("success_rate", "median_s", "p90_s", "amount"):
+        frame[column] = frame[column].astype("float64")
     return frame
 
 

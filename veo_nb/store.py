@@ -24,7 +24,6 @@ keep them from stepping on each other (see :mod:`veo_nb._engine`):
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sqlite3
@@ -34,12 +33,31 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Union
 from urllib.parse import unquote
 
 import pandas as pd
 
 from . import _answers
+from ._store_query import (
+    FRAME_COLUMNS,
+    ADD_TALLY_SQL,
+    FILL_TALLIES,
+    GAVE_UP_SQL,
+    LIVE_SQL,
+    OVERVIEW_SQL,
+    TALLIES_TABLE,
+    TALLY_SQL,
+    UNCONFIRMED_SQL,
+    WORD_SQL,
+    Overview,
+    TaskFilter,
+    TaskQuery,
+    frame_from,
+    overview_from,
+    tally_deltas,
+    tally_of,
+)
 from .errors import ValidationError, VeoError
 from .models import TaskStatus
 from .records import (
@@ -48,12 +66,11 @@ from .records import (
     TaskRecord,
     from_unix,
     history_from_rows,
-    tasks_frame,
     to_unix,
 )
 
 #: The schema version this release writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 #: The spending cap counts the day's submitted tasks by first sight.
 SPENT_INDEX = "CREATE INDEX tasks_first_seen ON tasks (first_seen_at)"
 #: Which task each notebook cell's n-th identical submit created (reuse on
@@ -64,8 +81,42 @@ REUSE_TABLE = """CREATE TABLE reuse (
     PRIMARY KEY (cell, request, n)
 )"""
 
+#: Columns derived from a task's last answer, kept so that the database can
+#: sum and read them (``amount``, ``progress``) without parsing ``raw``.
+DERIVED_COLUMNS: tuple[str, ...] = ("amount", "progress")
+
+
+def backfill_derived(cur: Any) -> None:
+    """Fill :data:`DERIVED_COLUMNS` of the rows written before they existed."""
+    rows = cur.execute("SELECT task_id, raw FROM tasks "
+                       "WHERE raw LIKE '%amount%' OR raw LIKE '%progress%'").fetchall()
+    updates = []
+    for task_id, raw in rows:
+        body = _json_object(raw)
+        amount, progress = _answers.amount(body), _answers.progress(body)
+        if amount is not None or progress is not None:
+            updates.append((amount, progress, task_id))
+    if updates:
+        cur.executemany("UPDATE tasks SET amount = ?, progress = ? WHERE task_id = ?", updates)
+
+
+#: A migration step: SQL, or a function of a cursor.
+Step = Union[str, Callable[[Any], None]]
+#: The panel's order (creation, else first sight; ties by first sight and id).
+CREATED_INDEX = ("CREATE INDEX tasks_created ON tasks "
+                 "((COALESCE(created_at, first_seen_at)){way}, first_seen_at{way}, task_id{tail})")
+#: The status filter in the panel's order.
+WORD_INDEX = (f"CREATE INDEX tasks_word ON tasks (({WORD_SQL}), "
+              "(COALESCE(created_at, first_seen_at)){way}, first_seen_at{way}, task_id{tail})")
+#: The indexes of a large history (schema 6) besides those two: the owner
+#: filter, the header's counts, and the live tasks an engine loads.
+HISTORY_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX tasks_owner ON tasks (owner)",
+    f"CREATE INDEX tasks_live ON tasks (task_id) WHERE {LIVE_SQL}",
+)
+
 #: SQL steps that bring a store from version ``v - 1`` to version ``v``.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[Step, ...]] = {
     1: (
         """CREATE TABLE tasks (
             task_id TEXT PRIMARY KEY,
@@ -112,6 +163,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # 5: what re-running a notebook cell reuses instead of paying again; the
     # day's spending (by first sight).
     5: (REUSE_TABLE.format(real="REAL"), SPENT_INDEX),
+    # 6: a large history: costs the database can sum, and the indexes of a
+    # page of the panel and of the live tasks (a kernel reads what is live).
+    6: ("ALTER TABLE tasks ADD COLUMN amount REAL", "ALTER TABLE tasks ADD COLUMN progress REAL",
+        backfill_derived, CREATED_INDEX.format(way="", tail=""),
+        WORD_INDEX.format(way="", tail=""), *HISTORY_INDEXES,
+        TALLIES_TABLE.format(real="REAL"), FILL_TALLIES),
 }
 
 #: Seconds SQLite waits for another writer before reporting "locked".
@@ -150,16 +207,16 @@ def _upsert_sql(fields: Sequence[str], reopen: bool = False) -> str:
     keep = ("1 = 0" if reopen else
             f"tasks.status IN ({_TERMINAL_SQL}) AND excluded.status NOT IN ({_TERMINAL_SQL})")
     updates = []
-    for name in fields:
-        if name in _STATUS_FIELDS:
+    for name in (*fields, *(DERIVED_COLUMNS if "raw" in fields else ())):
+        if name in _STATUS_FIELDS or name in DERIVED_COLUMNS:
             updates.append(f"{name} = CASE WHEN {keep} THEN tasks.{name} ELSE excluded.{name} END")
         elif name == "first_seen_at":
             updates.append(f"{name} = COALESCE(tasks.{name}, excluded.{name})")
         else:
             updates.append(f"{name} = excluded.{name}")
     return (
-        f"INSERT INTO tasks ({', '.join(_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+        f"INSERT INTO tasks ({', '.join(_COLUMNS + DERIVED_COLUMNS)}) "
+        f"VALUES ({', '.join('?' for _ in _COLUMNS + DERIVED_COLUMNS)}) "
         f"ON CONFLICT (task_id) DO UPDATE SET {', '.join(updates)}"
     )
 
@@ -181,7 +238,7 @@ _SET_CLAIM = {
 _SELECT_REV = "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev'"
 _SELECT_EVENTS = (
     "SELECT " + ", ".join(f"e.{c}" for c in HISTORY_COLUMNS if c != "owner")
-    + ", t.owner FROM events e LEFT JOIN tasks t ON t.task_id = e.task_id ORDER BY e.seq"
+    + ", t.owner FROM events e LEFT JOIN tasks t ON t.task_id = e.task_id"
 )
 
 _T = TypeVar("_T")
@@ -232,7 +289,7 @@ def _record_row(record: TaskRecord) -> tuple[Any, ...]:
         elif name == "tracked":
             value = int(value)
         row.append(value)
-    return tuple(row)
+    return (*row, record.amount, record.progress)
 
 
 def _json_object(text: Any) -> dict[str, Any]:
@@ -420,12 +477,16 @@ class BaseStore:
                         for v in ((value, value) if k == "contact_at" else (value,))]
 
         def body(cur: Any) -> Row:
+            self._lock_task(cur, record.task_id)
+            before = tally_of(cur.execute(TALLY_SQL, (record.task_id,)).fetchone())
             cur.execute(sql, values)
             if claim:  # the last contact never moves back (another clock may have set it)
                 cur.execute(
                     f"UPDATE tasks SET {', '.join(_SET_CLAIM[k] for k in claim)} "
                     "WHERE task_id = ?", (*claim_values, record.task_id),
                 )
+            self._retally(cur, before, tally_of(
+                cur.execute(TALLY_SQL, (record.task_id,)).fetchone()))
             if event_rows:
                 cur.executemany(_INSERT_EVENT, event_rows)
             self._bump(cur)
@@ -434,6 +495,17 @@ class BaseStore:
                 f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
 
         return self._tx(body)
+
+    def _lock_task(self, cur: Any, task_id: str) -> None:
+        """Make other writers of ``task_id`` wait for this transaction (its
+        tallies are read before the write): SQLite writers already do."""
+
+    @staticmethod
+    def _retally(cur: Any, before: Any, after: Any) -> None:
+        """Move a task's part of the tallies from ``before`` to ``after``."""
+        deltas = tally_deltas(before, after)
+        if deltas:
+            cur.executemany(ADD_TALLY_SQL, deltas)
 
     def _bump(self, cur: Any) -> None:
         """Take the next revision for a write others must hear of. Writers
@@ -462,11 +534,15 @@ class BaseStore:
     def delete(self, task_ids: Iterable[str]) -> None:
         """Erase the records and events of ``task_ids``, in one transaction
         (followers in other processes hear of it through :meth:`changes`)."""
-        rows = [(i,) for i in task_ids]
+        rows = [(i,) for i in sorted(set(task_ids))]  # locked in one order
 
         def body(cur: Any) -> None:
             cur.executemany("DELETE FROM events WHERE task_id = ?", rows)
-            cur.executemany("DELETE FROM tasks WHERE task_id = ?", rows)
+            for (task_id,) in rows:
+                self._lock_task(cur, task_id)
+                before = tally_of(cur.execute(TALLY_SQL, (task_id,)).fetchone())
+                cur.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+                self._retally(cur, before, None)
             self._bump(cur)
             cur.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
 
@@ -547,11 +623,10 @@ class BaseStore:
         "may have been billed" entries included) first seen at or after unix
         time ``since``, and the sum of the amounts the service reported for
         them (None when it reported none)."""
-        rows = self._read(lambda cur: cur.execute(
-            "SELECT raw FROM tasks WHERE first_seen_at >= ? AND request <> '{}'",
-            (since,)).fetchall())
-        amounts = [a for a in (_answers.amount(_json_object(r[0])) for r in rows) if a is not None]
-        return len(rows), (math.fsum(amounts) if amounts else None)
+        n, amount, costed = self._read(lambda cur: cur.execute(
+            "SELECT COUNT(*), SUM(amount), COUNT(amount) FROM tasks "
+            "WHERE first_seen_at >= ? AND request <> '{}'", (since,)).fetchone())
+        return int(n), (float(amount) if costed else None)
 
     def reused(self, cell: str, request: str, n: int) -> tuple[str, float] | None:
         """The task (id, unix time) that ``cell``'s ``n``-th submit of
@@ -613,6 +688,86 @@ class BaseStore:
         tracked, unless ``tracked_only=False``)."""
         return [r.record for r in self.rows(tracked_only=tracked_only)]
 
+    def rows_of(self, task_ids: Sequence[str]) -> list[Row]:
+        """The stored rows of ``task_ids`` (those the store has), read in
+        batches."""
+        ids = list(task_ids)
+        found: list[Any] = []
+        for start in range(0, len(ids), 500):
+            batch = ids[start:start + 500]
+            found += self._read(lambda cur: cur.execute(
+                f"{_SELECT_ROWS} WHERE task_id IN ({', '.join('?' for _ in batch)})",
+                batch).fetchall())
+        return [_stored_row(r) for r in found]
+
+    def tracked_ids(self) -> list[str]:
+        """The ids of every tracked task, in the order first seen."""
+        return [r[0] for r in self._read(lambda cur: cur.execute(
+            "SELECT task_id FROM tasks WHERE tracked = 1 "
+            f"ORDER BY first_seen_at IS NULL, first_seen_at, {self._TIE}").fetchall())]
+
+    def live_rows(self) -> list[Row]:
+        """The rows an engine holds (in the order first seen): tracked tasks
+        still to poll, or whose video is still to fetch (an index lists them,
+        so this costs what the live work costs, not the whole history)."""
+        found = self._read(lambda cur: cur.execute(
+            f"{_SELECT_ROWS} WHERE {LIVE_SQL} "
+            f"ORDER BY first_seen_at IS NULL, first_seen_at, {self._TIE}").fetchall())
+        return [_stored_row(r) for r in found]
+
+    def _nulls(self, descending: bool) -> str:
+        """What puts tasks without a time last in a descending order and
+        first in an ascending one (SQLite's own order of NULLs)."""
+        return ""
+
+    def page(self, query: TaskQuery, offset: int, limit: int) -> list[TaskRecord]:
+        """Tracked tasks ``offset`` to ``offset + limit`` of ``query``'s order
+        (see :class:`~veo_nb._store_query.TaskQuery`)."""
+        where, params = query.where()
+        sql = (f"{_SELECT_ROWS} WHERE {where} ORDER BY {query.order(self._nulls)} "
+               "LIMIT ? OFFSET ?")
+        found = self._read(lambda cur: cur.execute(sql, (*params, limit, offset)).fetchall())
+        return [_stored_row(r).record for r in found]
+
+    def count(self, query: TaskQuery) -> int:
+        """How many tracked tasks ``query`` shows."""
+        where, params = query.where()
+        return int(self._read(lambda cur: cur.execute(
+            f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]))
+
+    def position(self, query: TaskQuery, task_id: str) -> int | None:
+        """Where ``task_id`` is in ``query``'s order (0 first), None when the
+        query does not show it."""
+        where, params = query.where()
+        ids = self._read(lambda cur: cur.execute(
+            f"SELECT task_id FROM tasks WHERE {where} ORDER BY {query.order(self._nulls)}",
+            params).fetchall())
+        for index, (found,) in enumerate(ids):
+            if found == task_id:
+                return index
+        return None
+
+    def overview(self) -> Overview:
+        """Counts per status word and owner, reported costs and unconfirmed
+        creates of the tracked tasks: one aggregate over a covering index,
+        and two small counts (a key range, the live tasks)."""
+        def read(cur: Any) -> Overview:
+            return overview_from(cur.execute(OVERVIEW_SQL).fetchall(),
+                                 cur.execute(UNCONFIRMED_SQL).fetchone()[0],
+                                 cur.execute(GAVE_UP_SQL).fetchall())
+
+        return self._read(read)
+
+    def frame(self, select: TaskFilter | None = None) -> pd.DataFrame:
+        """The tasks ``select`` keeps (default: every tracked one) as the
+        frame of :func:`veo_nb.records.tasks_frame`, built from the rows (no
+        record per task), in the order first seen."""
+        select = select or TaskFilter()
+        where, params = select.sql()
+        sql = f"SELECT {', '.join(FRAME_COLUMNS)} FROM tasks {where.format(tie=self._TIE)}"
+        rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
+        return frame_from(rows, newest_first=select.limit is not None)
+
     def revision(self) -> int:
         """The newest revision written to the store."""
         return self._read(lambda cur: int(cur.execute(_SELECT_REV).fetchone()[0]))
@@ -639,12 +794,17 @@ class BaseStore:
 
     def tasks_frame(self, *, tracked_only: bool = False) -> pd.DataFrame:
         """One row per stored task (see :func:`veo_nb.records.tasks_frame`)."""
-        return tasks_frame(self.records(tracked_only=tracked_only))
+        return self.frame(TaskFilter(tracked_only=tracked_only))
 
-    def events_frame(self) -> pd.DataFrame:
-        """Every event, in the order written, with the owner of its task (see
-        :func:`veo_nb.records.history_frame` for the columns)."""
-        rows = self._read(lambda cur: cur.execute(_SELECT_EVENTS).fetchall())
+    def events_frame(self, limit: int | None = None) -> pd.DataFrame:
+        """Every event (or the newest ``limit``), in the order written, with
+        the owner of its task (see :func:`veo_nb.records.history_frame` for
+        the columns)."""
+        if limit is None:
+            rows = self._read(lambda cur: cur.execute(_SELECT_EVENTS + " ORDER BY e.seq").fetchall())
+        else:
+            rows = self._read(lambda cur: cur.execute(
+                _SELECT_EVENTS + " ORDER BY e.seq DESC LIMIT ?", (int(limit),)).fetchall())[::-1]
         return history_from_rows(rows)
 
 
@@ -663,10 +823,18 @@ class Store(BaseStore):
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
             check_same_thread=False,
         )
+        # Reads have a connection of their own: in WAL mode they never wait
+        # for a writer, ours (queued on another process's lock) or theirs.
+        self._read_lock = threading.RLock()
+        self._reader = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+            check_same_thread=False,
+        )
         try:
             self._retry(self._open)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
+            self._reader.close()
             raise StoreError(
                 f"{self.path} is not a usable veo_nb store ({exc}): "
                 "pass another path, or move this file away"
@@ -692,7 +860,10 @@ class Store(BaseStore):
             check_version(version, self.path)
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for sql in MIGRATIONS[step]:
-                    conn.execute(sql)
+                    if callable(sql):
+                        sql(conn)
+                    else:
+                        conn.execute(sql)
             if version != SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -700,14 +871,15 @@ class Store(BaseStore):
             conn.execute("ROLLBACK")
             raise
 
-    def _retry(self, action: Callable[[], _T]) -> _T:
-        """Run ``action`` under the lock, again after a short pause while
-        another process holds the write lock (up to the busy timeout)."""
+    def _retry(self, action: Callable[[], _T], lock: threading.RLock | None = None) -> _T:
+        """Run ``action`` under the lock (the writer's by default), again
+        after a short pause while another process holds the write lock (up to
+        the busy timeout)."""
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         pause = 0.01
         while True:
             try:
-                with self._lock:
+                with lock or self._lock:
                     return action()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
@@ -734,7 +906,7 @@ class Store(BaseStore):
         return self._retry(transaction)
 
     def _read(self, body: Callable[[Any], _T]) -> _T:
-        return self._retry(lambda: body(self._conn))
+        return self._retry(lambda: body(self._reader), self._read_lock)
 
     def version(self) -> int:
         """A number that changes whenever another connection commits (SQLite's
@@ -743,8 +915,9 @@ class Store(BaseStore):
 
     def close(self) -> None:
         """Close the file; the store cannot be used afterwards."""
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            self._reader.close()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"

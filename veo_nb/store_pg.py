@@ -33,7 +33,20 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from ._log import logger
 from ._class import TEACHERS
 from .errors import OwnershipError, ValidationError
-from .store import REUSE_TABLE, SCHEMA_VERSION, SPENT_INDEX, BaseStore, StoreError, check_version
+from ._store_query import FILL_TALLIES, TALLIES_TABLE
+from .store import (
+    CREATED_INDEX,
+    HISTORY_INDEXES,
+    REUSE_TABLE,
+    SCHEMA_VERSION,
+    SPENT_INDEX,
+    WORD_INDEX,
+    BaseStore,
+    Step,
+    StoreError,
+    backfill_derived,
+    check_version,
+)
 
 _T = TypeVar("_T")
 
@@ -72,7 +85,7 @@ _SECRET_PARAMS = ("password", "sslpassword")
 _REAL = "DOUBLE PRECISION"
 #: The schema, created in one step: a PostgreSQL store starts at the
 #: current version; later versions add steps here and in ``MIGRATIONS``.
-PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
+PG_MIGRATIONS: dict[int, tuple[Step, ...]] = {
     4: (
         f"""CREATE TABLE tasks (
             task_id TEXT PRIMARY KEY,
@@ -103,6 +116,10 @@ PG_MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"CREATE TABLE services (service TEXT PRIMARY KEY, rate_limited_until {_REAL} NOT NULL)",
     ),
     5: (REUSE_TABLE.format(real=_REAL), SPENT_INDEX),
+    6: (f"ALTER TABLE tasks ADD COLUMN amount {_REAL}",
+        f"ALTER TABLE tasks ADD COLUMN progress {_REAL}", backfill_derived,
+        *(index.format(way=" DESC NULLS LAST", tail=" DESC") for index in (CREATED_INDEX, WORD_INDEX)),
+        *HISTORY_INDEXES, TALLIES_TABLE.format(real=_REAL), FILL_TALLIES),
 }
 
 
@@ -246,6 +263,15 @@ class PostgresStore(BaseStore):
     _GREATEST = "GREATEST"
     _TIE = "task_id"
     shared = True
+
+    def _nulls(self, descending: bool) -> str:
+        return " NULLS LAST" if descending else " NULLS FIRST"
+
+    def _lock_task(self, cur: Any, task_id: str) -> None:
+        # Two processes writing one task at once (both tracking it) would both
+        # read its tallies before either wrote: the second one waits here.
+        cur.execute("SELECT pg_advisory_xact_lock(1, hashtext(?))", (task_id,))
+
     _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
     def __init__(self, url: str) -> None:
@@ -326,7 +352,10 @@ class PostgresStore(BaseStore):
         first = min(PG_MIGRATIONS)
         for step in range(max(version + 1, first), SCHEMA_VERSION + 1):
             for sql in PG_MIGRATIONS[step]:
-                cur.execute(sql)
+                if callable(sql):
+                    sql(cur)
+                else:
+                    cur.execute(sql)
         if version != SCHEMA_VERSION:
             cur.execute("INSERT INTO meta (name, value) VALUES ('schema', ?) ON CONFLICT (name) "
                         "DO UPDATE SET value = excluded.value", (SCHEMA_VERSION,))
