@@ -317,9 +317,52 @@ class Engine:
                 and record.key_fingerprint in (None, client.key_fingerprint))
 
     def records(self) -> list[TaskRecord]:
-        """Every tracked task's record, in the order first seen."""
+        """The records this engine holds (the live tasks: still polled, or
+        their video still to fetch), in the order first seen."""
         with self.lock:
             return [s.record for s in self.states.values() if s.record.tracked]
+
+    def lookup(self, task_id: str) -> TaskRecord | None:
+        """``task_id``'s newest record: the one in memory, else the store's
+        (None when the store has none). A finished task read from the store
+        that turns out to need work here (its saved video was deleted) is
+        taken back into memory, which fetches it again."""
+        with self.lock:
+            state = self.states.get(task_id)
+            if state is not None:
+                return state.record
+        row = self.store.row(task_id)
+        if row is None:
+            return None
+        with self.lock:
+            if task_id not in self.states and row.record.tracked:
+                self.apply_row(row, time.time())
+            state = self.states.get(task_id)
+            return row.record if state is None else state.record
+
+    def stored(self, task_ids: Iterable[str]) -> tuple[dict[str, TaskState], set[str]]:
+        """States of those of ``task_ids`` that are not in memory but tracked
+        in the store (finished tasks; not kept), and the ids that were not in
+        memory when the store was read (an id in neither left memory after
+        that read: read again). Call without the lock."""
+        with self.lock:
+            missing = {i for i in task_ids if i not in self.states}
+        rows = self.store.rows_of(sorted(missing)) if missing else []
+        states = {row.record.task_id: TaskState(row.record, row.rev, t0=age_zero(row.record),
+                                                last_age=None)
+                  for row in rows if row.record.tracked}
+        return states, missing
+
+    def settle(self, task_id: str) -> None:
+        """Drop ``task_id`` from memory when nothing is left to do for it here
+        (finished, its video saved or not wanted, no write pending, nothing in
+        flight): the store has it, and a long history costs no memory (lock
+        held)."""
+        state = self.states.get(task_id)
+        if (state is not None and state.record.is_terminal and state.due is None
+                and state.dl_due is None and not state.polling and not state.downloading
+                and state.pending is None and not state.flushing):
+            del self.states[task_id]
 
     def window(self, rec: TaskRecord) -> tuple[float, float]:
         """The expected (low, high) finishing window of ``rec`` (seconds of age)."""
@@ -453,9 +496,10 @@ class Engine:
     # ------------------------------------------------------------------ states from the store
 
     def _load(self) -> int:
-        """Adopt the store's tracked tasks; returns the revision read up to."""
+        """Adopt the store's live tasks (still to poll, or their video still
+        to fetch); returns the revision read up to."""
         newest = self.store.revision()
-        rows = self.store.rows(tracked_only=True)
+        rows = self.store.live_rows()
         now = time.time()
         with self.lock:
             for row in rows:
@@ -489,10 +533,13 @@ class Engine:
         for task in changed:
             self.notify(task)
 
-    def apply_row(self, row: Row, now: float, *, force: bool = False) -> Task | None:
+    def apply_row(self, row: Row, now: float, *, force: bool = False,
+                  keep: bool = False) -> Task | None:
         """Bring memory to a stored row newer than what it holds (or, with
         ``force``, as new: claims change no revision) (lock held); return the
-        task when something a view shows changed."""
+        task when something a view shows changed. A finished task is then
+        dropped from memory (:meth:`settle`), unless ``keep``: the caller
+        writes it next."""
         rec = row.record
         state = self.states.get(rec.task_id)
         if state is not None and row.rev <= state.rev and not force:
@@ -522,6 +569,8 @@ class Engine:
         if not state.polling and state.pending is None:
             self.reschedule(state, now)
         self.downloads.schedule(state, now)
+        if not keep:
+            self.settle(rec.task_id)
         if old is None or _shown(old) != _shown(rec):
             return rec.task
         return None
@@ -568,6 +617,7 @@ class Engine:
                 state.downloader, state.download_until = row.downloader, row.download_until
             if write.on_saved is not None:
                 write.on_saved(state)
+            self.settle(task_id)
             self.cond.notify_all()
             task = state.record.task
         self.wake()
@@ -598,6 +648,7 @@ class Engine:
             with self.lock:
                 if state is not None:
                     state.flushing = False
+                    self.settle(task_id)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -689,6 +740,7 @@ class Engine:
                 state = self.states.get(task_id)
                 if state is not None:
                     setattr(state, busy_attr, False)
+                    self.settle(task_id)
                 self.cond.notify_all()
             self.wake()
         return changed

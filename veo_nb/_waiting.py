@@ -66,8 +66,13 @@ def iter_done(engine: Engine, ids: list[str], timeout: float | None, *, ordered:
     try:
         while pending:
             wake_at = None if engine.running else engine.dispatch()[1]
+            # Finished tasks live in the store only: read them first (a task
+            # leaves memory only once the store has its final record).
+            stored, missing = engine.stored(pending)
             with engine.cond:
-                states = {i: engine.states.get(i) for i in pending}
+                states = {i: engine.states.get(i) or stored.get(i) for i in pending}
+                if any(st is None and i not in missing for i, st in states.items()):
+                    continue  # finished and left memory after the store was read
                 finished = [i for i, st in states.items() if st is not None and done(st, downloads)]
                 if finished and (not ordered or len(finished) == len(pending)):
                     ready = [states[i].record.task for i in finished]  # type: ignore[union-attr]
@@ -132,8 +137,12 @@ def until_saved(engine: Engine, task_id: str, deadline: float | None) -> TaskRec
     failed one, and raise :class:`TaskTimeoutError` for one still pending."""
     while True:
         wake_at = None if engine.running else engine.dispatch()[1]
+        found = engine.lookup(task_id)
+        if found is None:
+            raise KeyError(f"{task_id!r} is not known to this tracker: track() it first")
         with engine.cond:
-            rec = engine.states[task_id].record
+            state = engine.states.get(task_id)
+            rec = found if state is None else state.record
             if rec.download_state in ("saved", "expired", "none"):
                 return rec
             left = None if deadline is None else deadline - time.monotonic()

@@ -64,6 +64,7 @@ from .errors import (
 )
 from .models import Task, TaskStatus
 from .records import LOST_REASON, NO_VIDEO_REASON, NOT_FOUND_REASON, Event, TaskRecord, from_unix
+from ._store_query import Overview, TaskFilter, TaskQuery
 from .store import BaseStore, StoreError, open_store, store_kind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -285,18 +286,30 @@ class Tracker:
 
     def record(self, task_id: str) -> TaskRecord:
         """Everything known about ``task_id`` (see :class:`~veo_nb.TaskRecord`)."""
-        with self._engine.lock:
-            state = self._engine.states.get(task_id)
-            if state is not None:
-                return state.record
-        stored = self.store.get(task_id)
-        if stored is None:
+        found = self._engine.lookup(task_id)
+        if found is None:
             raise KeyError(f"{task_id!r} is not known to this tracker: track() it first")
-        return stored
+        return found
 
     def records(self) -> list[TaskRecord]:
         """Every tracked task's record, in the order first seen (tasks tracked
-        by other processes on the same store included)."""
+        by other processes on the same store included). This reads the whole
+        history: :meth:`tasks` with filters, or the panel, read less."""
+        unsaved = self._unsaved()
+        stored = [r for r in self.store.records() if r.task_id not in unsaved]
+        return stored + list(unsaved.values())
+
+    def _unsaved(self) -> dict[str, TaskRecord]:
+        """Tracked records the store does not have yet (a write that failed
+        and is being retried): views show them too."""
+        with self._engine.lock:
+            return {i: s.record for i, s in self._engine.states.items()
+                    if s.record.tracked and s.pending is not None}
+
+    def live_records(self) -> list[TaskRecord]:
+        """The records of the tasks in flight, held in memory: still polled,
+        or their video still to fetch (finished tasks are read from the
+        store when asked for)."""
         return self._engine.records()
 
     def next_poll_at(self) -> datetime | None:
@@ -306,23 +319,48 @@ class Tracker:
                     if s.due is not None and s.record.tracked]
         return from_unix(min(dues)) if dues else None
 
-    def tasks(self) -> pd.DataFrame:
-        """One row per tracked task (columns of :func:`veo_nb.records.tasks_frame`)."""
-        return _records.tasks_frame(self.records())
+    def tasks(self, *, since: datetime | float | None = None,
+              status: str | Iterable[str] | None = None, owner: str | None = None,
+              limit: int | None = None) -> pd.DataFrame:
+        """One row per tracked task, in the order first seen (columns of
+        :func:`veo_nb.records.tasks_frame`), read straight from the store.
 
-    def history(self) -> pd.DataFrame:
-        """Every event of the store: status changes, poll errors, downloads."""
-        return self.store.events_frame()
+        Filters, to ask a long history for less: ``since`` (a datetime or
+        unix seconds: created, else first seen, at or after it), ``status``
+        (a status word such as ``"completed"`` or ``"not found"``, or
+        several), ``owner``, and ``limit`` (only the ``limit`` most
+        recently seen)."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 0):
+            raise ValidationError(f"limit must be a whole number >= 0 or None, got {limit!r}")
+        words = None if status is None else (status if isinstance(status, str) else tuple(status))
+        select = TaskFilter(since=since, status=words, owner=owner, limit=limit)
+        frame = self.store.frame(select)
+        unsaved = [r for r in self._unsaved().values() if select.keeps(r)]
+        if not unsaved:
+            return frame
+        import pandas as pd
+
+        extra = _records.tasks_frame(unsaved)
+        frame = frame[~frame["task_id"].isin(extra["task_id"])]
+        both: pd.DataFrame = pd.concat([frame, extra], ignore_index=True)
+        return both if limit is None else both.tail(limit).reset_index(drop=True)
+
+    def history(self, limit: int | None = None) -> pd.DataFrame:
+        """Every event of the store (or the newest ``limit``): status
+        changes, poll errors, downloads."""
+        return self.store.events_frame(limit)
 
     def summary(self) -> pd.DataFrame:
         """Per model: counts, success rate, median and p90 time to finish."""
-        return _records.summary_frame(self.records())
+        return _records.summary_frame(self.tasks())
 
     def export(self, path: str | Path, what: str = "tasks") -> Path:
         """Write ``tasks()``, ``history()`` or ``summary()`` to ``path``
         (``.csv``, ``.parquet`` or ``.json``); returns the path. In CSV, text
         a spreadsheet would run as a formula gets a leading ``'``."""
-        frames = {"tasks": self.tasks, "history": self.history, "summary": self.summary}
+        frames: dict[str, Callable[[], pd.DataFrame]] = {
+            "tasks": self.tasks, "history": self.history, "summary": self.summary}
         if what not in frames:
             raise ValidationError(f"what must be one of {', '.join(frames)}, got {what!r}")
         return _records.export(frames[what](), path)
@@ -436,7 +474,8 @@ class Tracker:
         row = None if known else self.store.row(task_id)
         with engine.lock:
             if task_id not in engine.states and row is not None:  # known to the store
-                engine.apply_row(replace(row, record=replace(row.record, tracked=True)), now)
+                engine.apply_row(replace(row, record=replace(row.record, tracked=True)), now,
+                                 keep=True)
             state = engine.states.get(task_id)
             if state is not None:
                 rec = state.record
@@ -531,7 +570,7 @@ class Tracker:
                 if self.reuse:
                     print(f"reused {task_id} from {when} (same request in this cell); "
                           "submit(..., new=True) makes another")
-                    return self.get(task_id) if task_id in self._tracked_ids() else \
+                    return self.get(task_id) if self._is_tracked(task_id) else \
                         self.track(task_id)
                 print(f"created a new task: in demo mode re-runs show live progress again; with "
                       f"a real key, {task_id} from {when} would have been reused (same request "
@@ -685,9 +724,9 @@ class Tracker:
             return None
         return found[0], datetime.fromtimestamp(found[1]).strftime("%H:%M")
 
-    def _tracked_ids(self) -> set[str]:
-        with self._engine.lock:
-            return {i for i, s in self._engine.states.items() if s.record.tracked}
+    def _is_tracked(self, task_id: str) -> bool:
+        found = self._engine.lookup(task_id)
+        return found is not None and found.tracked
 
     def submit_many(self, prompts_or_dataframe: Iterable[str] | pd.DataFrame,
                     **defaults: Any) -> pd.DataFrame:
@@ -755,12 +794,11 @@ class Tracker:
         database does not know who may change what)."""
         engine = self._engine
         ids = [task_ids] if isinstance(task_ids, str) else list(dict.fromkeys(task_ids))
-        with engine.lock:
-            unknown = [i for i in ids if i not in engine.states]
-            if unknown:
-                raise KeyError(f"not tracked: {', '.join(map(repr, unknown))}")
-            records = [replace(engine.states[i].record, tracked=False, next_poll_at=None)
-                       for i in ids]
+        known = self._known(ids)
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise KeyError(f"not tracked: {', '.join(map(repr, unknown))}")
+        records = [replace(known[i], tracked=False, next_poll_at=None) for i in ids]
         theirs = [r for r in records if not self.may_change(r)]
         if theirs and not others:
             owners = ", ".join(sorted({r.owner or "nobody" for r in theirs}))
@@ -857,33 +895,51 @@ class Tracker:
     def _timeout(self, ids: list[str], timeout: Any) -> float | None:
         return _waiting.default_timeout(self._engine, ids) if timeout is _DEFAULT else timeout
 
+    def _known(self, ids: list[str]) -> dict[str, TaskRecord]:
+        """The tracked records of ``ids``: in memory, else in the store."""
+        while True:
+            stored, missing = self._engine.stored(ids)
+            with self._engine.lock:
+                states = {i: self._engine.states.get(i) or stored.get(i) for i in ids}
+            if all(st is not None or i in missing for i, st in states.items()):
+                break  # else a task left memory after the store was read: read again
+        return {i: st.record for i, st in states.items() if st is not None and st.record.tracked}
+
     def _targets(self, task_ids: Iterable[str] | str | None) -> list[str]:
         if task_ids is None:
-            return [r.task_id for r in self.records() if not _spending.is_unconfirmed(r)]
+            ids = list(dict.fromkeys([*self.store.tracked_ids(), *self._unsaved()]))
+            return [i for i in ids if not _spending.is_unconfirmed(TaskRecord(i))]
         ids = [task_ids] if isinstance(task_ids, str) else [getattr(i, "id", i) for i in task_ids]
-        with self._engine.lock:
-            unknown = [i for i in ids if i not in self._engine.states]
+        known = self._known(ids)
+        unknown = [i for i in ids if i not in known]
         if unknown:
             raise KeyError(f"not tracked: {', '.join(map(repr, unknown))}; track() them first")
         return ids
 
     # ------------------------------------------------------------------ display
 
-    def _counts(self) -> Counter[str]:
-        return Counter("gave up" if given_up(r) else r.status_text for r in self.records())
+    def overview(self) -> Overview:
+        """Counts per status and owner, reported costs and unconfirmed
+        creates of the tracked tasks, from one query of the store (what the
+        panel's header shows)."""
+        return self.store.overview()
 
     def __repr__(self) -> str:
-        counts = self._counts()
-        parts = ", ".join(f"{n} {_excerpt(s, 40)}" for s, n in sorted(counts.items())) or "no tasks"
+        overview = self.overview()
+        counts = Counter(overview.counts)
+        counts.subtract(overview.gave_up_words)
+        if overview.gave_up:
+            counts["gave up"] = overview.gave_up
+        parts = ", ".join(f"{n} {_excerpt(s, 40)}" for s, n in sorted(counts.items()) if n > 0)
         state = "polling" if self.running else "not polling"
-        return f"<Tracker: {sum(counts.values())} tasks ({parts}); {state}; store {self.store_key}>"
+        return (f"<Tracker: {overview.total} tasks ({parts or 'no tasks'}); {state}; "
+                f"store {self.store_key}>")
 
     def _repr_html_(self) -> str:
-        # The last REPR_ROWS tasks as an escaped table (the panel's fallback table).
-        records = self.records()
-        shown = html_table(f"veo_nb {self!r}", records[-REPR_ROWS:], time.time(), REPR_ROWS)
-        hidden = len(records) - REPR_ROWS
-        return shown if hidden <= 0 else f"<p>… {hidden} earlier tasks</p>{shown}"
+        # The newest REPR_ROWS tasks as an escaped table (the panel's fallback table).
+        newest = self.store.page(TaskQuery(), 0, REPR_ROWS)[::-1]
+        return html_table(f"veo_nb {self!r}", newest, time.time(), REPR_ROWS,
+                          total=self.overview().total)
 
 
 def _missing(value: Any) -> bool:
