@@ -102,26 +102,31 @@ def table_cells(record: TaskRecord, now: float) -> tuple[str, ...]:
     return tuple(short(v or "", width) for v, (_, width) in zip(values, TABLE_COLUMNS))
 
 
-def text_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
-    """A plain-text table of at most ``limit`` records under ``title``."""
+def text_table(title: str, records: Sequence[TaskRecord], now: float, limit: int, *,
+               total: int | None = None) -> str:
+    """A plain-text table of at most ``limit`` records under ``title`` (of
+    ``total`` tasks: default, as many as ``records``)."""
+    total = len(records) if total is None else total
     widths = [w for _, w in TABLE_COLUMNS]
     lines = [title, "  ".join(_pad(_(t), w) for (t, _w), w in zip(TABLE_COLUMNS, widths)).rstrip()]
     for record in records[:limit]:
         cells = table_cells(record, now)
         lines.append("  ".join(_pad(c, w) for c, w in zip(cells, widths)).rstrip())
-    if len(records) > limit:
-        lines.append(_more(len(records) - limit))
+    if total > limit:
+        lines.append(_more(total - min(limit, len(records))))
     return "\n".join(lines)
 
 
-def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int) -> str:
+def html_table(title: str, records: Sequence[TaskRecord], now: float, limit: int, *,
+               total: int | None = None) -> str:
     """The same table as :func:`text_table`, as escaped HTML."""
+    total = len(records) if total is None else total
     head = "".join(f"<th>{esc(_(t))}</th>" for t, _w in TABLE_COLUMNS)
     rows = [
         "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in table_cells(r, now)) + "</tr>"
         for r in records[:limit]
     ]
-    more = f"<p>{esc(_more(len(records) - limit))}</p>" if len(records) > limit else ""
+    more = f"<p>{esc(_more(total - min(limit, len(records))))}</p>" if total > limit else ""
     return (f"<p><b>{esc(title)}</b></p><table><tr>{head}</tr>{''.join(rows)}</table>{more}")
 
 

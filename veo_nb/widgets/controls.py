@@ -409,14 +409,12 @@ class ManageBar:
                           f"from the view{where}?",
                           verb, lambda: self._remove(ids, delete, "finished task(s)", left))
 
-    def not_found(self, records: list[TaskRecord]) -> list[str]:
-        """Ids of ``records`` the service does not know; shows or hides the
-        dismiss button accordingly."""
-        ids = [r.task_id for r in records if is_not_found(r)]
-        self.dismiss.description = (_("Dismiss {n} not found").format(n=len(ids)) if ids
+    def not_found(self, n: int) -> None:
+        """Show the dismiss button for the ``n`` tasks the service does not
+        know (hidden when there are none)."""
+        self.dismiss.description = (_("Dismiss {n} not found").format(n=n) if n
                                     else _("Dismiss not found"))
-        self.dismiss.layout.display = "" if ids else "none"
-        return ids
+        self.dismiss.layout.display = "" if n else "none"
 
     def dismiss_not_found(self) -> None:
         """Remove and erase every task the service answered 404 for."""
@@ -466,8 +464,10 @@ class ExportBar:
             self.path.value = str(path.with_name(f"veo_nb_{new}{path.suffix}"))
 
     def _frame(self) -> Any:
-        return {"tasks": self._tracker.tasks, "history": self._tracker.history,
-                "summary": self._tracker.summary}[self.what.value]()
+        frames: dict[str, Callable[[], Any]] = {
+            "tasks": self._tracker.tasks, "history": self._tracker.history,
+            "summary": self._tracker.summary}
+        return frames[self.what.value]()
 
     def export_variable(self) -> None:
         """Set the variable named in the form to ``tracker.tasks()`` (or

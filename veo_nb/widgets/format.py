@@ -154,13 +154,6 @@ def format_text(record: TaskRecord) -> str:
     return " · ".join(esc(short(v, 12)) for v in (record.resolution, record.aspect_ratio) if v)
 
 
-def search_text(record: TaskRecord) -> str:
-    """Everything the panel's search looks in, lower case."""
-    values = (record.task_id, record.label, record.owner, record.prompt, record.model,
-              record.resolution, record.aspect_ratio, record.error, status_word(record))
-    return "\n".join(str(v) for v in values if v).lower()
-
-
 @dataclass(frozen=True)
 class Timing:
     """What the timing column of a row shows at one instant."""

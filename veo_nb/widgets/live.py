@@ -1,13 +1,14 @@
 """The live panel (:class:`VeoPanel`, :func:`panel`) and its UI thread.
 
 How it stays cheap: the tracker's ``on_change`` callbacks (from its poller
-threads) only wake one shared UI thread, ``veo_nb-panel-ui``; each tick
-compares the records of the rows on the visible page with the ones they last
-showed (records are immutable and replaced on every change), updates the
-changed rows and the running clocks, and assigns a widget trait only when its
-value differs. Row widgets exist only for the visible page (cached per task
-id), so 500 tasks cost the same as 20, and a finished video is a card until
-the user plays it (see :mod:`veo_nb.widgets.media`).
+threads) only wake one shared UI thread, ``veo_nb-panel-ui``. The store
+sorts, filters and pages: each tick reads the visible page again only when
+the store's revision moved (an indexed query of ``page_size`` rows), and the
+header's counts (one aggregate query) only when a task changed or the view
+did; an idle tick reads one number. Rows are updated in place, assigning a
+widget trait only when its value differs, and exist only for the visible page
+(cached per task id), so 200,000 tasks cost what 20 do. A finished video is a
+card until the user plays it (see :mod:`veo_nb.widgets.media`).
 
 One live panel per history: a new panel over a tracker with the same
 ``store_key`` (the same tracker, or a new one made by running the notebook
@@ -21,8 +22,8 @@ import threading
 import time
 import uuid
 import weakref
-from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import ipywidgets as widgets
@@ -31,10 +32,10 @@ from .._i18n import N_, _, html_lang, set_language
 from .._log import logger
 from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table, word
 from ..errors import ValidationError
-from ..records import TaskRecord, reported_cost, to_unix
+from .._store_query import Overview, TaskQuery
+from ..records import TaskRecord
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
-from .format import (LOOKS, NOT_FOUND, PANEL_CSS, changes_text, search_text, status_counts_html,
-                     status_word)
+from .format import LOOKS, NOT_FOUND, PANEL_CSS, changes_text, status_counts_html, status_word
 from .frontend import frontend as frontend_named
 from .kernel import Resender, detach_from_requests, forget_routes
 from .media import MediaCache
@@ -74,7 +75,8 @@ class _Form(Protocol):
 
 
 F = TypeVar("F", bound=_Form)
-_STATUS_RANK = {"queued": 0, "processing": 1, "completed": 2, "failed": 3, NOT_FOUND: 4}
+#: Changes (task ids) heard from the tracker and not yet shown.
+_CHANGES_KEPT = 1000
 
 
 class _Ticker:
@@ -146,25 +148,6 @@ class _Lazy(Generic[F]):
             self._form.close()
 
 
-def sort_records(records: Sequence[TaskRecord], by: str, descending: bool) -> list[TaskRecord]:
-    """``records`` sorted ``by`` ``"created"`` (creation, else first-seen time),
-    ``"status"`` (queued, processing, completed, failed, not found, other) or
-    ``"label"`` (unlabelled tasks last); ties newest first."""
-    def created(item: tuple[int, TaskRecord]) -> tuple[float, int]:
-        index, record = item
-        t = to_unix(record.created_at) or to_unix(record.first_seen_at)
-        return (float("-inf") if t is None else t, index)
-
-    newest = [r for _, r in sorted(enumerate(records), key=created, reverse=True)]
-    if by == "created":
-        return newest if descending else newest[::-1]
-    if by == "status":
-        return sorted(newest, key=lambda r: _STATUS_RANK.get(status_word(r), 5), reverse=descending)
-    labelled = sorted((r for r in newest if r.label), key=lambda r: r.label.casefold(),  # type: ignore[union-attr]
-                      reverse=descending)
-    return labelled + [r for r in newest if not r.label]
-
-
 class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VBox is Any
     """A live dashboard of a :class:`~veo_nb.Tracker` (an ipywidgets ``VBox``).
 
@@ -234,7 +217,13 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self._closed_line = ""
         self._display_id = uuid.uuid4().hex
         self._displayed = False
-        self._records: list[TaskRecord] = []
+        self._overview = Overview()
+        self._matching = 0  # tasks the filters show
+        self._page_records: list[TaskRecord] = []
+        self._gallery_records: list[TaskRecord] = []
+        self._changes: deque[str] = deque(maxlen=_CHANGES_KEPT)
+        self._read: tuple[Any, ...] | None = None  # (revision, view) of the page last read
+        self._counted: object = None  # the view the overview was read for
         self._rows: OrderedDict[str, RowView] = OrderedDict()
         self._shown: tuple[str, ...] = ()
         self._keep: set[str] = set()
@@ -328,7 +317,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
 
         if start and not tracker.running:
             tracker.start()
-        self._unsubscribe = tracker.on_change(lambda _task: _ticker.wake())
+        self._unsubscribe = tracker.on_change(self._heard)
         self._closed = False
         self.update()
         if refresh_every is not None:
@@ -395,9 +384,9 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         unless a video the user played is on the current page."""
         with self._lock:
             if not (self.media.played_ids() & set(self._shown)):
-                ids = [r.task_id for r in self._ordered(self.tracker.records())]
-                if task_id in ids:
-                    self.pager.page = ids.index(task_id) // self.page_size
+                index = self.tracker.store.position(self._query(), task_id)
+                if index is not None:
+                    self.pager.page = index // self.page_size
                     self._keep.clear()
         self.update()
 
@@ -439,7 +428,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             for row in self._rows.values():
                 row.close()
             self._rows.clear()
-            self._records = []
+            self._page_records = []
+            self._gallery_records = []
             self._shown = ()
             self.gallery.close()
             self.media.close()
@@ -493,19 +483,17 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                 return
             now = time.time()
             polling = self.tracker.running
-            self._records = self.tracker.records()
-            self._announce(self._records)
-            self._sync_owners(self._records)
-            ordered = self._ordered(self._records, filtered=False)
-            shown = self._filter(ordered)
-            page = self._page(shown)
+            changed = self._read_store()
+            self._announce(changed)
+            self._sync_owners(self._overview.owners)
+            page = self._page()
             self._show_rows(page, now, polling)
-            self._show_empty(shown)
+            self._show_empty(bool(page))
             self._update_header(now, polling)
-            self.gallery.update(ordered, now)
+            self.gallery.show(self._gallery_records, self._overview.completed, now)
             self.media.trim(set(self._shown) | self.gallery.shown_ids())
             set_if_changed(self.videos, "value", self.media.usage_text())
-            self.manage.not_found(self._records)
+            self.manage.not_found(self._overview.counts.get(NOT_FOUND, 0))
             self._show_errors()
             if self.tabs.selected_index == 2 and self.history.due():
                 self.history.refresh()
@@ -523,37 +511,79 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                     and "veo-player" not in getattr(w, "_dom_classes", ()):
                 w.send_state()
 
-    def _ordered(self, records: Sequence[TaskRecord], *, filtered: bool = True) -> list[TaskRecord]:
-        ordered = sort_records(records, self.sort.value, self.order.value)
-        return self._filter(ordered) if filtered else ordered
+    def _heard(self, task: Any) -> None:
+        """``on_change`` (a poller thread): note the task, wake the UI thread."""
+        self._changes.append(task.id)
+        _ticker.wake()
 
-    def _filter(self, records: list[TaskRecord]) -> list[TaskRecord]:
-        status = self.status_filter.value
-        owner = self.owner_filter.value
-        needle = self.search.value.strip().lower()
-        if not status and not owner and not needle:
-            return records
-        return [r for r in records
-                if (not status or status_word(r) == status)
-                and (not owner or r.owner == owner)
-                and (not needle or needle in search_text(r))]
+    def _query(self) -> TaskQuery:
+        """What the Tasks tab shows, as the store's query."""
+        return TaskQuery(status=self.status_filter.value, owner=self.owner_filter.value,
+                         search=self.search.value, sort=self.sort.value,
+                         descending=self.order.value)
 
-    def _announce(self, records: Sequence[TaskRecord]) -> None:
+    def _read_store(self) -> list[str]:
+        """Read what changed from the store: the header's counts when a task
+        changed or the view did, the visible pages when the store's revision
+        moved or the view did. Returns the ids of the tasks that changed. When
+        the store cannot be read, the last pages read stay shown (the
+        tracker's poller fails on it too, and the panel says its error)."""
+        store = self.tracker.store
+        changed = list(dict.fromkeys(self._changes.popleft() for _ in range(len(self._changes))))
+        if self.tracker.closed:
+            return changed  # its store is closed too: the last page read stays shown
+        try:
+            self._read_pages(store, changed)
+        except Exception:  # noqa: BLE001 - the tracker records and says what broke the store
+            logger.debug("veo_nb panel: could not read the store", exc_info=True)
+        return changed
+
+    def _read_pages(self, store: Any, changed: list[str]) -> None:
+        query = self._query()
+        if changed or self._counted != query:
+            self._overview = self.tracker.overview()
+            self._matching = (self._overview.total if query == TaskQuery(sort=query.sort,
+                                                                         descending=query.descending)
+                              else store.count(query))
+            self._counted = query
+        rows = self.pager.clamp(self._matching, self.page_size)
+        cards = self.gallery.pager.clamp(self._overview.completed, self.gallery.per_page)
+        view = (store.revision(), query, rows.start, cards.start, self._overview)
+        if view != self._read:
+            self._page_records = store.page(query, rows.start, self.page_size)
+            gallery = TaskQuery(sort=query.sort, descending=query.descending, completed=True)
+            self._gallery_records = store.page(gallery, cards.start, self.gallery.per_page)
+            self._read = view
+
+    def _announce(self, changed: list[str]) -> None:
         """Tell screen readers which tasks changed status since the last
         update (a polite live region: said when the reader is idle)."""
-        said = {r.task_id: status_word(r) for r in records}
-        text = changes_text(self._said, records) if self._said is not None else ""
-        self._said = said
-        if text:
-            set_if_changed(self.announce, "value",
-                           f'<div role="status" aria-live="polite" lang="{html_lang()}">'
-                           f"{esc(text)}</div>")
+        records = [r for r in (self._known(i) for i in changed) if r is not None]
+        if self._said is None:  # the first update: the tasks in flight and those shown
+            self._said = {r.task_id: status_word(r) for r in self.tracker.live_records()}
+        else:
+            text = changes_text(self._said, records)
+            if text:
+                set_if_changed(self.announce, "value",
+                               f'<div role="status" aria-live="polite" lang="{html_lang()}">'
+                               f"{esc(text)}</div>")
+        self._said.update({r.task_id: status_word(r) for r in records})
+        for record in self._page_records:
+            self._said.setdefault(record.task_id, status_word(record))
 
-    def _sync_owners(self, records: Sequence[TaskRecord]) -> None:
-        """Offer each owner seen in ``records`` (sorted, case-insensitively)
+    def _known(self, task_id: str) -> TaskRecord | None:
+        """``task_id``'s record, or None once it is gone from the history."""
+        try:
+            record = self.tracker.record(task_id)
+        except KeyError:
+            return None
+        return record if record.tracked else None
+
+    def _sync_owners(self, seen: tuple[str, ...]) -> None:
+        """Offer each owner of a tracked task (sorted, case-insensitively)
         in the owner filter; the chosen one stays chosen, and stays offered
         while it is chosen even when none of its tasks is left."""
-        owners = {r.owner for r in records if r.owner}
+        owners = set(seen)
         if self.owner_filter.value:
             owners.add(self.owner_filter.value)
         wanted = tuple(sorted(owners, key=lambda o: (o.casefold(), o)))
@@ -573,13 +603,15 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         if self._syncing_owners != threading.get_ident():  # a choice, not the options' refill
             self._navigate()
 
-    def _page(self, shown: list[TaskRecord]) -> list[TaskRecord]:
+    def _page(self) -> list[TaskRecord]:
         """The rows of the current page, plus the rows whose video the user
         played that newer tasks pushed off it (kept until the user moves)."""
-        note = " · " + _("{n} of {total} tasks").format(n=len(shown), total=len(self._records))
-        page = shown[self.pager.fit(len(shown), self.page_size, note)]
+        note = " · " + _("{n} of {total} tasks").format(n=self._matching,
+                                                        total=self._overview.total)
+        self.pager.fit(self._matching, self.page_size, note)
+        page = self._page_records
         ids = {r.task_id for r in page}
-        kept = [r for r in shown if r.task_id in self._keep and r.task_id not in ids]
+        kept = [r for r in (self._known(i) for i in sorted(self._keep - ids)) if r is not None]
         self._keep = self.media.played_ids() & (ids | {r.task_id for r in kept})
         return page + kept
 
@@ -604,10 +636,10 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
     def _remove_clicked(self, task_id: str) -> None:
         self._clicks.run(self._rows[task_id].remove, lambda: self.manage.remove_one(task_id))
 
-    def _show_empty(self, shown: list[TaskRecord]) -> None:
+    def _show_empty(self, shown: bool) -> None:
         if shown:
             text = ""
-        elif not self._records:
+        elif not self._overview.total:
             text = _("No tasks yet: submit a prompt or paste task ids above.")
         else:
             parts = []
@@ -618,26 +650,25 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             if self.owner_filter.value:
                 parts.append(_("owner {owner}").format(owner=self.owner_filter.value))
             text = _("No task matches {what} (of {total} tasks): change the search or the "
-                     "filter.").format(what=_(" with ").join(parts), total=len(self._records))
+                     "filter.").format(what=_(" with ").join(parts), total=self._overview.total)
         set_if_changed(self.empty, "value",
                        f'<i style="font-size:{self.look.font_size}">{esc(text)}</i>' if text else "")
 
     def _update_header(self, now: float, polling: bool) -> None:
         # Two widgets: the counts change with statuses, the poll countdown every tick.
-        counts = Counter(status_word(r) for r in self._records)
+        overview = self._overview
         demo = (' · <span style="background:#fff3cd;padding:1px 6px;border-radius:4px">'
                 f'{esc(_("demo mode: embedded emulator, nothing is billed"))}</span>'
                 if getattr(self.tracker.client, "demo", False) else "")
         closed = esc(_("this panel's tracker is closed"))
         stale = f' · <b style="color:#b71c1c">{closed}</b>' if self.tracker.closed else ""
-        total, costed = reported_cost(self._records)
         cost = (" · " + esc(_("cost reported by the service: {amount} ({n} tasks)").format(
-            amount=fmt_amount(total), n=costed)) if costed else "")
+            amount=fmt_amount(overview.amount), n=overview.costed)) if overview.costed else "")
         cost += self._spend_html()
-        tasks = esc(_("{n} tasks:").format(n=len(self._records)))
+        tasks = esc(_("{n} tasks:").format(n=overview.total))
         set_if_changed(self.header, "value", (
             f'<div lang="{html_lang()}" style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
-            f"{tasks} {status_counts_html(dict(sorted(counts.items())))}"
+            f"{tasks} {status_counts_html(dict(sorted(overview.counts.items())))}"
             f"{cost}{demo}{stale}</div>"))
         if polling:
             due = self.tracker.next_poll_at()
@@ -728,7 +759,11 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
 
     def _fallback_title(self) -> str:
         return _("veo_nb panel: {n} tasks (as of {time})").format(
-            n=len(self._records), time=time.strftime("%H:%M:%S"))
+            n=self._overview.total, time=time.strftime("%H:%M:%S"))
+
+    def _fallback_rows(self) -> list[TaskRecord]:
+        """The rows of the text and HTML fallbacks: the newest tasks."""
+        return self.tracker.store.page(TaskQuery(), 0, FALLBACK_ROWS)
 
     def _closed_bundle(self) -> dict[str, str]:
         return {"text/plain": self._closed_line,
@@ -738,7 +773,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         if self._closed:
             return self._closed_line
         with self._lock:
-            return text_table(self._fallback_title(), self._records, time.time(), FALLBACK_ROWS)
+            return text_table(self._fallback_title(), self._fallback_rows(), time.time(),
+                              FALLBACK_ROWS, total=self._overview.total)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         if self._closed:
@@ -748,8 +784,11 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             return None
         with self._lock:
             now = time.time()
-            data["text/plain"] = text_table(self._fallback_title(), self._records, now, FALLBACK_ROWS)
-            data["text/html"] = html_table(self._fallback_title(), self._records, now, FALLBACK_ROWS)
+            rows, total = self._fallback_rows(), self._overview.total
+            data["text/plain"] = text_table(self._fallback_title(), rows, now, FALLBACK_ROWS,
+                                            total=total)
+            data["text/html"] = html_table(self._fallback_title(), rows, now, FALLBACK_ROWS,
+                                           total=total)
         return data
 
     def _ipython_display_(self) -> None:

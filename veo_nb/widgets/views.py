@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import ipywidgets as widgets
 
 from .._i18n import _
-from ..models import TaskStatus
 from ..records import TaskRecord
 from .format import Look, events_table, readable, table_html
 from .media import MediaCache
@@ -70,17 +69,23 @@ class Pager:
         self.page = max(0, min(page, self.pages - 1))
         self._on_change()
 
+    def clamp(self, items: int, per_page: int) -> slice:
+        """Clamp the page to ``items`` (no widget is touched); return the
+        slice of items on the page."""
+        self.pages = max(1, -(-items // per_page))
+        self.page = min(self.page, self.pages - 1)
+        return slice(self.page * per_page, (self.page + 1) * per_page)
+
     def fit(self, items: int, per_page: int, note: str = "") -> slice:
         """Clamp the page to ``items``; update the labels and buttons; return
         the slice of items on the page."""
-        self.pages = max(1, -(-items // per_page))
-        self.page = min(self.page, self.pages - 1)
+        shown = self.clamp(items, per_page)
         for _box, prev, label, nxt in self.bars:
             set_if_changed(label, "value", _("page {page} of {pages}").format(
                 page=self.page + 1, pages=self.pages) + note)
             set_if_changed(prev, "disabled", self.page == 0)
             set_if_changed(nxt, "disabled", self.page >= self.pages - 1)
-        return slice(self.page * per_page, (self.page + 1) * per_page)
+        return shown
 
 
 class Switcher:
@@ -137,7 +142,7 @@ class GalleryView:
     def __init__(self, media: MediaCache, per_page: int, look: Look,
                  on_page: Callable[[], None]) -> None:
         self._media = media
-        self._per_page = per_page
+        self.per_page = per_page
         self.look = look
         self._ids: tuple[str, ...] = ()
         self.pager = Pager(on_page)
@@ -154,14 +159,14 @@ class GalleryView:
         """Ids whose cards are on the current gallery page."""
         return set(self._ids)
 
-    def update(self, records: Sequence[TaskRecord], now: float) -> None:
-        """Show the completed tasks of ``records`` (in that order)."""
-        done = [r for r in records if r.status is TaskStatus.COMPLETED]
-        page = done[self.pager.fit(len(done), self._per_page)]
+    def show(self, page: Sequence[TaskRecord], total: int, now: float) -> None:
+        """Show ``page``, the completed tasks of the current page (its pager
+        fitted to ``total`` completed tasks)."""
+        self.pager.fit(total, self.per_page)
         views = [v for v in (self._media.view(r, now) for r in page) if v is not None]
         self._ids = tuple(v.task_id for v in views)
         set_if_changed(self.grid, "children", tuple(v.widget for v in views))
-        set_if_changed(self.empty.layout, "display", "none" if done else "")
+        set_if_changed(self.empty.layout, "display", "none" if total else "")
 
     def set_look(self, look: Look) -> None:
         """Resize the columns for ``look``."""
@@ -194,12 +199,14 @@ class HistoryView:
 
     def refresh(self) -> None:
         """Read the summary and the history again (raises what the store raises)."""
+        store = self._tracker.store
         summary = self._tracker.summary()
-        history = self._tracker.history()
-        newest = events_table(history, self._tracker.records(), HISTORY_ROWS)
+        history = self._tracker.history(HISTORY_ROWS)
+        tasks = [row.record for row in store.rows_of(sorted(set(history["task_id"])))]
+        newest = events_table(history, tasks, HISTORY_ROWS)
         set_if_changed(self.summary, "value",
                        table_html(readable(summary), title=_("Summary per model")))
         set_if_changed(self.events, "value", table_html(
             newest, title=_("History: the newest {n} of {total} events").format(
-                n=len(newest), total=len(history))))
+                n=len(newest), total=store.event_count())))
         self._refreshed = time.monotonic()
