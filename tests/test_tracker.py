@@ -455,3 +455,36 @@ def test_csv_export_defuses_formulas_other_formats_stay_exact(make_tracker, tmp_
     assert next(r for r in records if r["task_id"] == task.id)["label"] == "@SUM(1+1)"
     parquet = pd.read_parquet(tr.export(tmp_path / "t.parquet"))
     assert parquet.loc[parquet.task_id == task.id, "error"].item() == "=1+2 went wrong"
+
+
+def test_finished_tasks_leave_memory_and_are_read_from_the_store(make_tracker):
+    """A long history costs nothing in memory: once a task is finished and its
+    video saved, the tracker holds it no more; every view still reads it."""
+    tr = make_tracker()
+    done = [tr.submit(f"done {i} [duration: 125]", label=f"d{i}") for i in range(3)]
+    bad = tr.submit("bad [fail: no]")
+    running = tr.submit("long [duration: 5000]")
+    tr.wait([t.id for t in done + [bad]], timeout=40)
+    until(lambda: {r.task_id for r in tr.live_records()} == {running.id})
+    for t in done:
+        rec = tr.record(t.id)
+        assert rec.download_state == "saved" and Path(rec.video_path).is_file()
+        assert tr.get(t.id).video_path == Path(rec.video_path)
+    assert [t.status for t in tr.wait([t.id for t in done], timeout=5)] == [TaskStatus.COMPLETED] * 3
+    assert len(tr.records()) == 5 and len(tr.tasks()) == 5
+    assert "5 tasks (3 completed, 1 failed, 1 " in repr(tr)
+    # filters, answered by the store
+    assert set(tr.tasks(status="completed").task_id) == {t.id for t in done}
+    assert set(tr.tasks(status=["failed", "queued", "processing"]).task_id) == {bad.id, running.id}
+    assert list(tr.tasks(limit=2).task_id) == [bad.id, running.id]
+    assert tr.tasks(since="2000-01-01").shape[0] == 5 and tr.tasks(since=time.time() + 60).empty
+    assert len(tr.tasks(owner=tr.owner)) == 5 and tr.tasks(owner="nobody else").empty
+    with pytest.raises(tracker_mod.ValidationError, match="since must be"):
+        tr.tasks(since="not a date")
+    with pytest.raises(tracker_mod.ValidationError, match="limit"):
+        tr.tasks(limit=-1)
+    # removing a finished task works from the store too
+    assert tr.remove(done[0].id) == 1
+    assert done[0].id not in set(tr.tasks().task_id)
+    with pytest.raises(KeyError):
+        tr.wait([done[0].id], timeout=1)

@@ -226,20 +226,28 @@ def overview_from(rows: Sequence[Sequence[Any]], unconfirmed: int,
 
 @dataclass(frozen=True)
 class TaskFilter:
-    """What ``tracker.tasks()`` keeps: tasks first seen (or created) at or
-    after ``since``, of a ``status`` word (or several), of an ``owner``; at
+    """What ``tracker.tasks()`` keeps: tasks created (else first seen) at or
+    after ``since`` (a datetime, an ISO date or time, unix seconds), of a ``status`` word (or several), of an ``owner``; at
     most the ``limit`` most recently seen. Untracked tasks only with
     ``tracked_only=False``."""
 
-    since: datetime | float | None = None
+    since: datetime | str | float | None = None
     status: str | Sequence[str] | None = None
     owner: str | None = None
     limit: int | None = None
     tracked_only: bool = True
 
-    def _since(self) -> float:
+    def since_unix(self) -> float:
+        """``since`` as unix seconds (a naive time or date is UTC); raises
+        :class:`ValueError` for what is not a time."""
         since = self.since
-        return float((to_unix(since) if isinstance(since, datetime) else since) or 0.0)
+        if isinstance(since, str):
+            since = pd.Timestamp(since).to_pydatetime()
+        if isinstance(since, datetime):
+            return float(to_unix(since) or 0.0)
+        if isinstance(since, bool) or not isinstance(since, (int, float)):
+            raise ValueError(f"not a time: {since!r}")
+        return float(since)
 
     def keeps(self, record: TaskRecord) -> bool:
         """Whether ``record`` passes the filter (``limit`` aside)."""
@@ -247,7 +255,7 @@ class TaskFilter:
             return False
         if self.since is not None:
             created = to_unix(record.created_at or record.first_seen_at)
-            if created is None or created < self._since():
+            if created is None or created < self.since_unix():
                 return False
         if self.status:
             words = [self.status] if isinstance(self.status, str) else list(self.status)
@@ -266,7 +274,7 @@ class TaskFilter:
             terms.append("tracked = 1")
         if self.since is not None:
             terms.append(f"{_CREATED} >= ?")
-            params.append(self._since())
+            params.append(self.since_unix())
         if self.status:
             words = [self.status] if isinstance(self.status, str) else list(self.status)
             terms.append(f"{WORD_SQL} IN ({', '.join('?' for _ in words)})")

@@ -319,14 +319,15 @@ class Tracker:
                     if s.due is not None and s.record.tracked]
         return from_unix(min(dues)) if dues else None
 
-    def tasks(self, *, since: datetime | float | None = None,
+    def tasks(self, *, since: datetime | str | float | None = None,
               status: str | Iterable[str] | None = None, owner: str | None = None,
               limit: int | None = None) -> pd.DataFrame:
         """One row per tracked task, in the order first seen (columns of
         :func:`veo_nb.records.tasks_frame`), read straight from the store.
 
-        Filters, to ask a long history for less: ``since`` (a datetime or
-        unix seconds: created, else first seen, at or after it), ``status``
+        Filters, to ask a long history for less: ``since`` (a datetime, an
+        ISO date or time such as ``"2026-09-01"`` (UTC), or unix seconds:
+        created, else first seen, at or after it), ``status``
         (a status word such as ``"completed"`` or ``"not found"``, or
         several), ``owner``, and ``limit`` (only the ``limit`` most
         recently seen)."""
@@ -335,6 +336,12 @@ class Tracker:
             raise ValidationError(f"limit must be a whole number >= 0 or None, got {limit!r}")
         words = None if status is None else (status if isinstance(status, str) else tuple(status))
         select = TaskFilter(since=since, status=words, owner=owner, limit=limit)
+        if since is not None:
+            try:
+                select.since_unix()
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"since must be a datetime, an ISO date or time such as "
+                                      f"'2026-09-01', or unix seconds ({exc})") from None
         frame = self.store.frame(select)
         unsaved = [r for r in self._unsaved().values() if select.keeps(r)]
         if not unsaved:
