@@ -54,7 +54,8 @@ def _seed(store_url: str, n: int, running: list[str], video: Path) -> None:
     from veo_nb._store_query import FILL_TALLIES
     from veo_nb.models import TaskStatus
     from veo_nb.records import TaskRecord, from_unix
-    from veo_nb.store import _ALL_FIELDS, _record_row, _upsert_sql, open_store
+    from veo_nb._store_sql import _ALL_FIELDS, _record_row, _upsert_sql
+    from veo_nb.store import open_store
 
     now = time.time()
     start = now - n * 2.0 - 3600
@@ -92,6 +93,10 @@ def _seed(store_url: str, n: int, running: list[str], video: Path) -> None:
             store._tx(lambda cur, chunk=rows[begin:begin + 20_000]: cur.executemany(sql, chunk))
         # rows written in bulk: the header's tallies counted once, as a migration does
         store._tx(lambda cur: (cur.execute("DELETE FROM tallies"), cur.execute(FILL_TALLIES)))
+        if store_url.startswith("postgresql"):
+            # A store that grew over months has been analysed by autovacuum many
+            # times; one filled in seconds has not yet (its planner would guess).
+            store._tx(lambda cur: cur.execute("ANALYZE tasks"))
     finally:
         store.close()
 

@@ -33,7 +33,7 @@ from ._paths import saved_file_present, video_path_in
 from .errors import DownloadError, ResultExpiredError, ValidationError, VeoError
 from .models import Task, TaskStatus
 from .records import Event, from_unix, to_unix
-from .store import DOWNLOAD_FIELDS
+from ._store_sql import DOWNLOAD_FIELDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._engine import Engine, TaskState

@@ -62,7 +62,7 @@ from .records import (
     from_unix,
     to_unix,
 )
-from .store import POLL_FIELDS, Row
+from ._store_sql import POLL_FIELDS, Row
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._downloads import Downloads

@@ -33,20 +33,18 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from ._log import logger
 from ._class import TEACHERS
 from .errors import OwnershipError, ValidationError
-from ._store_query import FILL_TALLIES, TALLIES_TABLE
-from .store import (
+from ._schema import (
     CREATED_INDEX,
     HISTORY_INDEXES,
     REUSE_TABLE,
     SCHEMA_VERSION,
     SPENT_INDEX,
     WORD_INDEX,
-    BaseStore,
     Step,
-    StoreError,
     backfill_derived,
-    check_version,
 )
+from ._store_query import FILL_TALLIES, TALLIES_TABLE
+from .store import BaseStore, StoreError, check_version
 
 _T = TypeVar("_T")
 
