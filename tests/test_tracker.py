@@ -422,7 +422,7 @@ def test_worker_errors_become_events_without_flooding(make_tracker, monkeypatch)
     def broken(task_id, task):
         raise ZeroDivisionError("a bug in applying a poll")
 
-    monkeypatch.setattr(tr._engine, "_on_answer", broken)
+    monkeypatch.setattr(tr._engine.polls, "_on_answer", broken)
     tr.start()
     until(lambda: tr.recent_errors(), timeout=20)
     time.sleep(1.0)  # several more polls fail the same way
