@@ -15,7 +15,8 @@ import pytest
 
 from polling import until
 
-import veo_nb.tracker as tracker_mod
+from veo_nb import ValidationError, _schedule
+from veo_nb._engine import TokenBucket
 from veo_nb import TaskFailedError, TaskStatus, TaskTimeoutError
 from veo_nb._paths import video_path_in
 from veo_nb.emulator import Emulator
@@ -92,7 +93,7 @@ def test_learning_from_completions(make_tracker):
     observed = tr._engine.observed[("veo_3_1_fast", "text")]
     assert len(observed) == 5
     low, high = tr.expected_window(ids[0])
-    assert (low, high) == tracker_mod._schedule.learned_window((1.2, 3.0), observed)
+    assert (low, high) == _schedule.learned_window((1.2, 3.0), observed)
     assert 0.6 <= low <= 3.0 and high == 3.0
 
 
@@ -359,7 +360,7 @@ def test_max_requests_per_second(make_tracker, veo_emulator):
     tr.track_many(ids)
     # a burst of 10 tokens, so 6 go at once; the bucket itself is unit-tested below
     assert time.monotonic() - start < 30
-    bucket = tracker_mod.TokenBucket(20)
+    bucket = TokenBucket(20)
     start = time.monotonic()
     for _ in range(30):
         bucket.acquire()
@@ -479,9 +480,9 @@ def test_finished_tasks_leave_memory_and_are_read_from_the_store(make_tracker):
     assert list(tr.tasks(limit=2).task_id) == [bad.id, running.id]
     assert tr.tasks(since="2000-01-01").shape[0] == 5 and tr.tasks(since=time.time() + 60).empty
     assert len(tr.tasks(owner=tr.owner)) == 5 and tr.tasks(owner="nobody else").empty
-    with pytest.raises(tracker_mod.ValidationError, match="since must be"):
+    with pytest.raises(ValidationError, match="since must be"):
         tr.tasks(since="not a date")
-    with pytest.raises(tracker_mod.ValidationError, match="limit"):
+    with pytest.raises(ValidationError, match="limit"):
         tr.tasks(limit=-1)
     # removing a finished task works from the store too
     assert tr.remove(done[0].id) == 1

@@ -2,7 +2,7 @@
 :class:`~veo_nb.Tracker` made on that store.
 
 It holds each tracked task's state, follows the store (changes written by
-other processes show up here within :data:`FOLLOW_EVERY_S`), decides when a
+other processes show up here within the store's ``follow_every``), decides when a
 task is due, takes the store's poll claim before polling it, polls on a
 bounded pool, and writes every answer to the store *before* memory shows it.
 One poll and its answer handlers are in :mod:`veo_nb._polls`, downloads in
@@ -11,7 +11,8 @@ One poll and its answer handlers are in :mod:`veo_nb._polls`, downloads in
 Threads, precisely:
 
 * one thread per engine, ``veo_nb-poller:<store>``: every
-  :data:`FOLLOW_EVERY_S` it reads what other processes changed (a cheap
+  ``store.follow_every`` (0.2 s; PostgreSQL: 1 s, and at once on a
+  ``NOTIFY``) it reads what other processes changed (a cheap
   revision check first) and, unless polling is paused, starts the polls and
   downloads that are due, without waiting for slow ones;
 * polls run on a pool of ``max_workers`` threads, downloads on a small pool;

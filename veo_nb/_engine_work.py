@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .client import VeoClient
     from .store import BaseStore
 
-#: Seconds between two looks at the store for other processes' changes.
-FOLLOW_EVERY_S = 0.2
 #: The shortest gap between two looks, however often other processes write.
 FOLLOW_MIN_GAP_S = 0.1
 #: Pauses before retrying a store write that failed (seconds), the last one repeated.
@@ -181,7 +179,7 @@ class EngineWork:
                 if follow_in <= 0:
                     followed = time.monotonic()
                     self.follow()
-                    follow_in = FOLLOW_EVERY_S
+                    follow_in = self.store.follow_every
                 if self.polling:
                     wake_at = self.dispatch()[1]
             except Exception as exc:  # noqa: BLE001 - the poller must survive anything

@@ -127,6 +127,9 @@ class BaseStore(StoreViews, StoreClaims):
 
     #: The SQL for the larger of two numbers.
     _GREATEST = "MAX"
+    #: Seconds between two looks at the store for other processes' changes
+    #: (a cheap revision check first).
+    follow_every = 0.2
     _stats: StoreStats | None = None
 
     #: Whether several people share this store, so that a task's owner

@@ -1,0 +1,274 @@
+"""Creating tasks: submit() and submit_many(), with re-run reuse, the daily
+spending caps and the entries of creates not yet confirmed (a part of
+:class:`~veo_nb.Tracker`)."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _reuse, _spending
+from ._engine import (
+    TaskState,
+    Write,
+)
+from ._log import logger
+from ._spec import build_create_payload
+from .errors import (
+    APIError,
+    VeoError,
+)
+from .models import Task, TaskStatus
+from .records import Event, TaskRecord, from_unix
+from .store import StoreError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+from ._tracking import Tracking
+
+
+class Submitting(Tracking):
+    """submit(), submit_many() and spending() (see :class:`~veo_nb.Tracker`)."""
+
+    def submit(self, prompt: str, *, label: str | None = None, owner: str | None = None,
+               new: bool = False, **create_kwargs: Any) -> Task:
+        """Create a video task (``model``, ``resolution``, ``aspect_ratio``,
+        ``reference_images``, ``first_image``, ``last_image`` as for
+        :meth:`VeoClient.create_video <veo_nb.client.VeoClient.create_video>`)
+        and track it. Its first poll comes at the schedule's early check:
+        the create response already told its status. ``owner`` is recorded as
+        who submitted it (default: the tracker's, see :func:`default_owner`).
+
+        **A cell run again does not pay again**: in a notebook, when a cell
+        runs again (a re-run, Run All, Run All after a kernel restart), its
+        n-th submit of the same request (store, service, key, owner, model, prompt,
+        options) returns the task its last run's n-th identical submit created,
+        and one line says so. ``new=True`` creates another. A task that failed
+        is not reused; identical submits within one run are all created. Off
+        with ``Tracker(reuse=False)``; in demo mode off unless turned on.
+
+        Raises :class:`~veo_nb.StoreError` (with the new id in ``task_ids``)
+        when the task was created but could not be saved to the store: it
+        exists and is billed; the tracker follows it in memory and retries
+        the write."""
+        engine = self._engine
+        client = self.client
+        images = {k: create_kwargs.pop(k) for k in ("reference_images", "first_image",
+                                                    "last_image") if k in create_kwargs}
+        if images:  # local images uploaded once, before anything is sent
+            create_kwargs.update(client.image_urls(**images))
+        request = build_create_payload(prompt, unknown_models="send", **create_kwargs)
+        cell = None if new else _reuse.current_cell()
+        place: tuple[str, str, int] | None = None
+        if cell is not None:
+            key = self._reuse_key(request, owner)
+            place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
+            earlier = self._reusable(place)
+            if earlier is not None:
+                task_id, when = earlier
+                if self.reuse:
+                    print(f"reused {task_id} from {when} (same request in this cell); "
+                          "submit(..., new=True) makes another")
+                    return self.get(task_id) if self._is_tracked(task_id) else \
+                        self.track(task_id)
+                print(f"created a new task: in demo mode re-runs show live progress again; with "
+                      f"a real key, {task_id} from {when} would have been reused (same request "
+                      "in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses here too)")
+        self._check_caps(1)
+        sent = time.time()
+        placeholder = self._unconfirmed(prompt, label, owner, request, sent)
+        try:
+            task = client.create_video(prompt, **create_kwargs)
+        except BaseException as exc:
+            maybe_created = (isinstance(exc, APIError) and exc.reached
+                             and (exc.status_code is None or exc.status_code >= 500))
+            if maybe_created:  # the entry stays, and says why
+                self._engine.commit(placeholder.task_id, Write(
+                    replace(placeholder, error=_spending.unconfirmed_reason(sent, str(exc))),
+                    [Event(placeholder.task_id, "note", _spending.UNCONFIRMED,
+                           detail=f"no answer with the id: {exc}")], ("error",), {}))
+            else:
+                self._forget_unconfirmed(placeholder.task_id)
+            raise
+        now = time.time()
+        record = self._tagged(replace(TaskRecord.from_task(
+            task, label=label, request=request, now=from_unix(sent),
+            url_lifetime_s=engine.settings.url_lifetime), owner=owner))
+        with engine.lock:
+            state = engine.states[task.id] = TaskState(
+                record, 0, t0=sent, last_age=now - sent, contact_at=now,
+                deadline=engine.settings.give_up_after)
+            due = None if record.is_terminal else engine.next_due(state)  # refused at create
+            state.record = record = replace(record, next_poll_at=from_unix(due))
+        until = None if due is None else due + engine.settings.grace
+        write = Write(record, [Event(task.id, "status", task.status_text,
+                                     observed_at=from_unix(now), detail="created")],
+                      None, {"contact_at": now, "poller": engine.me, "poll_until": until},
+                      lambda st: setattr(st, "due", due))
+        saved = engine.commit(task.id, write)
+        self._forget_unconfirmed(placeholder.task_id)  # the real task replaces it
+        if place is not None:
+            try:
+                self.store.remember(*place, task.id, sent)
+            except Exception:  # noqa: BLE001 - the task exists; only its reuse is lost
+                logger.warning("veo_nb: could not record %s for reuse on re-runs", task.id,
+                               exc_info=True)
+        if saved is None:
+            raise StoreError(
+                f"task {task.id} was created on the service (and is billed) but could not be "
+                f"saved to {self.store_key}; the tracker follows it in memory and retries the "
+                "write (keep this id)", task_ids=[task.id])
+        return self.get(task.id)
+
+    def _new_in_batch(self, rows: list[dict[str, Any]]) -> int:
+        """How many of ``rows`` (keyword arguments of :meth:`submit`) would
+        create a task: not those a re-run of the cell reuses, nor those the
+        model table refuses."""
+        cell = _reuse.current_cell() if self.reuse else None  # without reuse, every row creates
+        ahead: Counter[str] = Counter()
+        count = 0
+        for row in rows:
+            options = {k: v for k, v in row.items()
+                       if k not in ("prompt", "label", "owner", "new")}
+            try:
+                request = build_create_payload(row.get("prompt"), unknown_models="send",
+                                               **options)
+            except (VeoError, TypeError):
+                continue  # refused before sending: creates nothing
+            if cell is not None and not row.get("new"):
+                key = self._reuse_key(request, row.get("owner"))
+                n = _reuse.seen(self.store_key, cell, key) + ahead[key]
+                ahead[key] += 1
+                if self._reusable((cell[0], key, n)) is not None:
+                    continue
+            count += 1
+        return count
+
+    def _reuse_key(self, request: dict[str, Any], owner: str | None) -> str:
+        """What makes a submit of ``request`` (by ``owner``, default this
+        tracker's) the same as an earlier run's (see :mod:`veo_nb._reuse`)."""
+        client = self.client
+        return _reuse.request_key(client.service, client.key_fingerprint, owner or self.owner,
+                                  request)
+
+    def _check_caps(self, adding: int) -> None:
+        """Raise :class:`~veo_nb.SpendingCapError` when ``adding`` new tasks
+        would pass the store's daily caps."""
+        if self.caps == (None, None):
+            return
+        _spending.check(self.caps, self._spent_today(), adding)
+
+    def _spent_today(self) -> tuple[int, float | None]:
+        return self.store.spent_since(_spending.day_start(time.time()))
+
+    def spending(self) -> dict[str, Any]:
+        """Today's spending of this store (since local midnight, every process
+        counted): ``tasks`` submitted, the ``amount`` the service reported
+        (None when none), and the caps (``max_tasks``, ``max_amount``; None:
+        none)."""
+        count, amount = self._spent_today()
+        return {"tasks": count, "amount": amount, "max_tasks": self.caps[0],
+                "max_amount": self.caps[1]}
+
+    def _unconfirmed(self, prompt: str, label: str | None, owner: str | None,
+                     request: dict[str, Any], sent: float) -> TaskRecord:
+        """Save the "may have been billed" entry of a create about to be sent
+        (see :mod:`veo_nb._spending`); the real task replaces it."""
+        record = self._tagged(TaskRecord(
+            _spending.unconfirmed_id(), label=label, prompt=prompt, model=request.get("model"),
+            resolution=request.get("resolution"), aspect_ratio=request.get("aspect_ratio"),
+            status=TaskStatus.UNKNOWN, status_text=_spending.UNCONFIRMED,
+            error=_spending.unconfirmed_reason(sent), first_seen_at=from_unix(sent),
+            request=request, service=_spending.UNCONFIRMED_SERVICE, owner=owner))
+        engine = self._engine
+        with engine.lock:
+            engine.states[record.task_id] = TaskState(record, 0, t0=sent, last_age=None)
+        if engine.commit(record.task_id, Write(record, [], None, {}, notify=False)) is None:
+            with engine.lock:
+                engine.states.pop(record.task_id, None)  # and its pending write with it
+            raise StoreError(
+                f"could not record the request in {self.store_key} before sending it, so "
+                "nothing was sent (no task was created or billed): try again once the store "
+                "answers")
+        return record
+
+    def _forget_unconfirmed(self, task_id: str) -> None:
+        """Erase a "may have been billed" entry the real task replaced; should
+        the store fail now, the entry stays (visible, and dismissable)."""
+        try:
+            self.remove([task_id], delete=True, others=True)
+        except Exception:  # noqa: BLE001 - the task itself is recorded (or reported)
+            logger.warning("veo_nb: could not erase the entry %s of a task whose id arrived",
+                           task_id, exc_info=True)
+
+    def _reusable(self, place: tuple[str, str, int]) -> tuple[str, str] | None:
+        """The task (id, local HH:MM) an earlier run of the cell created at
+        ``place``, unless it failed or is gone."""
+        try:
+            found = self.store.reused(*place)
+            record = None if found is None else self.store.get(found[0])
+        except Exception:  # noqa: BLE001 - a store problem: create, as without reuse
+            logger.warning("veo_nb: could not look up an earlier run's task", exc_info=True)
+            return None
+        if found is None or record is None or record.status is TaskStatus.FAILED:
+            return None
+        return found[0], datetime.fromtimestamp(found[1]).strftime("%H:%M")
+
+    def submit_many(self, prompts_or_dataframe: Iterable[str] | pd.DataFrame,
+                    **defaults: Any) -> pd.DataFrame:
+        """Submit many tasks; returns one row per input with ``task_id`` and
+        ``error``. A row that is refused (validation, HTTP error) is reported
+        in ``error`` and in one summary warning; the others go on. A task
+        that was created but could not be saved has both its ``task_id`` and
+        the store's ``error``.
+
+        A DataFrame's columns are per-row keyword arguments of :meth:`submit`
+        (``prompt`` required; ``label``, ``owner``, ``model``, ``resolution``, …);
+        ``defaults`` apply where a row has no value."""
+        import pandas as pd
+
+        rows: list[dict[str, Any]]
+        if isinstance(prompts_or_dataframe, pd.DataFrame):
+            rows = [
+                {str(k): v for k, v in row.items() if not _missing(v)}
+                for row in prompts_or_dataframe.to_dict("records")
+            ]
+        else:
+            rows = [{"prompt": p} for p in prompts_or_dataframe]
+        if self.caps != (None, None):  # the whole batch first: none of it, or all
+            self._check_caps(self._new_in_batch([{**defaults, **row} for row in rows]))
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            kwargs = {**defaults, **row}
+            prompt, label = kwargs.pop("prompt", None), kwargs.pop("label", None)
+            task_id: str | None
+            error: str | None
+            try:
+                task_id, error = self.submit(prompt, label=label, **kwargs).id, None
+            except StoreError as exc:
+                task_id, error = (exc.task_ids[0] if exc.task_ids else None), str(exc)
+            except (VeoError, TypeError) as exc:
+                task_id, error = None, str(exc)
+            out.append({"prompt": prompt, "label": label, "task_id": task_id, "error": error})
+        frame: pd.DataFrame = pd.DataFrame(out, columns=["prompt", "label", "task_id", "error"])
+        failed = frame["error"].notna()
+        if failed.any():
+            first = frame.loc[failed, "error"].iloc[0]
+            warnings.warn(
+                f"{int(failed.sum())} of {len(frame)} rows were not submitted or not saved "
+                f"(see the 'error' column); first error: {first}",
+                stacklevel=2,
+            )
+        return frame
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
