@@ -14,6 +14,7 @@ Notebook 7, VS Code, Colab and Voilà all render it. Without a widget
 frontend the panel shows a plain-text (and escaped HTML) table.
 """
 
-from .live import UI_THREAD_NAME, VeoPanel, panel
+from .live import VeoPanel, panel
+from .ticker import UI_THREAD_NAME
 
 __all__ = ["panel", "VeoPanel", "UI_THREAD_NAME"]

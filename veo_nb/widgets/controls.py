@@ -33,8 +33,8 @@ import ipywidgets as widgets
 from .._i18n import N_, _
 from .._log import logger
 from .._spec import ASPECT_RATIOS, DEFAULT_MODEL, MAX_REFERENCE_IMAGES, MODELS, Mode
-from .._urls import is_http_url
 from .._tables import esc, word
+from .._urls import is_http_url
 from ..errors import ValidationError, VeoError
 from ..records import EXPORT_SUFFIXES, TaskRecord
 from .format import is_not_found

@@ -30,41 +30,34 @@ import ipywidgets as widgets
 
 from .._i18n import N_, _, html_lang, set_language
 from .._log import logger
-from .._tables import esc, fmt_amount, fmt_seconds, html_table, text_table, word
+from .._store_query import Overview
+from .._tables import esc, html_table, text_table
 from ..errors import ValidationError
-from .._store_query import Overview, TaskQuery
 from ..records import TaskRecord
 from .controls import Clicks, ConfirmBar, ExportBar, ManageBar, SubmitForm, TrackForm
-from .format import LOOKS, NOT_FOUND, PANEL_CSS, changes_text, status_counts_html, status_word
+from .drawing import _CHANGES_KEPT, ALL_OWNERS, FALLBACK_ROWS, SORTS, PanelDrawing
+from .format import LOOKS, NOT_FOUND, PANEL_CSS
 from .frontend import frontend as frontend_named
-from .kernel import Resender, detach_from_requests, forget_routes
+from .kernel import Resender, forget_routes
 from .media import MediaCache
 from .rows import RowView
+from .ticker import ticker
 from .tree import close_tree, set_if_changed, walk
 from .views import GalleryView, HistoryView, Pager, Switcher
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tracker import Tracker
 
-#: Name of the one UI thread shared by every open panel of the process.
-UI_THREAD_NAME = "veo_nb-panel-ui"
-#: Rows of the text fallback (``repr``) and of the HTML fallback.
-FALLBACK_ROWS = 50
-#: Shortest pause between two ticks, however many changes arrive.
-MIN_TICK_GAP_S = 0.1
-#: Seconds between two reads of today's spending (shown when a cap is set).
-SPEND_EVERY_S = 10.0
+# The live panel of each history (store_key -> panel).
+_live: dict[str, weakref.ref[VeoPanel]] = {}
+_live_lock = threading.Lock()
 #: Failed refreshes in a row after which the panel says its refresh keeps failing.
 FAILING_AFTER = 3
-#: Values of the ``sort`` option, and the order each starts with (descending?).
-SORTS: dict[str, bool] = {"created": True, "status": False, "label": False}
 _STATUS_FILTERS: tuple[tuple[str, str], ...] = (
     (N_("all statuses"), ""), (N_("queued"), "queued"), (N_("processing"), "processing"),
     (N_("completed"), "completed"), (N_("failed"), "failed"), (N_("not found"), NOT_FOUND),
     (N_("unknown"), "unknown"),
 )
-#: The owner filter's first option (every owner, and tasks without one); shown translated.
-ALL_OWNERS = (N_("all owners"), "")
 #: What the sort menu calls each sort.
 _SORT_LABELS: dict[str, str] = {"created": N_("created"), "status": N_("status"),
                                 "label": N_("label")}
@@ -75,58 +68,7 @@ class _Form(Protocol):
 
 
 F = TypeVar("F", bound=_Form)
-#: Changes (task ids) heard from the tracker and not yet shown.
-_CHANGES_KEPT = 1000
 
-
-class _Ticker:
-    """The single UI thread of the process: ticks every open panel that asked
-    for automatic refresh, and ends when none is left."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._panels: weakref.WeakSet[VeoPanel] = weakref.WeakSet()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, panel: VeoPanel) -> None:
-        with self._lock:
-            self._panels.add(panel)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=UI_THREAD_NAME, daemon=True)
-                self._thread.start()
-
-    def remove(self, panel: VeoPanel) -> None:
-        """Stop ticking ``panel``; when it was the last one, end the thread."""
-        with self._lock:
-            self._panels.discard(panel)
-            thread = self._thread if not self._panels else None
-        self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        detach_from_requests()  # or ipykernel 7.4 routes the panel's clicks to the busy main shell
-        while True:
-            with self._lock:
-                panels = list(self._panels)
-                if not panels:
-                    self._thread = None
-                    return
-            for panel in panels:
-                panel._tick()
-            time.sleep(MIN_TICK_GAP_S)
-            self._wake.wait(min(p.refresh_every or 1.0 for p in panels))
-            self._wake.clear()
-
-
-_ticker = _Ticker()
-# The live panel of each history (store_key -> panel).
-_live: dict[str, weakref.ref[VeoPanel]] = {}
-_live_lock = threading.Lock()
 
 
 class _Lazy(Generic[F]):
@@ -148,7 +90,7 @@ class _Lazy(Generic[F]):
             self._form.close()
 
 
-class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VBox is Any
+class VeoPanel(PanelDrawing, widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VBox is Any
     """A live dashboard of a :class:`~veo_nb.Tracker` (an ipywidgets ``VBox``).
 
     Shows a header (counts per status, polling state, next poll, videos
@@ -321,7 +263,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         self._closed = False
         self.update()
         if refresh_every is not None:
-            _ticker.add(self)  # before the older panel leaves: the UI thread goes on
+            ticker.add(self)  # before the older panel leaves: the UI thread goes on
         with _live_lock:
             ref = _live.get(tracker.store_key)
             _live[tracker.store_key] = weakref.ref(self)
@@ -379,36 +321,6 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
             self.report(_("polling resumed"), True)
         self.update()
 
-    def show_task(self, task_id: str) -> None:
-        """Go to the page that shows ``task_id`` (when the filter shows it),
-        unless a video the user played is on the current page."""
-        with self._lock:
-            if not (self.media.played_ids() & set(self._shown)):
-                index = self.tracker.store.position(self._query(), task_id)
-                if index is not None:
-                    self.pager.page = index // self.page_size
-                    self._keep.clear()
-        self.update()
-
-    def set_size(self, size: str) -> None:
-        """``"normal"`` or ``"large"`` (projector mode)."""
-        if size not in LOOKS:
-            raise ValidationError(f"size must be one of {', '.join(LOOKS)}, got {size!r}")
-        with self._lock:
-            self.look = LOOKS[size]
-            set_if_changed(self.projector, "value", size == "large")
-            for row in self._rows.values():
-                row.set_look(self.look)
-            self.media.set_look(self.look)
-            self.gallery.set_look(self.look)
-            self._apply_look()
-        self.update()
-
-    def _apply_look(self) -> None:
-        for label in (self.polling, self.videos):
-            set_if_changed(label.style, "font_size", self.look.font_size)
-            set_if_changed(label.style, "text_color", self.look.muted)
-
     def close(self, *, replaced: bool = False) -> None:
         """Stop updating, unsubscribe from the tracker, close every widget and
         drop every video. The tracker keeps polling and keeps every record;
@@ -419,7 +331,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                 return
             self._closed = True
         self._unsubscribe()
-        _ticker.remove(self)
+        ticker.remove(self)
         with _live_lock:
             ref = _live.get(self.tracker.store_key)
             if ref is not None and ref() in (self, None):
@@ -511,223 +423,8 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
                     and "veo-player" not in getattr(w, "_dom_classes", ()):
                 w.send_state()
 
-    def _heard(self, task: Any) -> None:
-        """``on_change`` (a poller thread): note the task, wake the UI thread."""
-        self._changes.append(task.id)
-        _ticker.wake()
-
-    def _query(self) -> TaskQuery:
-        """What the Tasks tab shows, as the store's query."""
-        return TaskQuery(status=self.status_filter.value, owner=self.owner_filter.value,
-                         search=self.search.value, sort=self.sort.value,
-                         descending=self.order.value)
-
-    def _read_store(self) -> list[str]:
-        """Read what changed from the store: the header's counts when a task
-        changed or the view did, the visible pages when the store's revision
-        moved or the view did. Returns the ids of the tasks that changed. When
-        the store cannot be read, the last pages read stay shown (the
-        tracker's poller fails on it too, and the panel says its error)."""
-        store = self.tracker.store
-        changed = list(dict.fromkeys(self._changes.popleft() for _ in range(len(self._changes))))
-        if self.tracker.closed:
-            return changed  # its store is closed too: the last page read stays shown
-        try:
-            self._read_pages(store, changed)
-        except Exception:  # noqa: BLE001 - the tracker records and says what broke the store
-            logger.debug("veo_nb panel: could not read the store", exc_info=True)
-        return changed
-
-    def _read_pages(self, store: Any, changed: list[str]) -> None:
-        query = self._query()
-        if changed or self._counted != query:
-            self._overview = self.tracker.overview()
-            self._matching = (self._overview.total if query == TaskQuery(sort=query.sort,
-                                                                         descending=query.descending)
-                              else store.count(query))
-            self._counted = query
-        rows = self.pager.clamp(self._matching, self.page_size)
-        cards = self.gallery.pager.clamp(self._overview.completed, self.gallery.per_page)
-        view = (store.revision(), query, rows.start, cards.start, self._overview)
-        if view != self._read:
-            self._page_records = store.page(query, rows.start, self.page_size)
-            gallery = TaskQuery(sort=query.sort, descending=query.descending, completed=True)
-            self._gallery_records = store.page(gallery, cards.start, self.gallery.per_page)
-            self._read = view
-
-    def _announce(self, changed: list[str]) -> None:
-        """Tell screen readers which tasks changed status since the last
-        update (a polite live region: said when the reader is idle)."""
-        records = [r for r in (self._known(i) for i in changed) if r is not None]
-        if self._said is None:  # the first update: the tasks in flight and those shown
-            self._said = {r.task_id: status_word(r) for r in self.tracker.live_records()}
-        else:
-            text = changes_text(self._said, records)
-            if text:
-                set_if_changed(self.announce, "value",
-                               f'<div role="status" aria-live="polite" lang="{html_lang()}">'
-                               f"{esc(text)}</div>")
-        self._said.update({r.task_id: status_word(r) for r in records})
-        for record in self._page_records:
-            self._said.setdefault(record.task_id, status_word(record))
-
-    def _known(self, task_id: str) -> TaskRecord | None:
-        """``task_id``'s record, or None once it is gone from the history."""
-        try:
-            record = self.tracker.record(task_id)
-        except KeyError:
-            return None
-        return record if record.tracked else None
-
-    def _sync_owners(self, seen: tuple[str, ...]) -> None:
-        """Offer each owner of a tracked task (sorted, case-insensitively)
-        in the owner filter; the chosen one stays chosen, and stays offered
-        while it is chosen even when none of its tasks is left."""
-        owners = set(seen)
-        if self.owner_filter.value:
-            owners.add(self.owner_filter.value)
-        wanted = tuple(sorted(owners, key=lambda o: (o.casefold(), o)))
-        if wanted == self._owners:
-            return
-        self._owners = wanted
-        value = self.owner_filter.value
-        self._syncing_owners = threading.get_ident()
-        try:
-            with self.owner_filter.hold_sync():  # one message: no flash of "all owners"
-                self.owner_filter.options = ((_(ALL_OWNERS[0]), ""), *((o, o) for o in wanted))
-                self.owner_filter.value = value
-        finally:
-            self._syncing_owners = None
-
-    def _owner_changed(self, _change: dict[str, Any]) -> None:
-        if self._syncing_owners != threading.get_ident():  # a choice, not the options' refill
-            self._navigate()
-
-    def _page(self) -> list[TaskRecord]:
-        """The rows of the current page, plus the rows whose video the user
-        played that newer tasks pushed off it (kept until the user moves)."""
-        note = " · " + _("{n} of {total} tasks").format(n=self._matching,
-                                                        total=self._overview.total)
-        self.pager.fit(self._matching, self.page_size, note)
-        page = self._page_records
-        ids = {r.task_id for r in page}
-        kept = [r for r in (self._known(i) for i in sorted(self._keep - ids)) if r is not None]
-        self._keep = self.media.played_ids() & (ids | {r.task_id for r in kept})
-        return page + kept
-
-    def _show_rows(self, page: list[TaskRecord], now: float, polling: bool) -> None:
-        ids = tuple(r.task_id for r in page)
-        for record in page:
-            row = self._rows.get(record.task_id)
-            if row is None:
-                row = self._rows[record.task_id] = RowView(record.task_id, self.look,
-                                                           self._remove_clicked)
-            self._rows.move_to_end(record.task_id)
-            row.update(record, now, self.tracker.expected_window(record.task_id), self.media,
-                       polling=polling)
-        if ids != self._shown:
-            self.rows_box.children = tuple(self._rows[i].widget for i in ids)
-            self._shown = ids
-            # keep the rows of about three pages (least recently shown go first)
-            extra = len(self._rows) - 3 * self.page_size
-            for task_id in [i for i in self._rows if i not in ids][: max(0, extra)]:
-                self._rows.pop(task_id).close()
-
     def _remove_clicked(self, task_id: str) -> None:
         self._clicks.run(self._rows[task_id].remove, lambda: self.manage.remove_one(task_id))
-
-    def _show_empty(self, shown: bool) -> None:
-        if shown:
-            text = ""
-        elif not self._overview.total:
-            text = _("No tasks yet: submit a prompt or paste task ids above.")
-        else:
-            parts = []
-            if self.search.value.strip():
-                parts.append(f"“{self.search.value.strip()}”")
-            if self.status_filter.value:
-                parts.append(_("status {status}").format(status=word(self.status_filter.value)))
-            if self.owner_filter.value:
-                parts.append(_("owner {owner}").format(owner=self.owner_filter.value))
-            text = _("No task matches {what} (of {total} tasks): change the search or the "
-                     "filter.").format(what=_(" with ").join(parts), total=self._overview.total)
-        set_if_changed(self.empty, "value",
-                       f'<i style="font-size:{self.look.font_size}">{esc(text)}</i>' if text else "")
-
-    def _update_header(self, now: float, polling: bool) -> None:
-        # Two widgets: the counts change with statuses, the poll countdown every tick.
-        overview = self._overview
-        demo = (' · <span style="background:#fff3cd;padding:1px 6px;border-radius:4px">'
-                f'{esc(_("demo mode: embedded emulator, nothing is billed"))}</span>'
-                if getattr(self.tracker.client, "demo", False) else "")
-        closed = esc(_("this panel's tracker is closed"))
-        stale = f' · <b style="color:#b71c1c">{closed}</b>' if self.tracker.closed else ""
-        cost = (" · " + esc(_("cost reported by the service: {amount} ({n} tasks)").format(
-            amount=fmt_amount(overview.amount), n=overview.costed)) if overview.costed else "")
-        cost += self._spend_html()
-        tasks = esc(_("{n} tasks:").format(n=overview.total))
-        set_if_changed(self.header, "value", (
-            f'<div lang="{html_lang()}" style="font-size:{self.look.font_size}"><b>veo_nb</b> · '
-            f"{tasks} {status_counts_html(dict(sorted(overview.counts.items())))}"
-            f"{cost}{demo}{stale}</div>"))
-        if polling:
-            due = self.tracker.next_poll_at()
-            line = (_("auto-refresh on · nothing to poll") if due is None else
-                    _("auto-refresh on · next poll in {duration}").format(
-                        duration=fmt_seconds(due.timestamp() - now)))
-        else:
-            line = _("auto-refresh paused (polling stopped)")
-        set_if_changed(self.polling, "value", line)
-        set_if_changed(self.pause_button, "description", _("Pause") if polling else _("Resume"))
-        set_if_changed(self.pause_button, "icon", "pause" if polling else "play")
-
-    def _spend_html(self) -> str:
-        """Today's spending against the daily cap, when one is set (read from
-        the store at most every :data:`SPEND_EVERY_S`)."""
-        if self.tracker.caps == (None, None):
-            return ""
-        now = time.monotonic()
-        if self._spend is None or now - self._spend[0] > SPEND_EVERY_S:
-            try:
-                self._spend = (now, self.tracker.spending())
-            except Exception:  # noqa: BLE001 - the store's trouble is said elsewhere
-                return ""
-        spent = self._spend[1]
-        parts = []
-        if spent["max_tasks"] is not None:
-            parts.append(_("{n} of {cap} new tasks").format(n=spent["tasks"],
-                                                            cap=f"{spent['max_tasks']:.0f}"))
-        if spent["max_amount"] is not None:
-            parts.append(_("amount {amount} of {cap}").format(
-                amount=fmt_amount(spent["amount"] or 0.0), cap=fmt_amount(spent["max_amount"])))
-        full = (spent["max_tasks"] is not None and spent["tasks"] >= spent["max_tasks"]) or (
-            spent["max_amount"] is not None and (spent["amount"] or 0) >= spent["max_amount"])
-        style = ' style="color:#b71c1c"' if full else ""
-        today = _("today: {spending}").format(spending=_(", ").join(parts))
-        return f' · <span class="veo-spend"{style}>{esc(today)}</span>'
-
-    def _show_errors(self) -> None:
-        """Say the tracker's newest unexpected worker error, once."""
-        errors = self.tracker.recent_errors()
-        if not errors or errors[-1] is self._last_error:
-            return
-        newest = self._last_error = errors[-1]
-        when = newest.observed_at.astimezone().strftime("%H:%M:%S") if newest.observed_at else "?"
-        self.report(_("tracker error at {time} ({n} recent, see tracker.recent_errors()): "
-                      "{error}").format(time=when, n=len(errors), error=newest.detail), False)
-
-    def _navigate(self) -> None:
-        self.pager.page = 0
-        self._page_changed()
-
-    def _page_changed(self) -> None:
-        self._keep.clear()
-        self.update()
-
-    def _sort_changed(self, change: dict[str, Any]) -> None:
-        with self.order.hold_trait_notifications():
-            self.order.value = SORTS[change["new"]]
-        self._navigate()
 
     @property
     def submit_form(self) -> SubmitForm:
@@ -750,31 +447,7 @@ class VeoPanel(widgets.VBox):  # type: ignore[misc]  # ipywidgets is untyped: VB
         if lazy is not None:
             lazy.get()
 
-    def _tab_changed(self) -> None:
-        if self.tabs.selected_index == 2:
-            self.history.refresh()
-        self.update()
-
     # ------------------------------------------------------------------ display
-
-    def _fallback_title(self) -> str:
-        return _("veo_nb panel: {n} tasks (as of {time})").format(
-            n=self._overview.total, time=time.strftime("%H:%M:%S"))
-
-    def _fallback_rows(self) -> list[TaskRecord]:
-        """The rows of the text and HTML fallbacks: the newest tasks."""
-        return self.tracker.store.page(TaskQuery(), 0, FALLBACK_ROWS)
-
-    def _closed_bundle(self) -> dict[str, str]:
-        return {"text/plain": self._closed_line,
-                "text/html": f'<p style="color:#424242"><i>{esc(self._closed_line)}</i></p>'}
-
-    def __repr__(self) -> str:
-        if self._closed:
-            return self._closed_line
-        with self._lock:
-            return text_table(self._fallback_title(), self._fallback_rows(), time.time(),
-                              FALLBACK_ROWS, total=self._overview.total)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
         if self._closed:

@@ -37,11 +37,11 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from .._i18n import _
+from .._paths import saved_file_present
+from .._tables import esc
 from ..errors import ValidationError
 from ..models import TaskStatus
 from ..records import TaskRecord
-from .._paths import saved_file_present
-from .._tables import esc
 from .format import Look, card_html, megabytes, playable_url
 from .frontend import Frontend
 from .tree import close_tree, set_if_changed
