@@ -92,7 +92,10 @@ def test_the_database_refuses_a_student_and_lets_the_teacher_manage(server, tmp_
             bob.remove(ids[:1], delete=True, others=True)  # refused by PostgreSQL itself
         with pytest.raises(OwnershipError):
             bob.remove(ids[1:2], others=True)  # hiding too
+        with pytest.raises(OwnershipError):  # under the API: row-level security keeps her row
+            bob.store.delete(ids[:1])
         assert {r.task_id for r in alice.store.records()} == set(ids)
+        assert alice.overview().total == len(ids)  # and the header's tallies still count it
         alice.close()
         bob.close()
     for sql in (f"UPDATE tasks SET label = 'mine now' WHERE task_id = '{ids[0]}'",
@@ -124,6 +127,7 @@ def test_the_database_refuses_a_student_and_lets_the_teacher_manage(server, tmp_
         with Tracker(emu.client(), store=urls["teacher"], media_dir=tmp_path / "t",
                      owner="teacher") as teacher:
             assert teacher.remove(ids[:2], delete=True) == 2
+            assert teacher.overview().total == 1
             assert {r.task_id for r in teacher.store.records(tracked_only=False)} == {ids[2]}
 
 

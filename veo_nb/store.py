@@ -290,8 +290,8 @@ class BaseStore(StoreViews, StoreClaims):
             for (task_id,) in rows:
                 self._lock_task(cur, task_id)
                 before = tally_of(cur.execute(TALLY_SQL, (task_id,)).fetchone())
-                cur.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
-                self._retally(cur, before, None)
+                if cur.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,)).rowcount:
+                    self._retally(cur, before, None)  # (row-level security may keep a row)
             self._bump(cur)
             cur.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
 
