@@ -364,3 +364,42 @@ def test_tasks_are_read_as_a_frame_without_a_record_each_and_filtered(store: Sto
     assert list(store.frame(TaskFilter(status=("queued", "not found"))).task_id) == ["b", "d"]
     assert list(store.frame(TaskFilter(owner="bob")).task_id) == ["c"]
     assert list(store.frame(TaskFilter(limit=2)).task_id) == ["c", "d"]
+
+
+def test_a_version_5_store_gains_the_indexes_costs_and_tallies_of_a_long_history(
+        tmp_path: Path) -> None:
+    """A store written before schema 6: its costs become columns the database
+    sums, the panel's indexes exist, and the header's tallies count what was
+    already there."""
+    path = tmp_path / "v5.sqlite"
+    conn = sqlite3.connect(path)
+    for version in range(1, 6):
+        for sql in store_module.MIGRATIONS[version]:
+            if isinstance(sql, str):
+                conn.execute(sql)
+            else:
+                sql(conn)
+    conn.execute("PRAGMA user_version = 5")
+    for i, (status, error, raw) in enumerate([
+            ("completed", None, '{"amount": 0.5, "progress": 100}'),
+            ("completed", None, '{"amount": 1.25}'), ("processing", None, '{"progress": 40}'),
+            ("failed", NOT_FOUND_REASON, "{}")]):
+        conn.execute(
+            "INSERT INTO tasks (task_id, status, status_text, error, first_seen_at, "
+            "download_state, tracked, poll_count, request, raw, owner) "
+            f"VALUES ('vgen_{i}', ?, ?, ?, {1748779200 + i}, 'none', 1, 1, '{{}}', ?, 'ada')",
+            (status, status, error, raw))
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        overview = store.overview()
+        assert overview.counts == {"completed": 2, "processing": 1, "not found": 1}
+        assert (overview.amount, overview.costed, overview.completed) == (1.75, 2, 2)
+        frame = store.frame()
+        assert frame["progress"].fillna(-1).tolist() == [100.0, -1, 40.0, -1]
+        assert store.spent_since(0) == (0, None)  # tracked ids, none submitted through a request
+    conn = sqlite3.connect(path)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"tasks_created", "tasks_word", "tasks_owner", "tasks_live"} <= indexes
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
