@@ -23,7 +23,7 @@ import requests
 
 from veo_nb._spec import ESTIMATES_S, Mode
 from veo_nb.emulator import Emulator
-from veo_nb.emulator._server import _retry_after
+from veo_nb.emulator._service import _retry_after
 from veo_nb.emulator._tasks import Directives, plan_task, seconds_text
 
 TIMEOUT = 10

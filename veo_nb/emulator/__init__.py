@@ -8,8 +8,9 @@ See :class:`Emulator` for the options and the prompt directives.
 """
 
 from ._faults import FaultConfig
-from ._server import Emulator, EmulatorStats, MediaRequest
+from ._server import Emulator
 from ._state import EmulatorStateError, EmulatorStateInUse
+from ._stats import EmulatorStats, MediaRequest
 
 __all__ = [
     "Emulator",

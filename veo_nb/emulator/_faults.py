@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 from ..errors import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._server import _Handler
+    from ._http import Handler
 
 #: Proxy error pages, as nginx would send them (status, reason).
 _PROXY_PAGES = ((502, "Bad Gateway"), (503, "Service Temporarily Unavailable"),
@@ -95,7 +95,7 @@ class FaultConfig:
                 raise ValidationError(f"{f.name} must be between 0 and 1, got {value!r}")
 
 
-def _reset(handler: _Handler) -> None:
+def _reset(handler: Handler) -> None:
     """Close the handler's connection with a TCP RST (no orderly FIN)."""
     handler.close_connection = True
     sock = handler.connection
@@ -150,7 +150,7 @@ class Faults:
         with self._lock:
             return self._rng.randrange(n)
 
-    def intercept_api(self, handler: _Handler) -> bool:
+    def intercept_api(self, handler: Handler) -> bool:
         """Inject a storm 429, a 5xx or a reset instead of answering; True if done."""
         with self._lock:
             storm_left = self._storm_until - time.monotonic()
@@ -162,13 +162,13 @@ class Faults:
             return True
         return self._intercept(handler, api=True)
 
-    def intercept_media(self, handler: _Handler,
+    def intercept_media(self, handler: Handler,
                         record: Callable[[int], None]) -> bool:
         """Like :meth:`intercept_api` for the media host (no storms);
         ``record(status)`` logs the request (0 for a reset)."""
         return self._intercept(handler, api=False, record=record)
 
-    def _intercept(self, handler: _Handler, *, api: bool,
+    def _intercept(self, handler: Handler, *, api: bool,
                    record: Callable[[int], None] | None = None) -> bool:
         fault = self._draw(self.config.error_rate, self.config.reset_rate)
         if fault is None:
@@ -207,7 +207,7 @@ class Faults:
         with self._lock:
             return latency + self._rng.uniform(0.0, jitter)
 
-    def after_service(self, handler: _Handler) -> float | None:
+    def after_service(self, handler: Handler) -> float | None:
         """Decide what happens to the answer of an API request the service
         handled: None when it is lost (the connection was reset), else the
         seconds to hold it (0.0 without these faults)."""
@@ -222,7 +222,7 @@ class Faults:
             return self.config.slow_answer_s
         return 0.0
 
-    def send_body(self, handler: _Handler, source: BinaryIO,
+    def send_body(self, handler: Handler, source: BinaryIO,
                   first: int, count: int) -> int:
         """Send ``count`` bytes of ``source`` from ``first``: whole, cut short
         (then the connection closes) or dribbled. Returns the bytes sent."""
@@ -249,7 +249,7 @@ class Faults:
         return sent
 
 
-def _send_json(handler: _Handler, status: int, kind: str, message: str,
+def _send_json(handler: Handler, status: int, kind: str, message: str,
                *headers: tuple[str, str]) -> None:
     body = json.dumps({"error": {"message": message, "type": kind}}).encode()
     handler._send(status, body, "application/json; charset=utf-8", headers)

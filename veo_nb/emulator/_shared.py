@@ -24,7 +24,8 @@ import requests
 
 from .._log import logger
 from ..client import VeoClient
-from ._server import API_PREFIX, Emulator
+from ._server import Emulator
+from ._service import API_PREFIX
 from ._state import EmulatorStateInUse, SavedState, StateFile
 
 #: Seconds between two attempts to take the state file over.
