@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from veo_nb.emulator import Emulator
+from veo_nb.records import TaskRecord
+from veo_nb.store import Store
 from veo_nb.tracker import Tracker
 
 
@@ -21,7 +23,7 @@ def test_ctrl_c_stops_the_wait_not_the_tracking(
 ) -> None:
     with Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite",
                  media_dir=tmp_path / "v") as tracker:
-        task = tracker.submit("a long pan over a glacier [duration: 250]")
+        task = tracker.submit("a long pan over a glacier [duration: 900]")  # outlasts the 0.5 s, even on a busy machine
         tracker.start()
         timer = threading.Timer(0.5, _thread.interrupt_main)  # what Ctrl-C does
         timer.start()
@@ -135,3 +137,16 @@ def test_track_many_returns_with_the_first_answers_not_after_later_polls(tmp_pat
     # one round of first polls, and the re-polls that began meanwhile; not
     # round after round until a moment with no poll in flight
     assert polls <= 2 * len(ids), f"{polls} polls in {took:.1f} s before track_many returned"
+
+
+def test_wait_takes_a_task_another_process_just_wrote(tmp_path: Path, veo_emulator: Emulator) -> None:
+    """wait() of every tracked task, right after another process stored a new
+    one that this tracker has not followed yet: it waits for it too (it was
+    taken for given up before)."""
+    with Tracker(veo_emulator.client(), store=tmp_path / "h.sqlite",
+                 media_dir=tmp_path / "v") as tracker:
+        task = veo_emulator.client().create_video("from the next notebook [duration: 130]")
+        with Store(tmp_path / "h.sqlite") as other:  # another process's connection
+            other.save(TaskRecord.from_task(task, prompt="from the next notebook"))
+        done = tracker.wait(timeout=60)
+        assert [t.id for t in done] == [task.id] and done[0].is_terminal

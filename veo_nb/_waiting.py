@@ -73,13 +73,17 @@ def iter_done(engine: Engine, ids: list[str], timeout: float | None, *, ordered:
                 states = {i: engine.states.get(i) or stored.get(i) for i in pending}
                 if any(st is None and i not in missing for i, st in states.items()):
                     continue  # finished and left memory after the store was read
+                # Unfinished in the store but not yet in memory: written by another
+                # process a moment ago; the engine follows it within a second.
+                coming = {i for i, st in states.items() if st is not None and st is stored.get(i)
+                          and not st.record.is_terminal}
                 finished = [i for i, st in states.items() if st is not None and done(st, downloads)]
                 if finished and (not ordered or len(finished) == len(pending)):
                     ready = [states[i].record.task for i in finished]  # type: ignore[union-attr]
                 else:
                     ready = []
                     stuck = [i for i, st in states.items()
-                             if i not in finished and _stuck(engine, st)]
+                             if i not in finished and i not in coming and _stuck(engine, st)]
                     left = None if deadline is None else deadline - time.monotonic()
                     if stuck or (left is not None and left <= 0):
                         raise _timeout_error(states, finished, stuck, timeout, downloads)

@@ -300,10 +300,11 @@ class VeoPanel(PanelDrawing, widgets.VBox):  # type: ignore[misc]  # ipywidgets 
         try:
             changed = self.tracker.refresh()
         except Exception as exc:  # noqa: BLE001 - shown in the panel
-            self.report(_("refresh failed: {error}").format(error=exc), False)
+            outcome = (_("refresh failed: {error}").format(error=exc), False)
         else:
-            self.report(_("refreshed: {n} task(s) changed").format(n=len(changed)), True)
+            outcome = (_("refreshed: {n} task(s) changed").format(n=len(changed)), True)
         self.update()
+        self.report(*outcome)  # after the redraw: what the click did is what it says
 
     def toggle_polling(self) -> None:
         """Pause (``tracker.stop()``) or resume (``tracker.start()``) polling.
