@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 CHP_VERSION ?= 5.3.0
 CHP    := $(VENV)/node/node_modules/.bin/configurable-http-proxy
 
-.PHONY: demo test test-fast typecheck bench soak emulator clean media
+.PHONY: demo test test-fast typecheck docs bench soak emulator clean media
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
 
+# The API reference site (mkdocs-material + mkdocstrings + mkdocs-jupyter) into site/,
+# strict: a warning (a broken link, a name that cannot be found) fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
@@ -57,4 +62,4 @@ media: $(STAMP)
 	$(BIN)/python scripts/make_media.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache
