@@ -26,6 +26,7 @@ from test_widgets_support import (
     until,
 )
 from veo_nb import VeoPanel, panel
+from veo_nb.store import Store
 from veo_nb.tracker import NOT_FOUND_REASON, Tracker
 from veo_nb.widgets import UI_THREAD_NAME
 from veo_nb.widgets.controls import SETTLE_S
@@ -627,3 +628,20 @@ def test_status_changes_are_announced_politely_not_every_tick(tracker, make_pane
     # Clocks tick every second; the announcement changes only with a status.
     time.sleep(2.5)
     assert p.announce.value == text
+
+
+def test_the_header_and_rows_follow_a_finished_task_erased_by_another_process(
+        tracker, make_panel, emulator):
+    """Finished tasks are no longer held in memory, so erasing one elsewhere
+    changes no task this kernel holds: the panel sees the store's revision
+    move and reads its counts and page again."""
+    ids = created_elsewhere(emulator, [f"clip {i} [duration: 125]" for i in range(3)])
+    tracker.track_many(ids)
+    tracker.wait(ids, timeout=DEADLINE)
+    until(lambda: not tracker.live_records())
+    p = make_panel(tracker, refresh_every=None)
+    assert "<b>3</b>" in p.header.value and len(shown_ids(p)) == 3
+    with Store(tracker.store.path) as other:  # another kernel, on the same history
+        other.delete(ids[:1])
+    until(lambda: (p.update(), "<b>2</b>" in p.header.value and len(shown_ids(p)) == 2)[1])
+    assert ids[0] not in shown_ids(p) and "2 tasks" in p.header.value

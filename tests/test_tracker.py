@@ -489,3 +489,19 @@ def test_finished_tasks_leave_memory_and_are_read_from_the_store(make_tracker):
     assert done[0].id not in set(tr.tasks().task_id)
     with pytest.raises(KeyError):
         tr.wait([done[0].id], timeout=1)
+
+
+def test_on_change_hears_of_a_finished_task_another_process_erased(make_tracker, tmp_path):
+    """A class dashboard counts per student on every on_change: a finished task
+    (no longer held in memory) erased by the teacher's kernel must still be
+    heard of, or the counts go stale."""
+    tr = make_tracker()
+    task = tr.submit("done [duration: 125]")
+    tr.wait([task.id], timeout=40)
+    until(lambda: not tr.live_records())
+    heard: list[str] = []
+    tr.on_change(lambda t: heard.append(t.id))
+    with Store(tmp_path / "history.sqlite") as other:
+        other.delete([task.id])
+    tr.refresh()  # reads what other processes changed
+    assert task.id in heard and tr.tasks().empty

@@ -46,7 +46,7 @@ from . import _schedule
 from ._exit import on_exit
 from ._log import logger
 from .errors import _excerpt
-from .models import Task
+from .models import Task, TaskStatus
 from .records import (
     Event,
     TaskRecord,
@@ -341,8 +341,9 @@ class Engine(EngineWork):
                     changed.append(task)
             for task_id in gone:  # erased by another process: views drop them too
                 erased = self.states.pop(task_id, None)
-                if erased is not None:
-                    changed.append(erased.record.task)
+                # a finished task was not held here: only its id is left to tell
+                changed.append(erased.record.task if erased is not None else
+                               TaskRecord(task_id, status=TaskStatus.UNKNOWN).task)
             self.rev = max(self.rev, newest)
             self.gate_until = max(self.gate_until, gate)
             # Only now: had reading or applying failed, the next look reads again.

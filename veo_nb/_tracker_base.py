@@ -222,7 +222,9 @@ class TrackerBase:
     def on_change(self, callback: Callable[[Task], Any]) -> Callable[[], None]:
         """Call ``callback(task)`` for every change (status, download saved or
         failed, removed or erased), including changes another process on the
-        same store made. It runs on the tracker's worker threads (or the one
+        same store made (a finished task another process erased comes with
+        its id only, status unknown: this kernel no longer held it). It runs
+        on the tracker's worker threads (or the one
         that called :meth:`remove`): keep it short, and hand
         widget updates to the widget. Exceptions are logged, never
         propagated. Returns a function that unsubscribes."""

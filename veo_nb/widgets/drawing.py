@@ -1,7 +1,7 @@
 """What a panel reads from the store and draws (a mixin of
 :class:`~veo_nb.widgets.live.VeoPanel`): the visible page and the gallery's,
-read again only when the store's revision or the view moved; the header's
-counts, read only when a task changed; rows, header, messages for screen
+and the header's counts (the store's running tallies), read again only when
+the store's revision or the view moved; rows, header, messages for screen
 readers, and the plain-text and HTML fallbacks."""
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class PanelDrawing:
                          descending=self.order.value)
 
     def _read_store(self) -> list[str]:
-        """Read what changed from the store: the header's counts when a task
-        changed or the view did, the visible pages when the store's revision
-        moved or the view did. Returns the ids of the tasks that changed. When
+        """Read what changed from the store: the header's counts and the
+        visible pages, when the store's revision or the view moved. Returns
+        the ids of the tasks the tracker said changed (for announcements). When
         the store cannot be read, the last pages read stay shown (the
         tracker's poller fails on it too, and the panel says its error)."""
         store = self.tracker.store
@@ -114,22 +114,22 @@ class PanelDrawing:
         if self.tracker.closed:
             return changed  # its store is closed too: the last page read stays shown
         try:
-            self._read_pages(store, changed)
+            self._read_pages(store)
         except Exception:  # noqa: BLE001 - the tracker records and says what broke the store
             logger.debug("veo_nb panel: could not read the store", exc_info=True)
         return changed
 
-    def _read_pages(self, store: Any, changed: list[str]) -> None:
-        query = self._query()
-        if changed or self._counted != query:
+    def _read_pages(self, store: Any) -> None:
+        revision, query = store.revision(), self._query()
+        if (revision, query) != self._counted:  # the counts are tallies: a handful of rows
             self._overview = self.tracker.overview()
             self._matching = (self._overview.total if query == TaskQuery(sort=query.sort,
                                                                          descending=query.descending)
                               else store.count(query))
-            self._counted = query
+            self._counted = (revision, query)
         rows = self.pager.clamp(self._matching, self.page_size)
         cards = self.gallery.pager.clamp(self._overview.completed, self.gallery.per_page)
-        view = (store.revision(), query, rows.start, cards.start, self._overview)
+        view = (revision, query, rows.start, cards.start)
         if view != self._read:
             self._page_records = store.page(query, rows.start, self.page_size)
             gallery = TaskQuery(sort=query.sort, descending=query.descending, completed=True)

@@ -2,10 +2,10 @@
 
 How it stays cheap: the tracker's ``on_change`` callbacks (from its poller
 threads) only wake one shared UI thread, ``veo_nb-panel-ui``. The store
-sorts, filters and pages: each tick reads the visible page again only when
-the store's revision moved (an indexed query of ``page_size`` rows), and the
-header's counts (one aggregate query) only when a task changed or the view
-did; an idle tick reads one number. Rows are updated in place, assigning a
+sorts, filters and pages: each tick reads the visible page (an indexed query
+of ``page_size`` rows) and the header's counts (the store's running tallies,
+a handful of rows) again only when the store's revision or the view moved;
+an idle tick reads one number. Rows are updated in place, assigning a
 widget trait only when its value differs, and exist only for the visible page
 (cached per task id), so 200,000 tasks cost what 20 do. A finished video is a
 card until the user plays it (see :mod:`veo_nb.widgets.media`).
@@ -165,7 +165,7 @@ class VeoPanel(PanelDrawing, widgets.VBox):  # type: ignore[misc]  # ipywidgets 
         self._gallery_records: list[TaskRecord] = []
         self._changes: deque[str] = deque(maxlen=_CHANGES_KEPT)
         self._read: tuple[Any, ...] | None = None  # (revision, view) of the page last read
-        self._counted: object = None  # the view the overview was read for
+        self._counted: object = None  # (revision, view) the overview was read for
         self._rows: OrderedDict[str, RowView] = OrderedDict()
         self._shown: tuple[str, ...] = ()
         self._keep: set[str] = set()
