@@ -11,8 +11,8 @@ One poll and its answer handlers are in :mod:`veo_nb._polls`, downloads in
 Threads, precisely:
 
 * one thread per engine, ``veo_nb-poller:<store>``: every
-  ``store.follow_every`` (0.2 s; PostgreSQL: 1 s, and at once on a
-  ``NOTIFY``) it reads what other processes changed (a cheap
+  ``store.follow_every`` (0.2 s, and at once on a PostgreSQL ``NOTIFY``)
+  it reads what other processes changed (a cheap
   revision check first) and, unless polling is paused, starts the polls and
   downloads that are due, without waiting for slow ones;
 * polls run on a pool of ``max_workers`` threads, downloads on a small pool;

@@ -63,12 +63,18 @@ def iter_done(engine: Engine, ids: list[str], timeout: float | None, *, ordered:
     ``timeout`` seconds passed or a task can never finish."""
     deadline = None if timeout is None else time.monotonic() + float(timeout)
     pending = list(dict.fromkeys(ids))
+    # Done tasks read from the store, kept: an ordered wait wakes on every
+    # change until its last task is done, and must not read them again each time.
+    read_done: dict[str, TaskState] = {}
     try:
         while pending:
             wake_at = None if engine.running else engine.dispatch()[1]
             # Finished tasks live in the store only: read them first (a task
             # leaves memory only once the store has its final record).
-            stored, missing = engine.stored(pending)
+            stored, missing = engine.stored(i for i in pending if i not in read_done)
+            read_done.update((i, st) for i, st in stored.items() if done(st, downloads))
+            stored.update(read_done)
+            missing |= read_done.keys()
             with engine.cond:
                 states = {i: engine.states.get(i) or stored.get(i) for i in pending}
                 if any(st is None and i not in missing for i, st in states.items()):

@@ -234,10 +234,12 @@ class BaseStore(StoreViews, StoreClaims):
                     f"UPDATE tasks SET {', '.join(_SET_CLAIM[k] for k in claim)} "
                     "WHERE task_id = ?", (*claim_values, record.task_id),
                 )
-            self._retally(cur, before, tally_of(
-                cur.execute(TALLY_SQL, (record.task_id,)).fetchone()))
+            after = tally_of(cur.execute(TALLY_SQL, (record.task_id,)).fetchone())
             if event_rows:
                 cur.executemany(_INSERT_EVENT, event_rows)
+            # Shared rows last (the tallies, then the revision counter): held
+            # from here to the commit, other writers queue on them.
+            self._retally(cur, before, after)
             self._bump(cur)
             cur.execute(f"UPDATE tasks SET rev = {_NEXT_REV} WHERE task_id = ?", (record.task_id,))
             return _stored_row(cur.execute(

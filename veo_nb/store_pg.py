@@ -261,9 +261,6 @@ class PostgresStore(BaseStore):
     _GREATEST = "GREATEST"
     _TIE = "task_id"
     shared = True
-    #: Seconds between two looks at the revision when no NOTIFY came: the
-    #: listener wakes followers at once, this only covers a lost listener.
-    follow_every = 1.0
 
     def _nulls(self, descending: bool) -> str:
         return " NULLS LAST" if descending else " NULLS FIRST"
