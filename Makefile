@@ -41,10 +41,11 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
 
-# The API reference site (mkdocs-material + mkdocstrings + mkdocs-jupyter) into site/,
-# strict: a warning (a broken link, a name that cannot be found) fails the build.
+# The API reference, the README, the notebooks and docs/ARCHITECTURE.md as a static site
+# in site/ (open site/index.html); --strict: a warning, a broken cross-reference or a
+# name of veo_nb.__all__ without its reference entry fails the build (mkdocs.yml).
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

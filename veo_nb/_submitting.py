@@ -45,7 +45,7 @@ class Submitting(Tracking):
         :meth:`VeoClient.create_video <veo_nb.client.VeoClient.create_video>`)
         and track it. Its first poll comes at the schedule's early check:
         the create response already told its status. ``owner`` is recorded as
-        who submitted it (default: the tracker's, see :func:`default_owner`).
+        who submitted it (default: the tracker's, see :func:`~veo_nb.tracker.default_owner`).
 
         **A cell run again does not pay again**: in a notebook, when a cell
         runs again (a re-run, Run All, Run All after a kernel restart), its

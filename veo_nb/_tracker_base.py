@@ -173,7 +173,7 @@ class TrackerBase:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called (on this tracker, or on the
+        """True once :meth:`~veo_nb.Tracker.close` was called (on this tracker, or on the
         newest tracker of its store)."""
         return self._closed or self._engine.closed
 
@@ -225,7 +225,7 @@ class TrackerBase:
         same store made (a finished task another process erased comes with
         its id only, status unknown: this kernel no longer held it). It runs
         on the tracker's worker threads (or the one
-        that called :meth:`remove`): keep it short, and hand
+        that called :meth:`~veo_nb.Tracker.remove`): keep it short, and hand
         widget updates to the widget. Exceptions are logged, never
         propagated. Returns a function that unsubscribes."""
         return self._engine.on_change(callback)
@@ -241,7 +241,7 @@ class TrackerBase:
     def recent_errors(self) -> list[Event]:
         """The newest unexpected errors of the tracker's worker threads (a bug,
         a broken store), oldest first, as ``"error"`` events; they are also in
-        :meth:`history` (``task_id`` is empty when no task was involved). The
+        :meth:`~veo_nb.Tracker.history` (``task_id`` is empty when no task was involved). The
         same error of one task is recorded at most once every five minutes."""
         with self._engine.lock:
             return list(self._engine.errors)

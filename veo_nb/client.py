@@ -250,7 +250,8 @@ class VeoClient:
     def image_urls(self, *, reference_images: Any = None, first_image: Any = None,
                    last_image: Any = None) -> dict[str, Any]:
         """The image arguments of a create as URLs: each http(s) URL as it is,
-        each local file, bytes or PIL image uploaded with :attr:`uploader`
+        each local file, bytes or PIL image uploaded with the client's
+        ``uploader``
         (see :mod:`veo_nb._images`). Raises :class:`~veo_nb.ValidationError`
         before any request for a local image without an uploader, or a URL
         the service cannot reach (loopback, private: only the emulator may)."""
