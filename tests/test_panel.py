@@ -421,8 +421,9 @@ def test_rows_exist_only_for_the_visible_page_and_the_gallery_fills_itself(track
     until(lambda: all(media_of(p, i) is not None for i in ids[5:15]))
     # The gallery filled itself while the Tasks tab was shown.
     assert p.tabs.selected_index == 0
-    until(lambda: "page 1 of 7" in p.gallery.pager.label.value)
-    assert len(p.gallery.grid.children) == 4
+    # the UI thread labels the pager, then fills the grid
+    until(lambda: "page 1 of 7" in p.gallery.pager.label.value
+          and len(p.gallery.grid.children) == 4)
     # small videos are loaded at once, but only for the rows and cards shown
     until(lambda: len(p.media.loaded_ids()) == 14)
     assert p.media.loaded_ids() == set(shown_ids(p)) | p.gallery.shown_ids()

@@ -4,6 +4,7 @@ does not, and a tracker never keeps a process alive."""
 from __future__ import annotations
 
 import _thread
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,8 @@ def test_ctrl_c_stops_the_wait_not_the_tracking(
                  media_dir=tmp_path / "v") as tracker:
         task = tracker.submit("a long pan over a glacier [duration: 900]")  # outlasts the 0.5 s, even on a busy machine
         tracker.start()
+        # interrupt_main() does nothing where SIGINT is ignored (a shell's background job)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         timer = threading.Timer(0.5, _thread.interrupt_main)  # what Ctrl-C does
         timer.start()
         try:
@@ -32,6 +35,7 @@ def test_ctrl_c_stops_the_wait_not_the_tracking(
                 tracker.wait(timeout=60)
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         said = capsys.readouterr().err
         assert task.id in said and "no cancel" in said
         assert tracker.running  # the poller goes on after the interrupted wait
