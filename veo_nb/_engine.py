@@ -172,6 +172,16 @@ class Engine(EngineWork):
                   for row in rows if row.record.tracked}
         return states, missing
 
+    def merged(self, task_ids: Iterable[str], stored: dict[str, TaskState],
+               missing: set[str]) -> dict[str, TaskState | None] | None:
+        """Each id's state: in memory, else from ``stored`` (what
+        :meth:`stored` read), else None (not tracked); None as a whole when a
+        task left memory after the store was read (read again). Lock held."""
+        states = {i: self.states.get(i) or stored.get(i) for i in task_ids}
+        if any(st is None and i not in missing for i, st in states.items()):
+            return None
+        return states
+
     def settle(self, task_id: str) -> None:
         """Drop ``task_id`` from memory when nothing is left to do for it here
         (finished, its video saved or not wanted, no write pending, nothing in

@@ -260,10 +260,9 @@ class TrackerBase:
 
     def _known(self, ids: list[str]) -> dict[str, TaskRecord]:
         """The tracked records of ``ids``: in memory, else in the store."""
-        while True:
+        states = None
+        while states is None:
             stored, missing = self._engine.stored(ids)
             with self._engine.lock:
-                states = {i: self._engine.states.get(i) or stored.get(i) for i in ids}
-            if all(st is not None or i in missing for i, st in states.items()):
-                break  # else a task left memory after the store was read: read again
+                states = self._engine.merged(ids, stored, missing)
         return {i: st.record for i, st in states.items() if st is not None and st.record.tracked}

@@ -76,9 +76,10 @@ def iter_done(engine: Engine, ids: list[str], timeout: float | None, *, ordered:
             stored.update(read_done)
             missing |= read_done.keys()
             with engine.cond:
-                states = {i: engine.states.get(i) or stored.get(i) for i in pending}
-                if any(st is None and i not in missing for i, st in states.items()):
+                merged = engine.merged(pending, stored, missing)
+                if merged is None:
                     continue  # finished and left memory after the store was read
+                states = merged
                 # Unfinished in the store but not yet in memory: written by another
                 # process a moment ago; the engine follows it within a second.
                 coming = {i for i, st in states.items() if st is not None and st is stored.get(i)
