@@ -130,10 +130,12 @@ class Engine(EngineWork):
     def mine(self, record: TaskRecord) -> bool:
         """Whether this engine's client may poll ``record``: its service, and
         the key that created it (a store written before either was recorded
-        is adopted)."""
+        is adopted), and a task this session may write (on a class store, a
+        student's own: a classmate's is only followed)."""
         client = self.client
         return (record.service in (None, client.service)
-                and record.key_fingerprint in (None, client.key_fingerprint))
+                and record.key_fingerprint in (None, client.key_fingerprint)
+                and self.store.may_write(record.owner))
 
     def records(self) -> list[TaskRecord]:
         """The records this engine holds (the live tasks: still polled, or
