@@ -287,3 +287,33 @@ def test_setting_the_class_up_again_upgrades_it(server: object, tmp_path: Path) 
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
             Tracker(emu.client(), store=urls["dan"], media_dir=tmp_path / "d", owner="dan") as dan:
         assert dan.record(task).label == "owl"
+
+
+def test_the_store_api_of_a_student_refuses_a_classmates_task_quietly(klass: Klass) -> None:
+    """A claim the database refuses is "someone else's" (no error); a write
+    of her row, or a gate that would freeze the class, raises OwnershipError."""
+    from dataclasses import replace
+
+    from veo_nb import OwnershipError, TaskStatus
+    from veo_nb.store_pg import PostgresStore
+
+    before = _snapshot(klass.admin)
+    with PostgresStore(klass.urls["bob"]) as bob:
+        now = time.time()
+        assert bob.claim_poll(klass.live, "bob:1", now=now, interval=0, until=now + 60) is None
+        assert bob.claim_download(klass.hers, "bob:1", now=now, until=now + 60) is False
+        hers = bob.get(klass.hers)
+        assert hers is not None
+        for fields in (None, ("status", "video_url"), ("key_fingerprint",), ("service",)):
+            with pytest.raises(OwnershipError):
+                bob.write(replace(hers, status=TaskStatus.FAILED, video_url=None,
+                                  key_fingerprint="x", service="x"), fields=fields)
+        with pytest.raises(OwnershipError):
+            bob.limit_rate("frozen", now + 10 ** 9)
+        assert _snapshot(klass.admin) == before
+        bob.limit_rate("emulator", now + 60)  # a real 429's wait is shared
+        assert bob.rate_limited_until("emulator") == pytest.approx(now + 60)
+        # what its engine asks before polling or fetching anything
+        assert not bob.may_write("alice") and bob.may_write("bob") and bob.tallies_kept
+    with PostgresStore(klass.urls["teacher"]) as teacher:
+        assert teacher.may_write("alice") and teacher.tallies_kept

@@ -311,8 +311,9 @@ class PostgresStore(BaseStore):
             with psycopg.connect(url, **CONNECT_KWARGS) as conn, \
                     _DEADLINES.watch(conn, time.monotonic() + RETRY_S - PROBE_TIMEOUT_S,
                                      self._alive):
-                with conn.transaction(), conn.cursor() as cur:
-                    self._migrate(_Cursor(cur))
+                with conn.transaction(), conn.cursor() as raw:
+                    cur = _Cursor(raw)
+                    self._migrate(cur)
                     self._role, self._student, self.tallies_kept = cur.execute(_SESSION).fetchone()
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True, **CONNECT_KWARGS},
