@@ -20,7 +20,7 @@ import pytest
 
 from polling import until
 from veo_nb import Tracker
-from veo_nb._class import set_up
+from veo_nb._class import GATE_MAX_S, set_up
 from veo_nb.emulator import Emulator
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -275,11 +275,14 @@ def test_setting_the_class_up_again_upgrades_it(server: object, tmp_path: Path) 
             Tracker(emu.client(), store=urls["cleo"], media_dir=tmp_path, owner="cleo") as cleo:
         task = cleo.submit("cleo's owl [duration: 121]").id
         cleo.wait([task], timeout=60)
-    # tallies an older class store let a student overwrite
+    # tallies and a gate an older class store let a student overwrite
     _ok(admin, "UPDATE tallies SET tasks = 42")
+    _ok(admin, "INSERT INTO services VALUES ('frozen', 1e12)")
     urls = set_up(admin, "teacher", ["cleo", "dan"])
     counted, recounted = _recount(admin)
     assert counted == recounted and "cleo" in counted
+    gate = float(_ok(admin, "SELECT rate_limited_until FROM services WHERE service = 'frozen'"))
+    assert gate <= time.time() + GATE_MAX_S + 60
     _refused(urls["dan"], f"UPDATE tasks SET status = 'failed' WHERE task_id = '{task}'")
     assert _ok(urls["cleo"], f"UPDATE tasks SET label = 'owl' WHERE task_id = '{task}' "
                              "RETURNING owner") == "cleo"

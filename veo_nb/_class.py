@@ -142,10 +142,14 @@ def _guards_sql() -> list[str]:
             f"DROP TRIGGER IF EXISTS {TALLY_TRIGGER}_{op.lower()} ON tasks",
             f"CREATE TRIGGER {TALLY_TRIGGER}_{op.lower()} AFTER {op} ON tasks "
             f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION veo_nb_tally()")),
-        # the counts as they are now (a student may have written them before)
-        "LOCK TABLE tasks IN SHARE MODE",
+        # the counts as they are now (a student may have written them before);
+        # writers wait for the commit since the triggers above were made
         "DELETE FROM tallies",
         FILL_TALLIES,
+        # and no gate closed for longer than a student may close one now
+        "UPDATE services SET rate_limited_until = EXTRACT(EPOCH FROM clock_timestamp()) "
+        f"+ {GATE_MAX_S} WHERE rate_limited_until > EXTRACT(EPOCH FROM clock_timestamp()) "
+        f"+ {GATE_MAX_S}",
         f"""CREATE OR REPLACE FUNCTION veo_nb_bump() RETURNS trigger LANGUAGE plpgsql
         {_PINNED} AS $b$
         BEGIN
