@@ -5,7 +5,7 @@ the student's own task and rows still work and the teacher manages
 everything; a classmate's task finishes with only the teacher's tracker
 open, and another student's tracker follows it without touching it.
 
-A dedicated throwaway server: roles are server-wide."""
+A dedicated throwaway server (`class_server`): roles are server-wide."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg_cluster
 import pytest
 
 from polling import until
@@ -27,17 +28,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 SCALE = 0.01
 #: A table's rows as the administrator sees them (all of them, in one order).
 _SNAPSHOT = "SELECT coalesce(json_agg(row_to_json(t)::text ORDER BY row_to_json(t)::text), '[]') FROM {} t"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[object]:
-    import pg_cluster
-
-    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
@@ -80,10 +70,8 @@ class Klass:
 
 
 @pytest.fixture(scope="module")
-def klass(server: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Klass]:
-    import pg_cluster
-
-    admin = pg_cluster.new_database(server.url)  # type: ignore[attr-defined]
+def klass(class_server: pg_cluster.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Klass]:
+    admin = pg_cluster.new_database(class_server.url)
     urls = set_up(admin, "teacher", ["alice", "bob"])
     media = tmp_path_factory.mktemp("media")
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
@@ -232,10 +220,8 @@ def _recount(admin: str) -> str:
 
 
 def test_a_classmates_task_finishes_with_only_the_teachers_tracker(
-        server: object, tmp_path: Path) -> None:
-    import pg_cluster
-
-    admin = pg_cluster.new_database(server.url)  # type: ignore[attr-defined]
+        class_server: pg_cluster.Cluster, tmp_path: Path) -> None:
+    admin = pg_cluster.new_database(class_server.url)
     urls = set_up(admin, "teacher", ["ana", "ben"])
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
         ana = Tracker(emu.client(), store=urls["ana"], media_dir=tmp_path / "a", owner="ana")
@@ -266,10 +252,8 @@ def test_a_classmates_task_finishes_with_only_the_teachers_tracker(
     assert counted == recounted and "ana" in counted and "ben" not in counted
 
 
-def test_setting_the_class_up_again_upgrades_it(server: object, tmp_path: Path) -> None:
-    import pg_cluster
-
-    admin = pg_cluster.new_database(server.url)  # type: ignore[attr-defined]
+def test_setting_the_class_up_again_upgrades_it(class_server: pg_cluster.Cluster, tmp_path: Path) -> None:
+    admin = pg_cluster.new_database(class_server.url)
     urls = set_up(admin, "teacher", ["cleo"])
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
             Tracker(emu.client(), store=urls["cleo"], media_dir=tmp_path, owner="cleo") as cleo:
