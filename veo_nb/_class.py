@@ -61,12 +61,15 @@ STUDENT_WRITES = {
 #: 429 gate: past it, the gate is refused (that process keeps its own).
 GATE_MAX_S = 20 * 60
 #: The name of the statement triggers (``<name>_insert``, ``_update``,
-#: ``_delete``) that keep ``tallies`` (one per kind of statement:
-#: a trigger with transition tables has one event).
+#: ``_delete``) that keep ``tallies``.
 TALLY_TRIGGER = "veo_nb_tally"
-TALLY_TRIGGERS = {"INSERT": "NEW TABLE AS new_rows",
-                  "UPDATE": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
-                  "DELETE": "OLD TABLE AS old_rows"}
+#: Each such trigger's transition tables (a trigger that has them has one
+#: event) and what each table's rows add to the tallies.
+_TALLIED = {
+    "INSERT": ("NEW TABLE AS new_rows", (("new_rows", 1),)),
+    "UPDATE": ("OLD TABLE AS old_rows NEW TABLE AS new_rows", (("old_rows", -1), ("new_rows", 1))),
+    "DELETE": ("OLD TABLE AS old_rows", (("old_rows", -1),)),
+}
 #: What a ``SECURITY DEFINER`` function resolves names in (no schema a
 #: student could put objects in before it).
 _PINNED = "SET search_path = public, pg_temp"
@@ -123,10 +126,7 @@ def _guards_sql() -> list[str]:
     what an older set-up made instead (the column guard of ``tasks``)."""
     branches = "\n".join(
         f"{'IF' if i == 0 else 'ELSIF'} TG_OP = '{op}' THEN {_tally_sql(parts)};"
-        for i, (op, parts) in enumerate((
-            ("INSERT", (("new_rows", 1),)),
-            ("UPDATE", (("old_rows", -1), ("new_rows", 1))),
-            ("DELETE", (("old_rows", -1),)))))
+        for i, (op, (_, parts)) in enumerate(_TALLIED.items()))
     return [
         "DROP TRIGGER IF EXISTS veo_nb_guard ON tasks",
         "DROP FUNCTION IF EXISTS veo_nb_guard()",
@@ -138,7 +138,7 @@ def _guards_sql() -> list[str]:
             RETURN NULL;
         END $t$""",
         "REVOKE ALL ON FUNCTION veo_nb_tally() FROM PUBLIC",
-        *(sql for op, tables in TALLY_TRIGGERS.items() for sql in (
+        *(sql for op, (tables, _) in _TALLIED.items() for sql in (
             f"DROP TRIGGER IF EXISTS {TALLY_TRIGGER}_{op.lower()} ON tasks",
             f"CREATE TRIGGER {TALLY_TRIGGER}_{op.lower()} AFTER {op} ON tasks "
             f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION veo_nb_tally()")),
