@@ -29,8 +29,9 @@ Rules every poll keeps, whatever the number of trackers and processes:
   its answer was lost; only a request that provably never left is retried
   sooner (by the client);
 * a 429's ``Retry-After`` pauses every process's polls of that service;
-* only tasks of this client's service (and API key) are polled; the others
-  are followed.
+* only tasks of this client's service (and API key) are polled, and on a
+  class store a student's own (:meth:`~veo_nb.store.BaseStore.may_write`);
+  the others are followed.
 """
 
 from __future__ import annotations
