@@ -52,6 +52,17 @@ def pg_url() -> Iterator[str]:
         cluster.stop()
 
 
+@pytest.fixture(scope="module")
+def class_server() -> Iterator[pg_cluster.Cluster]:
+    """A throwaway PostgreSQL server of the module's own, for class stores:
+    their roles are server-wide."""
+    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def pg_db_url(pg_url: str) -> Iterator[str]:
     """URL of a fresh, empty database on the session's server, dropped after the test."""

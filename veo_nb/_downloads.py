@@ -91,7 +91,8 @@ class Downloads:
         """Whether this process should (still) fetch ``state``'s video."""
         rec = state.record
         if (not self._engine.settings.download or rec.status is not TaskStatus.COMPLETED
-                or not rec.video_url or rec.task_id in self._hopeless):
+                or not rec.video_url or rec.task_id in self._hopeless
+                or not self._engine.store.may_write(rec.owner)):
             return False
         if rec.download_state == "saved":
             # saved on another machine sharing the store: not ours to fetch

@@ -29,8 +29,9 @@ Rules every poll keeps, whatever the number of trackers and processes:
   its answer was lost; only a request that provably never left is retried
   sooner (by the client);
 * a 429's ``Retry-After`` pauses every process's polls of that service;
-* only tasks of this client's service (and API key) are polled; the others
-  are followed.
+* only tasks of this client's service (and API key) are polled, and on a
+  class store a student's own (:meth:`~veo_nb.store.BaseStore.may_write`);
+  the others are followed.
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ class Engine(EngineWork):
     def mine(self, record: TaskRecord) -> bool:
         """Whether this engine's client may poll ``record``: its service, and
         the key that created it (a store written before either was recorded
-        is adopted)."""
+        is adopted), and a task this session may write (on a class store, a
+        student's own: a classmate's is only followed)."""
         client = self.client
         return (record.service in (None, client.service)
-                and record.key_fingerprint in (None, client.key_fingerprint))
+                and record.key_fingerprint in (None, client.key_fingerprint)
+                and self.store.may_write(record.owner))
 
     def records(self) -> list[TaskRecord]:
         """The records this engine holds (the live tasks: still polled, or

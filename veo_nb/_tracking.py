@@ -60,7 +60,9 @@ class Tracking(TrackerBase):
                    label: str | None = None) -> list[Task]:
         """:meth:`track` several tasks; their first polls run concurrently.
         Raises :class:`~veo_nb.StoreError` when the store could not be written
-        (the tasks are followed in memory meanwhile)."""
+        (the tasks are followed in memory meanwhile). A student of a class
+        store follows a classmate's task without writing it (its owner's
+        processes and the teacher's poll it)."""
         ids: list[str] = []
         unsaved: list[str] = []
         for item in list(tasks_or_ids):
@@ -115,6 +117,8 @@ class Tracking(TrackerBase):
                 engine.apply_row(replace(row, record=replace(row.record, tracked=True)), now,
                                  keep=True)
             state = engine.states.get(task_id)
+            if state is not None and not self.store.may_write(state.record.owner):
+                return True  # a classmate's task on a class store: followed, never written
             if state is not None:
                 rec = state.record
                 changes: dict[str, Any] = {"tracked": True}

@@ -71,7 +71,8 @@ def _class_setup(args: argparse.Namespace) -> int:
     if args.print_sql:
         names = [args.teacher, *students]
         placeholders = {n: "<password of " + n + ">" for n in names}
-        for sql in (*_class.role_sql(args.teacher, students, placeholders), *_class.policy_sql()):
+        for sql in (*_class.role_sql(args.teacher, students, placeholders), "BEGIN",
+                    *_class.policy_sql(), "COMMIT"):
             print(sql.strip() + ";")
         return 0
     store = args.store or os.environ.get("VEO_NB_STORE", "")

@@ -136,10 +136,20 @@ class BaseStore(StoreViews, StoreClaims):
     #: decides who may hide or erase it (SQLite: one user's file).
     shared: bool = False
 
+    #: Whether the database keeps the tallies itself (a class store's
+    #: trigger), so that a write does not.
+    tallies_kept: bool = False
+
     def manages_all(self) -> bool:
         """Whether this session may hide or erase anyone's task: always on a
         store that is not shared; on a class store, only its teachers."""
         return not self.shared
+
+    def may_write(self, owner: str | None) -> bool:
+        """Whether this session may record polls and downloads of a task of
+        ``owner``: always, but on a class store as a student (their own
+        tasks only; a classmate's they follow)."""
+        return True
 
     @property
     def stats(self) -> StoreStats:
@@ -227,14 +237,14 @@ class BaseStore(StoreViews, StoreClaims):
 
         def body(cur: Any) -> Row:
             self._lock_task(cur, record.task_id)
-            before = tally_of(cur.execute(TALLY_SQL, (record.task_id,)).fetchone())
+            before = self._tally(cur, record.task_id)
             cur.execute(sql, values)
             if claim:  # the last contact never moves back (another clock may have set it)
                 cur.execute(
                     f"UPDATE tasks SET {', '.join(_SET_CLAIM[k] for k in claim)} "
                     "WHERE task_id = ?", (*claim_values, record.task_id),
                 )
-            after = tally_of(cur.execute(TALLY_SQL, (record.task_id,)).fetchone())
+            after = self._tally(cur, record.task_id)
             if event_rows:
                 cur.executemany(_INSERT_EVENT, event_rows)
             # Shared rows last (the tallies, then the revision counter): held
@@ -250,6 +260,12 @@ class BaseStore(StoreViews, StoreClaims):
     def _lock_task(self, cur: Any, task_id: str) -> None:
         """Make other writers of ``task_id`` wait for this transaction (its
         tallies are read before the write): SQLite writers already do."""
+
+    def _tally(self, cur: Any, task_id: str) -> Any:
+        """What ``task_id`` adds to the tallies now (None where the database
+        keeps them itself)."""
+        return None if self.tallies_kept else tally_of(
+            cur.execute(TALLY_SQL, (task_id,)).fetchone())
 
     @staticmethod
     def _retally(cur: Any, before: Any, after: Any) -> None:
@@ -291,7 +307,7 @@ class BaseStore(StoreViews, StoreClaims):
             cur.executemany("DELETE FROM events WHERE task_id = ?", rows)
             for (task_id,) in rows:
                 self._lock_task(cur, task_id)
-                before = tally_of(cur.execute(TALLY_SQL, (task_id,)).fetchone())
+                before = self._tally(cur, task_id)
                 if cur.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,)).rowcount:
                     self._retally(cur, before, None)  # (row-level security may keep a row)
             self._bump(cur)

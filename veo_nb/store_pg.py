@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from ._log import logger
-from ._class import TEACHERS
+from ._class import STUDENTS, TALLY_TRIGGER, TEACHERS
 from .errors import OwnershipError, ValidationError
 from ._schema import (
     CREATED_INDEX,
@@ -119,6 +119,17 @@ PG_MIGRATIONS: dict[int, tuple[Step, ...]] = {
         *(index.format(way=" DESC NULLS LAST", tail=" DESC") for index in (CREATED_INDEX, WORD_INDEX)),
         *HISTORY_INDEXES, TALLIES_TABLE.format(real=_REAL), FILL_TALLIES),
 }
+
+
+#: Who this session is on a class store: its role, whether it is a student
+#: (not a teacher), and whether a trigger keeps the tallies.
+_SESSION = (
+    f"SELECT session_user, CASE WHEN to_regrole('{STUDENTS}') IS NULL THEN false "
+    f"WHEN to_regrole('{TEACHERS}') IS NOT NULL AND pg_has_role(session_user, '{TEACHERS}', "
+    f"'MEMBER') THEN false ELSE pg_has_role(session_user, '{STUDENTS}', 'MEMBER') END, "
+    "EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'tasks'::regclass "
+    f"AND tgname = '{TALLY_TRIGGER}_update')"
+)
 
 
 def is_postgres_url(text: str) -> bool:
@@ -261,6 +272,8 @@ class PostgresStore(BaseStore):
     _GREATEST = "GREATEST"
     _TIE = "task_id"
     shared = True
+    _role: str = ""
+    _student = False  # a student of a class store (set when connected)
 
     def _nulls(self, descending: bool) -> str:
         return " NULLS LAST" if descending else " NULLS FIRST"
@@ -298,8 +311,10 @@ class PostgresStore(BaseStore):
             with psycopg.connect(url, **CONNECT_KWARGS) as conn, \
                     _DEADLINES.watch(conn, time.monotonic() + RETRY_S - PROBE_TIMEOUT_S,
                                      self._alive):
-                with conn.transaction(), conn.cursor() as cur:
-                    self._migrate(_Cursor(cur))
+                with conn.transaction(), conn.cursor() as raw:
+                    cur = _Cursor(raw)
+                    self._migrate(cur)
+                    self._role, self._student, self.tallies_kept = cur.execute(_SESSION).fetchone()
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True, **CONNECT_KWARGS},
                                         configure=_configure, timeout=RETRY_S, name=self._key)
@@ -400,6 +415,12 @@ class PostgresStore(BaseStore):
         return bool(self._read(lambda cur: cur.execute(
             f"SELECT to_regrole('{TEACHERS}') IS NOT NULL "
             f"AND pg_has_role(session_user, '{TEACHERS}', 'MEMBER')").fetchone()[0]))
+
+    def may_write(self, owner: str | None) -> bool:
+        """Whether this session may record polls and downloads of a task of
+        ``owner``: a student of a class store (``veo-nb class``) only of
+        their own tasks (row-level security refuses the others' rows)."""
+        return not self._student or owner == self._role
 
     def _read(self, body: Callable[[Any], _T]) -> _T:
         return self._run(body, write=False)
