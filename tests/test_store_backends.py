@@ -230,3 +230,21 @@ def test_the_headers_tallies_follow_every_write_and_deletion(store: BaseStore) -
     assert overview.owners == owners and overview.completed == completed
     assert overview.costed == costed and costed > 0
     assert overview.amount == pytest.approx(amount)
+
+
+def test_search_folds_case_for_every_script(store: BaseStore) -> None:
+    # SQLite's LOWER and LIKE fold ASCII only, and so does PostgreSQL in a C
+    # locale: a lower-case needle missed every non-ASCII capital.
+    from veo_nb._store_query import TaskQuery
+
+    for n, (label, prompt) in enumerate([("Überblick", "a fox"), ("Élan", "a cat"),
+                                         ("plain", "Москва at night"), ("ΣΟΦΙΑ", "an owl")]):
+        store.write(record(f"vgen_{n}", label=label, prompt=prompt, tracked=True))
+
+    def found(needle: str) -> list[str]:
+        return [r.task_id for r in store.page(TaskQuery(search=needle), 0, 10)]
+
+    assert found("überblick") == found("ÜBERBLICK") == found("Überblick") == ["vgen_0"]
+    assert found("élan") == ["vgen_1"] and found("москва") == found("МОСКВА") == ["vgen_2"]
+    assert found("σοφια") == ["vgen_3"] and store.count(TaskQuery(search="über")) == 1
+    assert found("zürich") == [] and store.count(TaskQuery(search=" ÉLAN ")) == 1

@@ -388,6 +388,12 @@ class BaseStore(StoreViews, StoreClaims):
 
         return self._read(read)
 
+def _lower(value: Any) -> Any:
+    """SQLite's ``LOWER`` as :meth:`str.lower` (the search's needle is lowered
+    so): SQLite's own lowers ASCII only, and ``Über`` was missed."""
+    return value.lower() if isinstance(value, str) else value
+
+
 class Store(BaseStore):
     """Task records and events in one SQLite file (created with its folders).
 
@@ -410,6 +416,8 @@ class Store(BaseStore):
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
             check_same_thread=False,
         )
+        for conn in (self._conn, self._reader):  # LOWER folds every script, not ASCII only
+            conn.create_function("lower", 1, _lower, deterministic=True)
         try:
             self._retry(self._open)
         except sqlite3.DatabaseError as exc:
