@@ -118,6 +118,20 @@ def test_the_shared_rate_limit_gate(store: BaseStore) -> None:
     assert store.rate_limited_until("svc") == 200.0
 
 
+def test_every_gate_expires_within_its_horizon(store: BaseStore) -> None:
+    # One 429 asking for years (or a gate 0.3 stored so) froze polling for good.
+    now = time.time()
+    store.limit_rate("svc", now + 10**9)
+    assert now < store.rate_limited_until("svc") <= time.time() + 900
+    store.limit_rate("fast", now + 10**9, horizon=2.0)
+    gate = store.rate_limited_until("fast", horizon=2.0)
+    assert now < gate <= time.time() + 2.0
+    time.sleep(0.05)
+    assert store.rate_limited_until("fast", horizon=2.0) == gate  # clamped once: it expires
+    store.limit_rate("fast", now + 0.5, horizon=2.0)  # a shorter one never shortens it
+    assert store.rate_limited_until("fast", horizon=2.0) == gate
+
+
 def test_a_url_of_another_kind_is_refused_and_never_becomes_a_file(tmp_path: Path, monkeypatch,
                                                                    veo_emulator) -> None:
     monkeypatch.chdir(tmp_path)
