@@ -71,7 +71,7 @@ def test_a_huge_retry_after_closes_the_gate_for_at_most_the_cap(
     media = tmp_path / "v"
     with Tracker(emu.client(), store=store_url, media_dir=media) as tracker:
         task = tracker.submit("a fox in the snow [duration: 300]")
-        emu.storm(0.3, retry_after=header)  # the next poll gets 429 + that header
+        emu.storm(1.0, retry_after=header)  # the next poll gets 429 + that header
         until(lambda: emu.stats.faults.get("storm_429", 0) >= 1)
         gate = until(tracker.rate_limited_until)
         assert gate.timestamp() <= time.time() + CAP_S + 0.5
