@@ -14,7 +14,6 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-
 from polling import until
 
 from veo_nb import TaskStatus, Tracker
