@@ -163,3 +163,21 @@ def test_a_host_that_does_not_resolve_is_refused_before_anything_is_billed(tmp_p
             tracker.submit("a fox", reference_images=["https://images.invalid/a.png?sig=SECRET"])
         assert "images.invalid" in str(info.value) and "SECRET" not in str(info.value)
         assert emu.stats.creates == 0 and tracker.records() == []
+
+
+@pytest.mark.parametrize("host", [
+    "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "0", "10.1", "0xA9.0376.43518",
+    "00000000000177.1", "0X7F.1", "1.0x10000", "1.16777215", "0xffffffff", "037777777777",
+    "8.8.8.8", "256.1.1.1", "1.2.3.4.5", "0x", "1..2", "09", "1e3", "+1", "4294967296",
+    "1.16777216", "0x100.1", "040000000000", ".1", "", "images.example.org"])
+def test_hosts_are_read_as_the_c_library_reads_them(host: str) -> None:
+    import ipaddress
+    import socket
+
+    from veo_nb._urls import inet_aton
+
+    try:
+        expected = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        expected = None
+    assert inet_aton(host) == expected

@@ -16,7 +16,7 @@ from .errors import ValidationError, _excerpt
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: One part of an IPv4 address as ``inet_aton`` reads it: hex, octal or decimal.
-_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
+_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 
 
 def _split(value: Any) -> SplitResult | None:
@@ -115,7 +115,7 @@ def inet_aton(host: str) -> ipaddress.IPv4Address | None:
     parts = host.rstrip(".").split(".")
     if not 1 <= len(parts) <= 4 or not all(_ATON_PART.fullmatch(p) for p in parts):
         return None
-    values = [int(p[2:] or "0", 16) if p[:2].lower() == "0x" else int(p, 8 if p[0] == "0" else 10)
+    values = [int(p[2:], 16) if p[:2].lower() == "0x" else int(p, 8 if p[0] == "0" else 10)
               for p in parts]
     *head, last = values
     if any(v > 255 for v in head) or last >= 256 ** (5 - len(values)):
