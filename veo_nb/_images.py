@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from ._urls import check_http_url, inet_aton, public_url
 from .errors import ValidationError
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: ``uploader(data, filename) -> public http(s) URL`` (see the module docstring).
 Uploader = Callable[[bytes, str], str]
@@ -85,7 +85,7 @@ def check_reachable(url: str, what: str, *, local_ok: bool) -> str:
     return url
 
 
-def _addresses(url: str, what: str, host: str, port: int | None) -> set[IPAddress]:
+def _addresses(url: str, what: str, host: str, port: int | None) -> set[_IPAddress]:
     """Every address ``host`` stands for, as a connection to it would pick one."""
     try:
         return {ipaddress.ip_address(host)}
@@ -105,7 +105,7 @@ def _addresses(url: str, what: str, host: str, port: int | None) -> set[IPAddres
     return {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in found}
 
 
-def _not_public(address: IPAddress) -> str | None:
+def _not_public(address: _IPAddress) -> str | None:
     """Why the internet cannot reach ``address`` (``"loopback"``, ``"private"``
     …), or None for a public one."""
     for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):

@@ -344,8 +344,8 @@ class BaseStore(StoreViews, StoreClaims):
     def limit_rate(self, service: str, until: float, *,
                    horizon: float = MAX_RETRY_AFTER_S) -> None:
         """Record that ``service`` asked every client to wait until ``until``
-        (at most ``horizon`` seconds from now; a later gate stored before is
-        replaced, an earlier one kept)."""
+        (at most ``horizon`` seconds from now): a gate stored further ahead
+        than that is replaced, another one kept when it ends later."""
         bound = time.time() + horizon
         self._tx(lambda cur: cur.execute(
             "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
