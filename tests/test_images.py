@@ -110,3 +110,74 @@ def test_the_panel_offers_a_file_picker_when_an_uploader_is_set(tmp_path: Path) 
             (record,) = tracker.records()
     assert uploads.got == [(PNG, "image")]
     assert record.request["first_image"].startswith("https://images.example.org/")
+
+
+#: Image URLs the gateway cannot fetch, spelled as a resolver reads them: numbers
+#: in every inet_aton form, IPv6 (IPv4-mapped too), and a name that resolves to
+#: loopback.
+UNREACHABLE = {
+    "http://2130706433/a.png": "127.0.0.1: loopback",
+    "http://0x7f000001/a.png": "127.0.0.1: loopback",
+    "http://127.1/a.png": "127.0.0.1: loopback",
+    "http://0177.0.0.1/a.png": "127.0.0.1: loopback",
+    "http://0/a.png": "0.0.0.0: unspecified",
+    "http://10.1/a.png": "10.0.0.1: private",
+    "http://0xa9fea9fe/latest/meta-data": "169.254.169.254: link-local",
+    "http://0xA9.0376.43518/a.png": "169.254.169.254: link-local",
+    "http://[::ffff:127.0.0.1]/a.png": "127.0.0.1: loopback",
+    "http://[::ffff:a9fe:a9fe]/a.png": "169.254.169.254: link-local",
+    "http://[fe80::1]/a.png": "fe80::1: link-local",
+    "http://224.0.0.1/a.png": "224.0.0.1: multicast",
+    "http://localhost:8000/a.png": "127.0.0.1: loopback",  # resolved here, as the gateway would
+}
+
+
+@pytest.mark.parametrize("url", list(UNREACHABLE))
+def test_numeric_and_resolved_hosts_are_refused_before_anything_is_billed(
+        url: str, tmp_path: Path) -> None:
+    # A client of a service that is not on loopback (0.0.0.0 reaches the
+    # emulator here, yet is not the demo): its images must be fetchable.
+    with Emulator(time_scale=0.01, failure_rate=0, video_size="sample") as emu, \
+            Tracker(VeoClient(emu.api_key, emu.base_url.replace("127.0.0.1", "0.0.0.0"),
+                              time_scale=0.01), store=tmp_path / "h.sqlite",
+                    media_dir=tmp_path / "v") as tracker:
+        with pytest.raises(ValidationError, match="cannot reach") as info:
+            tracker.submit("a fox", reference_images=[url])
+        assert UNREACHABLE[url] in str(info.value) and "public http(s) URL" in str(info.value)
+        with pytest.raises(ValidationError, match="cannot reach"):
+            tracker.submit("a fox", first_image=url)
+        assert emu.stats.creates == 0 and emu.stats.requests_total == 0
+        assert tracker.records() == [] and tracker.spending()["tasks"] == 0
+        # the same tracker does reach the service: a public address is sent
+        task = tracker.submit("a fox", reference_images=["http://93.184.216.34/a.png",
+                                                         "https://[2606:4700::1111]/b.png"])
+        assert emu.stats.creates == 1 and tracker.record(task.id).request["input_reference"]
+
+
+def test_a_host_that_does_not_resolve_is_refused_before_anything_is_billed(tmp_path: Path) -> None:
+    with Emulator(time_scale=0.01, failure_rate=0, video_size="sample") as emu, \
+            Tracker(VeoClient(emu.api_key, emu.base_url.replace("127.0.0.1", "0.0.0.0"),
+                              time_scale=0.01), store=tmp_path / "h.sqlite",
+                    media_dir=tmp_path / "v") as tracker:
+        with pytest.raises(ValidationError, match="does not resolve here") as info:
+            tracker.submit("a fox", reference_images=["https://images.invalid/a.png?sig=SECRET"])
+        assert "images.invalid" in str(info.value) and "SECRET" not in str(info.value)
+        assert emu.stats.creates == 0 and tracker.records() == []
+
+
+@pytest.mark.parametrize("host", [
+    "2130706433", "0x7f000001", "127.1", "0177.0.0.1", "0", "10.1", "0xA9.0376.43518",
+    "00000000000177.1", "0X7F.1", "1.0x10000", "1.16777215", "0xffffffff", "037777777777",
+    "8.8.8.8", "256.1.1.1", "1.2.3.4.5", "0x", "1..2", "09", "1e3", "+1", "4294967296",
+    "1.16777216", "0x100.1", "040000000000", ".1", "", "images.example.org"])
+def test_hosts_are_read_as_the_c_library_reads_them(host: str) -> None:
+    import ipaddress
+    import socket
+
+    from veo_nb._urls import inet_aton
+
+    try:
+        expected = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        expected = None
+    assert inet_aton(host) == expected

@@ -646,3 +646,30 @@ def test_the_header_and_rows_follow_a_finished_task_erased_by_another_process(
         other.delete(ids[:1])
     until(lambda: (p.update(), "<b>2</b>" in p.header.value and len(shown_ids(p)) == 2)[1])
     assert ids[0] not in shown_ids(p) and "2 tasks" in p.header.value
+
+
+def test_the_header_and_the_text_fallback_say_until_when_the_service_asked_us_to_wait(
+        tracker, make_panel, emulator):
+    """A 429 asking for years closes the gate for 15 minutes at most (scaled:
+    9 s here), and the panel says until when, in local time and translated."""
+    from email.utils import formatdate
+
+    from veo_nb import set_language
+
+    task = tracker.submit("a fox under a 429 [duration: 300]")
+    p = make_panel(tracker, refresh_every=None)
+    emulator.storm(2.0, retry_after=formatdate(time.time() + 4 * 365 * 86400, usegmt=True))
+    gate = until(tracker.rate_limited_until)
+    assert gate.timestamp() <= time.time() + 900 * 0.01
+    said = f"the service asked us to wait until {gate.astimezone():%H:%M}"
+    p.update()
+    assert p.polling.value.endswith(" · " + said) and "next poll in" in p.polling.value
+    assert said in repr(p) and said in p._repr_mimebundle_()["text/html"]
+    set_language("zh_CN")
+    p.update()
+    assert f"服务要求我们等到 {gate.astimezone():%H:%M} 再发送请求" in p.polling.value
+    set_language("en")
+    tracker.wait([task.id], timeout=DEADLINE)  # the gate expired: polled, done, saved
+    assert tracker.record(task.id).download_state == "saved"
+    until(lambda: (p.update(), "asked us to wait" not in p.polling.value)[1])
+    assert "asked us to wait" not in repr(p)

@@ -118,6 +118,20 @@ def test_the_shared_rate_limit_gate(store: BaseStore) -> None:
     assert store.rate_limited_until("svc") == 200.0
 
 
+def test_every_gate_expires_within_its_horizon(store: BaseStore) -> None:
+    # One 429 asking for years (or a gate 0.3 stored so) froze polling for good.
+    now = time.time()
+    store.limit_rate("svc", now + 10**9)
+    assert now < store.rate_limited_until("svc") <= time.time() + 900
+    store.limit_rate("fast", now + 10**9, horizon=2.0)
+    gate = store.rate_limited_until("fast", horizon=2.0)
+    assert now < gate <= time.time() + 2.0
+    time.sleep(0.05)
+    assert store.rate_limited_until("fast", horizon=2.0) == gate  # clamped once: it expires
+    store.limit_rate("fast", now + 0.5, horizon=2.0)  # a shorter one never shortens it
+    assert store.rate_limited_until("fast", horizon=2.0) == gate
+
+
 def test_a_url_of_another_kind_is_refused_and_never_becomes_a_file(tmp_path: Path, monkeypatch,
                                                                    veo_emulator) -> None:
     monkeypatch.chdir(tmp_path)
@@ -230,3 +244,21 @@ def test_the_headers_tallies_follow_every_write_and_deletion(store: BaseStore) -
     assert overview.owners == owners and overview.completed == completed
     assert overview.costed == costed and costed > 0
     assert overview.amount == pytest.approx(amount)
+
+
+def test_search_folds_case_for_every_script(store: BaseStore) -> None:
+    # SQLite's LOWER and LIKE fold ASCII only, and so does PostgreSQL in a C
+    # locale: a lower-case needle missed every non-ASCII capital.
+    from veo_nb._store_query import TaskQuery
+
+    for n, (label, prompt) in enumerate([("Überblick", "a fox"), ("Élan", "a cat"),
+                                         ("plain", "Москва at night"), ("ΣΟΦΙΑ", "an owl")]):
+        store.write(record(f"vgen_{n}", label=label, prompt=prompt, tracked=True))
+
+    def found(needle: str) -> list[str]:
+        return [r.task_id for r in store.page(TaskQuery(search=needle), 0, 10)]
+
+    assert found("überblick") == found("ÜBERBLICK") == found("Überblick") == ["vgen_0"]
+    assert found("élan") == ["vgen_1"] and found("москва") == found("МОСКВА") == ["vgen_2"]
+    assert found("σοφια") == ["vgen_3"] and store.count(TaskQuery(search="über")) == 1
+    assert found("zürich") == [] and store.count(TaskQuery(search=" ÉLAN ")) == 1

@@ -344,7 +344,7 @@ class Engine(EngineWork):
         if version == self._version:
             return
         rows, gone, newest = self.store.changes(self.rev)
-        gate = self.store.rate_limited_until(self.client.service)
+        gate = self.store.rate_limited_until(self.client.service, horizon=self.gate_cap_s)
         changed: list[Task] = []
         now = time.time()
         with self.lock:  # no store I/O under the lock: readers never wait for the store

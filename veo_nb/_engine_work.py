@@ -11,6 +11,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from ._retry import gate_cap_s
 from ._task_state import TaskState, Write
 from .models import Task
 
@@ -65,6 +66,17 @@ class EngineWork:
     def record_error(self, task_id: str, action: str,
                      exc: BaseException) -> None:  # pragma: no cover - the engine's
         raise NotImplementedError
+
+    @property
+    def gate_cap_s(self) -> float:
+        """The longest 429 gate this engine keeps, shares or reads from the
+        store (:func:`~veo_nb._retry.gate_cap_s` of its client's clock)."""
+        return gate_cap_s(self.client.time_scale)
+
+    def gate(self, now: float) -> float:
+        """Unix time before which no poll is sent: the 429 gate shared through
+        the store (as last read), or the client's own, whichever ends later."""
+        return max(self.gate_until, now + self.client.rate_limited_until - time.monotonic())
 
     def commit(self, task_id: str, write: Write) -> TaskState | None:
         """Write to the store first; only then show it in memory. A failed
@@ -129,7 +141,7 @@ class EngineWork:
         if self.closed:
             return [], None
         now = time.time()
-        gate = max(self.gate_until, now + self.client.rate_limited_until - time.monotonic())
+        gate = self.gate(now)
         futures: list[Future[Task | None]] = []
         wake: list[float] = []
         with self.lock:

@@ -19,13 +19,16 @@ from __future__ import annotations
 import io
 import ipaddress
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._urls import check_http_url, public_url
+from ._urls import check_http_url, inet_aton, public_url
 from .errors import ValidationError
+
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: ``uploader(data, filename) -> public http(s) URL`` (see the module docstring).
 Uploader = Callable[[bytes, str], str]
@@ -59,23 +62,63 @@ def resolve_image(value: Any, what: str, *, uploader: Uploader | None, local_ok:
 
 
 def check_reachable(url: str, what: str, *, local_ok: bool) -> str:
-    """``url``, unless its host is one the service cannot reach from the
-    internet (then a :class:`~veo_nb.ValidationError`), or ``local_ok``."""
+    """``url``, unless the service could not fetch it from the internet (then
+    a :class:`~veo_nb.ValidationError`, before anything is sent), or
+    ``local_ok``. Its host is read as the resolver reads it: a number in any
+    ``inet_aton`` spelling (``127.1``, ``0x7f000001``, ``2130706433``), an IP
+    literal (IPv4-mapped IPv6 too), else a name resolved here; it is refused
+    when it does not resolve or when ANY of its addresses is loopback,
+    private, link-local, reserved, multicast or unspecified."""
     if local_ok:
         return url
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    local = host == "localhost" or host.endswith((".localhost", ".local", ".internal"))
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    if address is not None and not address.is_global:
-        local = True
-    if local:
-        raise ValidationError(
-            f"{what} {public_url(url)!r} points at this machine or a private network, which "
-            f"the service cannot reach: use a public http(s) URL, or pass the file and {HOW_TO}")
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    if host.endswith((".localhost", ".local", ".internal")):  # never public; not always resolved
+        raise _unreachable(url, what, f"{host!r} names this machine or a local network")
+    for found in _addresses(url, what, host, parts.port):
+        # an IPv4-mapped IPv6 address (::ffff:127.0.0.1) reaches its IPv4 one
+        mapped = found.ipv4_mapped if isinstance(found, ipaddress.IPv6Address) else None
+        address = mapped or found
+        kind = _not_public(address)
+        if kind is not None:
+            raise _unreachable(url, what, f"{host!r} is {address.compressed}: {kind}")
     return url
+
+
+def _addresses(url: str, what: str, host: str, port: int | None) -> set[_IPAddress]:
+    """Every address ``host`` stands for, as a connection to it would pick one."""
+    try:
+        return {ipaddress.ip_address(host)}
+    except ValueError:
+        pass
+    number = inet_aton(host)
+    if number is not None:
+        return {number}
+    try:
+        found = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ValidationError(
+            f"{what} {public_url(url)!r}: its host {host!r} does not resolve here ({reason}), "
+            "so nothing was sent: check the spelling of the URL, use a public http(s) URL, "
+            f"or pass the file and {HOW_TO}") from None
+    return {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in found}
+
+
+def _not_public(address: _IPAddress) -> str | None:
+    """Why the internet cannot reach ``address`` (``"loopback"``, ``"private"``
+    …), or None for a public one."""
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if address.is_global else "non-public"
+
+
+def _unreachable(url: str, what: str, why: str) -> ValidationError:
+    return ValidationError(
+        f"{what} {public_url(url)!r} points at this machine or a private network ({why}), "
+        "which the service cannot reach, and nothing was sent: use a public http(s) URL, "
+        f"or pass the file and {HOW_TO}")
 
 
 def _image_bytes(value: Any, what: str) -> tuple[bytes, str]:

@@ -108,9 +108,11 @@ class Polls:
         except NotFoundError as exc:
             return self._on_not_found(task_id, exc)
         except RateLimitError as exc:
-            wait_s = max(exc.retry_after or interval, interval if exc.reached else 0.0)
+            retry_after = (None if exc.retry_after is None else
+                           min(exc.retry_after, self._engine.gate_cap_s))
+            wait_s = max(retry_after or interval, interval if exc.reached else 0.0)
             if exc.reached:
-                self._share_gate(exc.retry_after)
+                self._share_gate(retry_after)
             return self._on_poll_error(task_id, exc, wait_s, reached=exc.reached)
         except VeoError as exc:
             return self._on_poll_error(task_id, exc, None, reached=reached)
@@ -152,7 +154,8 @@ class Polls:
         with self._engine.lock:
             self._engine.gate_until = max(self._engine.gate_until, until)
         try:
-            self._engine.store.limit_rate(self._engine.client.service, until)
+            self._engine.store.limit_rate(self._engine.client.service, until,
+                                          horizon=self._engine.gate_cap_s)
         except Exception:  # noqa: BLE001 - the client's own gate still holds
             logger.debug("veo_nb: could not share the rate limit", exc_info=True)
 

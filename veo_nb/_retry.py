@@ -26,6 +26,12 @@ from .errors import APIConnectionError, RateLimitError
 #: through: :class:`RateLimitError` is raised at once, carrying ``retry_after``.
 MAX_RETRY_AFTER_WAIT_S = 60.0
 
+#: The longest wait a ``Retry-After`` may ask for (15 minutes at ``time_scale``
+#: 1): a longer one (an HTTP date years ahead, ``10**9`` seconds) is cut to
+#: this, and so is every gate shared through a store, so that one answer never
+#: stops polling for good (see :func:`gate_cap_s`).
+MAX_RETRY_AFTER_S = 15 * 60.0
+
 #: Transport failures of one attempt: retryable by the rules of the caller.
 READ_ERRORS = (
     requests.ConnectionError,
@@ -41,7 +47,8 @@ _BACKOFF_FLOOR_S = 0.05
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta seconds (``"3"``,
-    ``"0.5"``) or an HTTP date. ``None`` when absent or unreadable; never negative."""
+    ``"0.5"``) or an HTTP date. ``None`` when absent or unreadable; never
+    negative, never more than :data:`MAX_RETRY_AFTER_S`."""
     if not value:
         return None
     text = value.strip()
@@ -57,7 +64,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
-    return max(0.0, seconds)
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
+def gate_cap_s(time_scale: float) -> float:
+    """The longest 429 gate for a client on ``time_scale`` (its clock, as the
+    emulator's): :data:`MAX_RETRY_AFTER_S` scaled."""
+    return MAX_RETRY_AFTER_S * time_scale
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -130,11 +143,11 @@ class RetryClock:
         return max(self.backoff(attempt), self._min_interval_s)
 
     def note_rate_limit(self, retry_after: float) -> None:
-        """Close the gate for ``retry_after`` seconds (a 429's ``Retry-After``)."""
+        """Close the gate for ``retry_after`` seconds (a 429's ``Retry-After``),
+        at most :func:`gate_cap_s`."""
+        wait = min(retry_after, gate_cap_s(self._time_scale))
         with self._gate_lock:
-            self._rate_limited_until = max(
-                self._rate_limited_until, time.monotonic() + retry_after
-            )
+            self._rate_limited_until = max(self._rate_limited_until, time.monotonic() + wait)
 
     def wait_for_gate(self, patient: bool = True) -> None:
         """Block until the shared 429 wait is over (or, when it is too long or

@@ -51,7 +51,10 @@ _RANK = (f"(CASE {WORD_SQL} WHEN 'queued' THEN 0 WHEN 'processing' THEN 1 "
 _SEP = "\x1f"  # between the searched fields: a needle never spans two of them
 _SEARCHED = ("task_id", "label", "owner", "prompt", "model", "resolution", "aspect_ratio",
              "error", WORD_SQL)
-_SEARCH_SQL = "LOWER(" + f" || '{_SEP}' || ".join(f"COALESCE({c}, '')" for c in _SEARCHED) + ")"
+_SEARCH_SQL = f" || '{_SEP}' || ".join(f"COALESCE({c}, '')" for c in _SEARCHED)
+#: How a backend lowers the searched text by default (a ``{}`` for it): SQL's
+#: ``LOWER``, which each store makes fold every script (see ``fold``).
+FOLD_SQL = "LOWER({})"
 _GAVE_UP_SQL = f"status NOT IN ({_TERMINAL_SQL}) AND error LIKE 'gave up polling%'"
 _STAMPS = ("created_at", "first_seen_at", "started_at", "finished_at", "url_expires_at",
            "last_polled_at", "next_poll_at")
@@ -80,8 +83,10 @@ class TaskQuery:
     descending: bool = True
     completed: bool = False
 
-    def where(self) -> tuple[str, list[Any]]:
-        """The SQL condition and its parameters."""
+    def where(self, fold: str = FOLD_SQL) -> tuple[str, list[Any]]:
+        """The SQL condition and its parameters; ``fold`` lowers the searched
+        text in the backend's SQL (a ``{}`` for it) as :meth:`str.lower` does
+        the needle, for every script (``Über``, ``Москва``), not ASCII only."""
         terms, params = ["tracked = 1"], []
         if self.status:
             terms.append(f"{WORD_SQL} = ?")
@@ -92,7 +97,7 @@ class TaskQuery:
         needle = self.search.strip().lower()
         if needle:
             escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            terms.append(f"{_SEARCH_SQL} LIKE ? ESCAPE '\\'")
+            terms.append(f"{fold.format(_SEARCH_SQL)} LIKE ? ESCAPE '\\'")
             params.append(f"%{escaped}%")
         if self.completed:
             terms.append("status = 'completed'")

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from ._store_query import (
+    FOLD_SQL,
     FRAME_COLUMNS,
     GAVE_UP_SQL,
     LIVE_SQL,
@@ -33,6 +34,8 @@ class StoreViews:
 
     #: The last ``ORDER BY`` key of first-sight order (ties).
     _TIE = "rowid"
+    #: How the backend lowers searched text for every script (see :meth:`TaskQuery.where`).
+    _FOLD = FOLD_SQL
 
     def _read(self, body: Callable[[Any], _T]) -> _T:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -72,7 +75,7 @@ class StoreViews:
     def page(self, query: TaskQuery, offset: int, limit: int) -> list[TaskRecord]:
         """Tracked tasks ``offset`` to ``offset + limit`` of ``query``'s order
         (see :class:`~veo_nb._store_query.TaskQuery`)."""
-        where, params = query.where()
+        where, params = query.where(self._FOLD)
         sql = (f"{_SELECT_ROWS} WHERE {where} ORDER BY {query.order(self._nulls)} "
                "LIMIT ? OFFSET ?")
         found = self._read(lambda cur: cur.execute(sql, (*params, limit, offset)).fetchall())
@@ -80,14 +83,14 @@ class StoreViews:
 
     def count(self, query: TaskQuery) -> int:
         """How many tracked tasks ``query`` shows."""
-        where, params = query.where()
+        where, params = query.where(self._FOLD)
         return int(self._read(lambda cur: cur.execute(
             f"SELECT COUNT(*) FROM tasks WHERE {where}", params).fetchone()[0]))
 
     def position(self, query: TaskQuery, task_id: str) -> int | None:
         """Where ``task_id`` is in ``query``'s order (0 first), None when the
         query does not show it."""
-        where, params = query.where()
+        where, params = query.where(self._FOLD)
         ids = self._read(lambda cur: cur.execute(
             f"SELECT task_id FROM tasks WHERE {where} ORDER BY {query.order(self._nulls)}",
             params).fetchall())

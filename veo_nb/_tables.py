@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import unicodedata
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ._i18n import N_, _
@@ -70,6 +71,16 @@ def fmt_seconds(seconds: float | None) -> str:
     if s < 3600:
         return _("{m}m {s:02d}s").format(m=s // 60, s=s % 60)
     return _("{h}h {m:02d}m").format(h=s // 3600, m=s % 3600 // 60)
+
+
+def gate_text(until: datetime | None) -> str:
+    """What a view says of the service's 429 gate (see
+    :meth:`~veo_nb.Tracker.rate_limited_until`): "the service asked us to
+    wait until 13:42" in local time, or "" when there is none."""
+    if until is None:
+        return ""
+    return _("the service asked us to wait until {time}").format(
+        time=until.astimezone().strftime("%H:%M"))
 
 
 #: Columns of the plain-text and HTML fallback tables: (title, width); the

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import time
 import warnings
 import weakref
 from collections.abc import Callable
@@ -218,6 +219,14 @@ class TrackerBase:
             dues = [s.due for s in self._engine.states.values()
                     if s.due is not None and s.record.tracked]
         return from_unix(min(dues)) if dues else None
+
+    def rate_limited_until(self) -> datetime | None:
+        """Until when (UTC) the service asked us to wait (a 429's
+        ``Retry-After``, shared by every process of the store, at most 15
+        minutes ahead), or None when it did not: no poll is sent before."""
+        now = time.time()
+        gate = self._engine.gate(now)
+        return from_unix(gate) if gate > now else None
 
     def on_change(self, callback: Callable[[Task], Any]) -> Callable[[], None]:
         """Call ``callback(task)`` for every change (status, download saved or

@@ -8,12 +8,15 @@ None of these functions raises anything but :class:`ValidationError`:
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .errors import ValidationError, _excerpt
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: One part of an IPv4 address as ``inet_aton`` reads it: hex, octal or decimal.
+_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 
 
 def _split(value: Any) -> SplitResult | None:
@@ -101,3 +104,23 @@ def service_of(url: str) -> str:
     scheme, host, port = origin(url)
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}"
+
+
+def inet_aton(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address ``host`` is under the C library's ``inet_aton`` rules,
+    which resolvers and HTTP clients follow, or None when it is not one: 1 to 4
+    parts between dots, each hex (``0x7f``), octal (a leading ``0``: ``0177``)
+    or decimal, the last filling the bytes left (``127.1``, ``10.1``,
+    ``2130706433``, ``0x7f000001`` and ``0177.0.0.1`` are all addresses)."""
+    parts = host.rstrip(".").split(".")
+    if not 1 <= len(parts) <= 4 or not all(_ATON_PART.fullmatch(p) for p in parts):
+        return None
+    values = [int(p[2:], 16) if p[:2].lower() == "0x" else int(p, 8 if p[0] == "0" else 10)
+              for p in parts]
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (5 - len(values)):
+        return None
+    number = last
+    for index, value in enumerate(head):
+        number += value << (8 * (3 - index))
+    return ipaddress.IPv4Address(number)

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
+from ._retry import MAX_RETRY_AFTER_S
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._store_query import ADD_TALLY_SQL, TALLY_SQL, tally_deltas, tally_of
 from ._store_sql import (
@@ -340,20 +341,34 @@ class BaseStore(StoreViews, StoreClaims):
             "ON CONFLICT (cell, request, n) DO UPDATE SET task_id = excluded.task_id, "
             "created_at = excluded.created_at", (cell, request, n, task_id, created_at)))
 
-    def rate_limited_until(self, service: str) -> float:
+    def rate_limited_until(self, service: str, *, horizon: float = MAX_RETRY_AFTER_S) -> float:
         """Unix time before which no process should send ``service`` a request
-        (a 429's ``Retry-After``, shared by every process); 0.0 when none."""
+        (a 429's ``Retry-After``, shared by every process); 0.0 when none. A
+        gate more than ``horizon`` seconds ahead (written by veo_nb 0.3, which
+        kept any ``Retry-After``, or by a clock far ahead) is brought back to
+        now + ``horizon`` in the store, so that it expires."""
         row = self._read(lambda cur: cur.execute(
             "SELECT rate_limited_until FROM services WHERE service = ?", (service,)).fetchone())
-        return 0.0 if row is None else float(row[0])
+        until, bound = (0.0 if row is None else float(row[0])), time.time() + horizon
+        if until <= bound:
+            return until
+        self._tx(lambda cur: cur.execute(
+            "UPDATE services SET rate_limited_until = ? WHERE service = ? "
+            "AND rate_limited_until > ?", (bound, service, bound)))
+        return bound
 
-    def limit_rate(self, service: str, until: float) -> None:
-        """Record that ``service`` asked every client to wait until ``until``."""
+    def limit_rate(self, service: str, until: float, *,
+                   horizon: float = MAX_RETRY_AFTER_S) -> None:
+        """Record that ``service`` asked every client to wait until ``until``
+        (at most ``horizon`` seconds from now): a gate stored further ahead
+        than that is replaced, another one kept when it ends later."""
+        bound = time.time() + horizon
         self._tx(lambda cur: cur.execute(
             "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
-            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = "
-            f"{self._GREATEST}(services.rate_limited_until, excluded.rate_limited_until)",
-            (service, until)))
+            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = CASE "
+            "WHEN services.rate_limited_until > ? THEN excluded.rate_limited_until ELSE "
+            f"{self._GREATEST}(services.rate_limited_until, excluded.rate_limited_until) END",
+            (service, min(until, bound), bound)))
 
     # ------------------------------------------------------------------ reads
 
@@ -404,6 +419,12 @@ class BaseStore(StoreViews, StoreClaims):
 
         return self._read(read)
 
+def _lower(value: Any) -> Any:
+    """SQLite's ``LOWER`` as :meth:`str.lower` (the search's needle is lowered
+    so): SQLite's own lowers ASCII only, and ``Über`` was missed."""
+    return value.lower() if isinstance(value, str) else value
+
+
 class Store(BaseStore):
     """Task records and events in one SQLite file (created with its folders).
 
@@ -426,6 +447,8 @@ class Store(BaseStore):
             self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
             check_same_thread=False,
         )
+        for conn in (self._conn, self._reader):  # LOWER folds every script, not ASCII only
+            conn.create_function("lower", 1, _lower, deterministic=True)
         try:
             self._retry(self._open)
         except sqlite3.DatabaseError as exc:

@@ -43,7 +43,7 @@ from ._schema import (
     Step,
     backfill_derived,
 )
-from ._store_query import FILL_TALLIES, TALLIES_TABLE
+from ._store_query import FILL_TALLIES, FOLD_SQL, TALLIES_TABLE
 from .store import BaseStore, StoreError, check_version
 
 _T = TypeVar("_T")
@@ -54,6 +54,8 @@ SCHEMES = ("postgresql", "postgres")
 POOL_SIZE = 4
 #: The channel writers notify and followers listen to.
 CHANNEL = "veo_nb_changes"
+#: ICU's root collation: its ``LOWER`` folds every script whatever the database's locale.
+_ICU_ROOT = "und-x-icu"
 #: Seconds a call waits for the server, connection problems retried
 #: included, before it raises :class:`~veo_nb.store.StoreError`; a slow
 #: answer of a server that still answers a probe gets this long again.
@@ -264,6 +266,14 @@ class _Cursor:
         return self._cur
 
 
+def _fold_sql(cur: Any) -> str:
+    """How this server lowers searched text for every script: ``LOWER`` with
+    ICU's root collation where the server has it (in a ``C`` locale, the
+    default of many clusters, ``LOWER`` folds ASCII only), else ``LOWER``."""
+    found = cur.execute("SELECT 1 FROM pg_collation WHERE collname = ?", (_ICU_ROOT,)).fetchone()
+    return f'LOWER(({{}}) COLLATE "{_ICU_ROOT}")' if found else FOLD_SQL
+
+
 class PostgresStore(BaseStore):
     """Task records and events in a PostgreSQL database, shared by any number
     of processes and machines. ``url`` is a ``postgresql://`` URL of an
@@ -315,6 +325,7 @@ class PostgresStore(BaseStore):
                     cur = _Cursor(raw)
                     self._migrate(cur)
                     self._role, self._student, self.tallies_kept = cur.execute(_SESSION).fetchone()
+                    self._FOLD = _fold_sql(cur)
             self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=True,
                                         kwargs={"autocommit": True, **CONNECT_KWARGS},
                                         configure=_configure, timeout=RETRY_S, name=self._key)

@@ -116,6 +116,7 @@ class Faults:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._storm_until = 0.0
+        self._storm_header: str | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -128,12 +129,14 @@ class Faults:
         with self._lock:
             self._counts[kind] += 1
 
-    def storm(self, seconds: float) -> None:
-        """Answer every API request with 429 + ``Retry-After`` for ``seconds``."""
+    def storm(self, seconds: float, *, retry_after: str | None = None) -> None:
+        """Answer every API request with 429 + ``Retry-After`` for ``seconds``
+        (the header is ``retry_after`` when given, else the seconds left)."""
         if not seconds > 0:
             raise ValidationError(f"a storm lasts a positive number of seconds, got {seconds!r}")
         with self._lock:
             self._storm_until = max(self._storm_until, time.monotonic() + seconds)
+            self._storm_header = retry_after
             self._counts["storms"] += 1
 
     def _draw(self, *rates: float) -> int | None:
@@ -153,12 +156,12 @@ class Faults:
     def intercept_api(self, handler: Handler) -> bool:
         """Inject a storm 429, a 5xx or a reset instead of answering; True if done."""
         with self._lock:
-            storm_left = self._storm_until - time.monotonic()
+            storm_left, header = self._storm_until - time.monotonic(), self._storm_header
         if storm_left > 0:
             self.count("storm_429")
             _send_json(handler, 429, "rate_limit_exceeded",
                        "too many requests: the service is overloaded, retry later",
-                       ("Retry-After", str(math.ceil(storm_left))))
+                       ("Retry-After", header or str(math.ceil(storm_left))))
             return True
         return self._intercept(handler, api=True)
 

@@ -208,10 +208,12 @@ class Emulator:
         """Come back up after :meth:`pause`, on the same ports."""
         return self.start()
 
-    def storm(self, seconds: float) -> None:
+    def storm(self, seconds: float, *, retry_after: str | None = None) -> None:
         """A rate-limit storm: every API request gets 429 with ``Retry-After``
-        for ``seconds`` (counted in ``stats.faults``, not as interval violations)."""
-        self._faults.storm(seconds)
+        for ``seconds`` (counted in ``stats.faults``, not as interval
+        violations). ``retry_after``: the header sent instead of the seconds
+        left (a gateway asking for far more, e.g. an HTTP date years ahead)."""
+        self._faults.storm(seconds, retry_after=retry_after)
 
     def _bind(self, port: int, handler: type[Handler], fallback: bool) -> Server:
         """A server on ``port``; on a free port instead if it is taken and ``fallback``."""

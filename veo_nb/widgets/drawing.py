@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._i18n import N_, _, html_lang
 from .._log import logger
 from .._store_query import Overview, TaskQuery
-from .._tables import esc, fmt_amount, fmt_seconds, text_table, word
+from .._tables import esc, fmt_amount, fmt_seconds, gate_text, text_table, word
 from ..errors import ValidationError
 from ..records import TaskRecord
 from .format import LOOKS, Look, changes_text, status_counts_html, status_word
@@ -251,7 +251,8 @@ class PanelDrawing:
                         duration=fmt_seconds(due.timestamp() - now)))
         else:
             line = _("auto-refresh paused (polling stopped)")
-        set_if_changed(self.polling, "value", line)
+        gate = gate_text(self.tracker.rate_limited_until())
+        set_if_changed(self.polling, "value", f"{line} · {gate}" if gate else line)
         set_if_changed(self.pause_button, "description", _("Pause") if polling else _("Resume"))
         set_if_changed(self.pause_button, "icon", "pause" if polling else "play")
 
@@ -291,8 +292,10 @@ class PanelDrawing:
                       "{error}").format(time=when, n=len(errors), error=newest.detail), False)
 
     def _fallback_title(self) -> str:
-        return _("veo_nb panel: {n} tasks (as of {time})").format(
+        title = _("veo_nb panel: {n} tasks (as of {time})").format(
             n=self._overview.total, time=time.strftime("%H:%M:%S"))
+        gate = gate_text(self.tracker.rate_limited_until())
+        return f"{title} · {gate}" if gate else title
 
     def _fallback_rows(self) -> list[TaskRecord]:
         """The rows of the text and HTML fallbacks: the newest tasks."""
