@@ -5,15 +5,18 @@ real key. Exactly one run's worth of tasks is created."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from veo_nb import SpendingCapError, Tracker, _reuse
+from veo_nb import SpendingCapError, TaskRecord, TaskStatus, Tracker, _reuse
 from veo_nb.emulator import Emulator
 from veo_nb.records import NO_VIDEO_REASON
 
@@ -192,6 +195,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("pg_db_url"))
 
 
+@contextmanager
+def _tracked(kernel: Kernel, store: str | Path, media: Path, *, uploader: Uploads | None = None,
+             **options: object) -> Iterator[tuple[Emulator, Tracker]]:
+    """An emulator and a reusing tracker of it on ``store``, the tracker
+    named ``tracker`` in the kernel's cells."""
+    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
+            Tracker(emu.client(uploader=uploader), store=store, media_dir=media, reuse=True,
+                    **options) as tracker:  # type: ignore[arg-type]
+        kernel.ns["tracker"] = tracker
+        yield emu, tracker
+
+
 class Uploads:
     """An uploader that stores nothing and returns a new URL for each upload
     (as a presigned URL is): the uploads it was asked for."""
@@ -211,10 +226,8 @@ def test_a_rerun_with_local_images_reuses_its_task_and_uploads_nothing(
     frame = tmp_path / "frame.png"
     frame.write_bytes(PNG)
     uploads = Uploads()
-    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(uploader=uploads), store=store_url, media_dir=tmp_path / "v",
-                    reuse=True) as tracker:
-        kernel.ns.update(tracker=tracker, frame=frame, PNG=PNG)
+    with _tracked(kernel, store_url, tmp_path / "v", uploader=uploads) as (emu, tracker):
+        kernel.ns.update(frame=frame, PNG=PNG)
         cell = (f"# {store_url}\nfrom PIL import Image\n"
                 "a = tracker.submit('a fox from frames [duration: 121]', first_image=frame, "
                 "last_image=PNG)\n"
@@ -241,10 +254,7 @@ def test_url_only_requests_keep_the_reuse_key_of_earlier_versions(
         kernel: Kernel, tmp_path: Path) -> None:
     """The key of a request without local images is the hash of the request
     as sent, as 0.3 computed it, so a store of 0.3 keeps reusing."""
-    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
-                    reuse=True) as tracker:
-        kernel.ns.update(tracker=tracker)
+    with _tracked(kernel, tmp_path / "h.sqlite", tmp_path / "v") as (_emu, tracker):
         kernel.run("t = tracker.submit('a fox by url [duration: 121]', "
                    "first_image='https://images.example.org/f.png')")
         task = kernel.ns["t"]
@@ -269,10 +279,7 @@ def test_a_rerun_whose_earlier_video_expired_unsaved_creates_a_new_task(
         kernel: Kernel, store_url: str, tmp_path: Path) -> None:
     """Defect 9: the link expired before the video was saved (the kernel was
     off for a day): the re-run creates a new task and says why."""
-    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
-                    reuse=True) as tracker:
-        kernel.ns.update(tracker=tracker)
+    with _tracked(kernel, store_url, tmp_path / "v") as (emu, tracker):
         cell = f"# {store_url}\nt = tracker.submit('a fox for later [duration: 1500]')"
         kernel.run(cell)
         first = kernel.ns["t"].id  # type: ignore[attr-defined]
@@ -295,10 +302,7 @@ def test_a_rerun_after_a_video_the_service_never_gave_creates_and_says_why(
         kernel: Kernel, tmp_path: Path) -> None:
     """A task completed without a video (safety filter) is never reused; the
     re-run says why it creates a new one."""
-    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
-                    reuse=True) as tracker:
-        kernel.ns.update(tracker=tracker)
+    with _tracked(kernel, tmp_path / "h.sqlite", tmp_path / "v") as (emu, tracker):
         cell = "t = tracker.submit('a blocked fox [no-video] [duration: 121]')"
         first, _ = _run_wait(kernel, tracker, cell)
         second, printed = _run_wait(kernel, tracker, cell)
@@ -310,10 +314,7 @@ def test_a_rerun_whose_saved_video_was_deleted_reuses_and_fetches_it_again(
         kernel: Kernel, tmp_path: Path) -> None:
     """A deleted file is not a lost video while its link works: the re-run
     reuses the task and the video is saved again."""
-    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
-                    reuse=True) as tracker:
-        kernel.ns.update(tracker=tracker)
+    with _tracked(kernel, tmp_path / "h.sqlite", tmp_path / "v") as (emu, tracker):
         cell = "t = tracker.submit('a fox to keep [duration: 121]')"
         first, _ = _run_wait(kernel, tracker, cell)
         path = Path(tracker.record(first).video_path or "")
@@ -336,10 +337,9 @@ def test_submit_many_counts_and_reuses_local_images_as_submit_does(kernel: Kerne
     rows = pd.DataFrame({"prompt": ["a fox from a frame [duration: 121]",
                                     "a fox from bytes [duration: 121]"],
                          "first_image": [str(frame), PNG]})
-    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(uploader=uploads), store=tmp_path / "h.sqlite",
-                    media_dir=tmp_path / "v", reuse=True, max_tasks_per_day=3) as tracker:
-        kernel.ns.update(tracker=tracker, rows=rows)
+    with _tracked(kernel, tmp_path / "h.sqlite", tmp_path / "v", uploader=uploads,
+                  max_tasks_per_day=3) as (emu, tracker):
+        kernel.ns["rows"] = rows
         cell = "out = tracker.submit_many(rows)"
         kernel.run(cell)
         assert emu.stats.creates == 2 and len(uploads.got) == 2
@@ -349,3 +349,43 @@ def test_submit_many_counts_and_reuses_local_images_as_submit_does(kernel: Kerne
         with pytest.raises(SpendingCapError):  # outside the cell: 2 new, 1 left today
             tracker.submit_many(rows)
         assert emu.stats.creates == 2 and len(uploads.got) == 2
+
+
+def _completed(**changes: object) -> TaskRecord:
+    """A completed task of an earlier run whose link expires in an hour."""
+    now = datetime.now(timezone.utc)
+    base = TaskRecord("vgen_1", prompt="a fox", status=TaskStatus.COMPLETED,
+                      status_text="completed", video_url="https://cdn.example.org/v.mp4",
+                      url_expires_at=now + timedelta(hours=1), download_state="pending")
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("changes", "why"), [
+    ({}, None),  # still being fetched
+    ({"status": TaskStatus.PROCESSING, "video_url": None}, None),
+    ({"download_state": "saved", "video_path": "GONE"}, None),  # fetched again
+    ({"download_state": "none"}, None),  # downloads off: played from its link
+    ({"download_state": "saved", "video_path": "GONE", "saved_on": "another-host",
+      "url_expires_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}, None),  # saved there
+    ({"download_state": "saved", "video_path": "HERE",
+      "url_expires_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}, None),
+    ({"download_state": "expired"}, "vgen_1's video expired before it was saved"),
+    ({"download_state": "none", "url_expires_at": datetime(2026, 1, 1, tzinfo=timezone.utc)},
+     "vgen_1's video expired before it was saved"),
+    ({"download_state": "saved", "video_path": "GONE",
+      "url_expires_at": datetime(2026, 1, 1, tzinfo=timezone.utc)},
+     "vgen_1's video expired before it was saved"),
+    ({"download_state": "failed", "video_url": "http://cdn.example:99999/v.mp4"},
+     "vgen_1's video link can never be downloaded"),
+    ({"video_url": None}, f"vgen_1 {NO_VIDEO_REASON}"),
+    ({"status": TaskStatus.FAILED, "error": "bad prompt"}, "vgen_1 failed: bad prompt"),
+])
+def test_which_earlier_tasks_can_still_give_their_video(tmp_path: Path, changes: dict[str, object],
+                                                         why: str | None) -> None:
+    here = tmp_path / "here.mp4"
+    here.write_bytes(b"video")
+    paths = {"GONE": str(tmp_path / "gone.mp4"), "HERE": str(here)}
+    if "video_path" in changes:
+        changes = {**changes, "video_path": paths[str(changes["video_path"])]}
+    said = _reuse.why_not_reused(_completed(**changes))
+    assert said == (None if why is None else f"the earlier task {why}")
