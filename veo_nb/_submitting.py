@@ -51,8 +51,12 @@ class Submitting(Tracking):
         runs again (a re-run, Run All, Run All after a kernel restart), its
         n-th submit of the same request (store, service, key, owner, model, prompt,
         options) returns the task its last run's n-th identical submit created,
-        and one line says so. ``new=True`` creates another. A task that failed
-        is not reused; identical submits within one run are all created. Off
+        and one line says so. ``new=True`` creates another. A local image is
+        the same when its bytes are (a URL image when its URL is), and is
+        uploaded only when a task is created. A task that can never give its
+        video is not reused (it failed, completed without one, or its link
+        expired before the video was saved): the line says why a new one is
+        created. Identical submits within one run are all created. Off
         with ``Tracker(reuse=False)``; in demo mode off unless turned on.
 
         Raises :class:`~veo_nb.StoreError` (with the new id in ``task_ids``)
