@@ -65,9 +65,7 @@ class Submitting(Tracking):
         the write."""
         engine = self._engine
         client = self.client
-        images = _images.read_images(
-            {k: create_kwargs.pop(k) for k in _images.IMAGE_ARGS if k in create_kwargs})
-        asked = self._asked(prompt, create_kwargs, images)
+        asked, images = self._asked(prompt, create_kwargs)
         cell = None if new else _reuse.current_cell()
         place: tuple[str, str, int] | None = None
         if cell is not None:
@@ -149,9 +147,7 @@ class Submitting(Tracking):
             options = {k: v for k, v in row.items()
                        if k not in ("prompt", "label", "owner", "new")}
             try:
-                images = _images.read_images(
-                    {k: options.pop(k) for k in _images.IMAGE_ARGS if k in options})
-                request = self._asked(row.get("prompt"), options, images)
+                request, _ = self._asked(row.get("prompt"), options)
             except (VeoError, TypeError):
                 continue  # refused before sending: creates nothing
             if cell is not None and not row.get("new"):
@@ -165,14 +161,18 @@ class Submitting(Tracking):
         return count
 
     @staticmethod
-    def _asked(prompt: Any, options: dict[str, Any], images: dict[str, Any]) -> dict[str, Any]:
-        """The create request as asked, before any upload: checked as the one
-        sent will be, each local image named by its bytes' hash
+    def _asked(prompt: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The create request as asked, before any upload, and its images
+        (taken out of ``options``, local ones read: see
+        :func:`~veo_nb._images.read_images`). The request is checked as the
+        one sent will be, each local image named by its bytes' hash
         (:func:`~veo_nb._images.key_url`), so that a re-run's reuse key does
-        not change with each upload's URL. Without local images it is the
+        not change with each upload's URL; without local images it is the
         request sent (and its key that of earlier versions)."""
+        images = _images.read_images(
+            {k: options.pop(k) for k in _images.IMAGE_ARGS if k in options})
         named = {k: _images.key_url(v) for k, v in images.items()}
-        return build_create_payload(prompt, unknown_models="send", **options, **named)
+        return build_create_payload(prompt, unknown_models="send", **options, **named), images
 
     def _reuse_key(self, request: dict[str, Any], owner: str | None) -> str:
         """What makes a submit of ``request`` (by ``owner``, default this
