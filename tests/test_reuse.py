@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from veo_nb import SpendingCapError, TaskRecord, TaskStatus, Tracker, _reuse
+from veo_nb import SpendingCapError, TaskRecord, TaskStatus, Tracker, VeoClient, _reuse
 from veo_nb.emulator import Emulator
 from veo_nb.records import NO_VIDEO_REASON
 
@@ -308,6 +308,33 @@ def test_a_rerun_after_a_video_the_service_never_gave_creates_and_says_why(
         second, printed = _run_wait(kernel, tracker, cell)
     assert emu.stats.creates == 2 and second != first
     assert f"created a new task: the earlier task {first} {NO_VIDEO_REASON}" in printed
+
+
+def test_a_rerun_after_a_link_that_can_never_be_downloaded_creates_a_new_task(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """A service that answered a link no download can use (a bad port): the
+    download failed for good, so a re-run creates a new task."""
+    from scripted_server import Recorded, Reply, ScriptedServer
+
+    def answer(request: Recorded) -> Reply:
+        if request.method == "POST":  # a new id for each create
+            return Reply.json({"id": f"vgen_{len(server.requests)}", "status": "queued"})
+        return Reply.json({"id": request.path.rsplit("/", 1)[-1], "status": "completed",
+                           "video_url": "http://cdn.example:99999/v.mp4"})
+
+    with ScriptedServer(repeat_last=True) as server, \
+            VeoClient(api_key="k-123456", base_url=server.url, time_scale=SCALE) as client, \
+            Tracker(client, store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
+                    reuse=True) as tracker:
+        server.script(answer)
+        kernel.ns["tracker"] = tracker
+        cell = "t = tracker.submit('a fox behind a bad link')"
+        first, _ = _run_wait(kernel, tracker, cell)
+        assert tracker.record(first).download_state == "failed"
+        second, printed = _run_wait(kernel, tracker, cell)
+        creates = [r for r in server.requests if r.method == "POST"]
+    assert len(creates) == 2 and second != first, printed
+    assert f"the earlier task {first}'s video link can never be downloaded" in printed
 
 
 def test_a_rerun_whose_saved_video_was_deleted_reuses_and_fetches_it_again(
