@@ -21,12 +21,12 @@ the reuse key is the same on every run while each upload's URL is new.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import ipaddress
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,7 +48,7 @@ HOW_TO = ("set VeoClient(uploader=...) to a function that stores the image where
 IMAGE_ARGS = ("reference_images", "first_image", "last_image")
 
 
-@dataclass(frozen=True, repr=False)
+@dataclasses.dataclass(frozen=True, repr=False)
 class LocalImage:
     """A local image read into memory (a path, bytes or a PIL image), to be
     uploaded only when a task is created; :func:`resolve_image` takes it."""
