@@ -65,31 +65,9 @@ class Submitting(Tracking):
         the write."""
         engine = self._engine
         client = self.client
-        asked, images = self._asked(prompt, create_kwargs)
-        cell = None if new else _reuse.current_cell()
-        place: tuple[str, str, int] | None = None
-        if cell is not None:
-            key = self._reuse_key(asked, owner)
-            place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
-            earlier = self._earlier(place)
-            if earlier is not None:
-                task_id, when, why_not = earlier
-                if why_not is not None:
-                    print(f"created a new task: {why_not} (same request in this cell, {when})")
-                elif self.reuse:
-                    print(f"reused {task_id} from {when} (same request in this cell); "
-                          "submit(..., new=True) makes another")
-                    return self.get(task_id) if self._is_tracked(task_id) else \
-                        self.track(task_id)
-                else:
-                    print(f"created a new task: in demo mode re-runs show live progress again; "
-                          f"with a real key, {task_id} from {when} would have been reused (same "
-                          "request in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses "
-                          "here too)")
-        request = asked
-        if images:  # local images uploaded only now that a task is to be created
-            create_kwargs.update(client.image_urls(**images))
-            request = build_create_payload(prompt, unknown_models="send", **create_kwargs)
+        reused, request, place = self._rerun(prompt, owner, new, create_kwargs)
+        if reused is not None:
+            return reused
         self._check_caps(1)
         sent = time.time()
         placeholder = self._unconfirmed(prompt, label, owner, request, sent)
@@ -135,6 +113,41 @@ class Submitting(Tracking):
                 f"saved to {self.store_key}; the tracker follows it in memory and retries the "
                 "write (keep this id)", task_ids=[task.id])
         return self.get(task.id)
+
+    def _rerun(self, prompt: str, owner: str | None, new: bool, create_kwargs: dict[str, Any],
+               ) -> tuple[Task | None, dict[str, Any], tuple[str, str, int] | None]:
+        """Re-run reuse, decided before anything is uploaded or sent: the task
+        an earlier run of this notebook cell created for the same request, if
+        it can still give its video (one line says so, or why a new task is
+        created); else None, the request to send (local images uploaded only
+        now, their URLs put into ``create_kwargs``) and where to remember the
+        new task for the next run (None outside a cell, or with ``new``)."""
+        asked, images = self._asked(prompt, create_kwargs)
+        cell = None if new else _reuse.current_cell()
+        place: tuple[str, str, int] | None = None
+        if cell is not None:
+            key = self._reuse_key(asked, owner)
+            place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
+            earlier = self._earlier(place)
+            if earlier is not None:
+                task_id, when, why_not = earlier
+                if why_not is not None:
+                    print(f"created a new task: {why_not} (same request in this cell, {when})")
+                elif self.reuse:
+                    print(f"reused {task_id} from {when} (same request in this cell); "
+                          "submit(..., new=True) makes another")
+                    task = self.get(task_id) if self._is_tracked(task_id) else \
+                        self.track(task_id)
+                    return task, asked, place
+                else:
+                    print(f"created a new task: in demo mode re-runs show live progress again; "
+                          f"with a real key, {task_id} from {when} would have been reused (same "
+                          "request in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses "
+                          "here too)")
+        if images:  # local images uploaded only now that a task is to be created
+            create_kwargs.update(self.client.image_urls(**images))
+            asked = build_create_payload(prompt, unknown_models="send", **create_kwargs)
+        return None, asked, place
 
     def _new_in_batch(self, rows: list[dict[str, Any]]) -> int:
         """How many of ``rows`` (keyword arguments of :meth:`submit`) would
