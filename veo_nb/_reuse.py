@@ -104,7 +104,7 @@ def seen(store_key: str, cell: tuple[str, int], request: str) -> int:
         return counts[request] if seen_run == run else 0
 
 
-def why_not_reused(record: TaskRecord, now: float | None = None) -> str | None:
+def why_not_reused(record: TaskRecord) -> str | None:
     """Why an earlier run's task ``record`` can never give the cell its video
     (a re-run then creates a new task, and prints this), or None when it can
     be reused: still running, or completed with its video saved (here, or on
@@ -121,7 +121,7 @@ def why_not_reused(record: TaskRecord, now: float | None = None) -> str | None:
         return None
     expires = to_unix(record.url_expires_at)
     if record.download_state == "expired" or (
-            expires is not None and (time.time() if now is None else now) >= expires):
+            expires is not None and time.time() >= expires):
         return f"{name}'s video expired before it was saved"
     if not is_http_url(record.video_url):
         return f"{name}'s video link can never be downloaded"
