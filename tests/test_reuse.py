@@ -175,8 +175,13 @@ class Kernel:
         return "".join(printed)
 
     def close(self) -> None:
+        """Shut the kernel down, and its shell with it: later tests of the
+        session run outside a notebook again (no cell, no reuse)."""
+        from IPython.core.interactiveshell import InteractiveShell
+
         self.client.stop_channels()
         self.manager.shutdown_kernel()
+        InteractiveShell.clear_instance()
 
 
 @pytest.fixture(scope="module")
