@@ -1,7 +1,12 @@
 """Re-running a notebook does not pay again (issue #19): the quickstart and
 the classroom notebooks run 5 times in one kernel by nbclient, then again
 after a kernel restart, against an emulator that counts creates, as with a
-real key. Exactly one run's worth of tasks is created."""
+real key. Exactly one run's worth of tasks is created.
+
+Issue #28: a re-run with local images reuses its task without uploading
+(the key is the images' bytes), and a task that can never give its video
+(expired unsaved, no video, a link no download can use, failed) is not
+reused; the re-run says why it creates a new one."""
 
 from __future__ import annotations
 
