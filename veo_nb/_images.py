@@ -12,10 +12,17 @@ URL, and for a plain HTTP image host).
 A URL the gateway cannot reach (``localhost``, loopback, private, link-local
 and other reserved addresses) is refused before the create is sent, and so
 before it is billed; only the emulator, which runs here, may use them.
+
+A re-run of a notebook cell that reuses its earlier task must not upload (or
+pay) again: :func:`read_images` reads each local image once, before anything
+is sent, and :func:`key_url` names it by the SHA-256 of its bytes, so that
+the reuse key is the same on every run while each upload's URL is new.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import ipaddress
 import os
@@ -38,6 +45,55 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: The README section that says how to set an uploader.
 HOW_TO = ("set VeoClient(uploader=...) to a function that stores the image where the service "
           "can fetch it and returns its URL (README: 'Images from the notebook')")
+
+
+#: The image arguments of a create.
+IMAGE_ARGS = ("reference_images", "first_image", "last_image")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class LocalImage:
+    """A local image read into memory (a path, bytes or a PIL image), to be
+    uploaded only when a task is created; :func:`resolve_image` takes it."""
+
+    data: bytes
+    name: str
+
+    def __repr__(self) -> str:
+        return f"LocalImage({self.name!r}, {len(self.data)} bytes)"
+
+
+def read_images(images: dict[str, Any]) -> dict[str, Any]:
+    """``images`` (any of :data:`IMAGE_ARGS`) with each local image read once
+    into a :class:`LocalImage` and each URL as given; nothing is uploaded.
+    Raises :class:`~veo_nb.ValidationError` for an image that cannot be read."""
+    def read(value: Any, what: str) -> Any:
+        if value is None or isinstance(value, LocalImage) or (
+                isinstance(value, str) and "://" in value):
+            return value
+        return LocalImage(*_image_bytes(value, what))
+
+    out = dict(images)
+    refs = out.get("reference_images")
+    if refs is not None:
+        refs = refs if isinstance(refs, (list, tuple)) else [refs]
+        out["reference_images"] = [read(v, f"reference_images[{i}]") for i, v in enumerate(refs)]
+    for what in ("first_image", "last_image"):
+        if what in out:
+            out[what] = read(out[what], what)
+    return out
+
+
+def key_url(value: Any) -> Any:
+    """What stands for image ``value`` (as :func:`read_images` returns it) in
+    the request a re-run's reuse is keyed on: a URL as it is, a local image as
+    a URL naming the SHA-256 of its bytes on a host that never resolves
+    (``.invalid``), so the request is checked as the real one is."""
+    if isinstance(value, LocalImage):
+        return f"https://local-image.invalid/sha256/{hashlib.sha256(value.data).hexdigest()}"
+    if isinstance(value, list):
+        return [key_url(v) for v in value]
+    return value
 
 
 def resolve_image(value: Any, what: str, *, uploader: Uploader | None, local_ok: bool) -> str:
@@ -122,7 +178,10 @@ def _unreachable(url: str, what: str, why: str) -> ValidationError:
 
 
 def _image_bytes(value: Any, what: str) -> tuple[bytes, str]:
-    """The bytes and a file name of a local image: a path, bytes or a PIL image."""
+    """The bytes and a file name of a local image: a path, bytes, a PIL image
+    or a :class:`LocalImage` already read."""
+    if isinstance(value, LocalImage):
+        return value.data, value.name
     if isinstance(value, (bytes, bytearray, memoryview)):
         data, name = bytes(value), "image"
     elif isinstance(value, (str, os.PathLike)):

@@ -12,6 +12,11 @@ A cell is known by the id the frontend sends with the execute request
 (nbclient, the classic notebook), by a hash of its source. A run is the
 kernel's execution count. Outside a notebook's kernel there are no cells, and
 nothing is reused.
+
+A task that can never give its video is not reused (:func:`why_not_reused`):
+it failed, completed without a video, or its link expired (or can never be
+downloaded) before the video was saved. A saved video whose file was deleted
+while its link still works is fetched again.
 """
 
 from __future__ import annotations
@@ -19,8 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
+
+from ._downloads import HOST
+from ._paths import saved_file_present
+from ._urls import is_http_url
+from .errors import _excerpt
+from .models import TaskStatus
+from .records import NO_VIDEO_REASON, TaskRecord, to_unix
 
 #: Environment variable that turns reuse on (1) or off (0) in every mode.
 REUSE_ENV = "VEO_NB_REUSE"
@@ -89,3 +102,27 @@ def seen(store_key: str, cell: tuple[str, int], request: str) -> int:
     with _lock:
         seen_run, counts = _runs.get((store_key, name), (None, Counter()))
         return counts[request] if seen_run == run else 0
+
+
+def why_not_reused(record: TaskRecord) -> str | None:
+    """Why an earlier run's task ``record`` can never give the cell its video
+    (a re-run then creates a new task, and prints this), or None when it can
+    be reused: still running, or completed with its video saved (here, or on
+    the machine that fetched it), or with a link that still works."""
+    name = f"the earlier task {record.task_id}"
+    if record.status is TaskStatus.FAILED and record.error != NO_VIDEO_REASON:
+        return f"{name} failed" + (f": {_excerpt(record.error, 160)}" if record.error else "")
+    if record.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+        return None
+    if record.status is TaskStatus.FAILED or not record.video_url:
+        return f"{name} {NO_VIDEO_REASON}"
+    if record.download_state == "saved" and (record.saved_on not in (None, HOST)
+                                             or saved_file_present(record.video_path)):
+        return None
+    expires = to_unix(record.url_expires_at)
+    if record.download_state == "expired" or (
+            expires is not None and time.time() >= expires):
+        return f"{name}'s video expired before it was saved"
+    if not is_http_url(record.video_url):
+        return f"{name}'s video link can never be downloaded"
+    return None

@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _reuse, _spending
+from . import _images, _reuse, _spending
 from ._engine import (
     TaskState,
     Write,
@@ -51,8 +51,12 @@ class Submitting(Tracking):
         runs again (a re-run, Run All, Run All after a kernel restart), its
         n-th submit of the same request (store, service, key, owner, model, prompt,
         options) returns the task its last run's n-th identical submit created,
-        and one line says so. ``new=True`` creates another. A task that failed
-        is not reused; identical submits within one run are all created. Off
+        and one line says so. ``new=True`` creates another. A local image is
+        the same when its bytes are (a URL image when its URL is), and is
+        uploaded only when a task is created. A task that can never give its
+        video is not reused (it failed, completed without one, or its link
+        expired before the video was saved): the line says why a new one is
+        created. Identical submits within one run are all created. Off
         with ``Tracker(reuse=False)``; in demo mode off unless turned on.
 
         Raises :class:`~veo_nb.StoreError` (with the new id in ``task_ids``)
@@ -61,27 +65,9 @@ class Submitting(Tracking):
         the write."""
         engine = self._engine
         client = self.client
-        images = {k: create_kwargs.pop(k) for k in ("reference_images", "first_image",
-                                                    "last_image") if k in create_kwargs}
-        if images:  # local images uploaded once, before anything is sent
-            create_kwargs.update(client.image_urls(**images))
-        request = build_create_payload(prompt, unknown_models="send", **create_kwargs)
-        cell = None if new else _reuse.current_cell()
-        place: tuple[str, str, int] | None = None
-        if cell is not None:
-            key = self._reuse_key(request, owner)
-            place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
-            earlier = self._reusable(place)
-            if earlier is not None:
-                task_id, when = earlier
-                if self.reuse:
-                    print(f"reused {task_id} from {when} (same request in this cell); "
-                          "submit(..., new=True) makes another")
-                    return self.get(task_id) if self._is_tracked(task_id) else \
-                        self.track(task_id)
-                print(f"created a new task: in demo mode re-runs show live progress again; with "
-                      f"a real key, {task_id} from {when} would have been reused (same request "
-                      "in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses here too)")
+        reused, request, place = self._rerun(prompt, owner, new, create_kwargs)
+        if reused is not None:
+            return reused
         self._check_caps(1)
         sent = time.time()
         placeholder = self._unconfirmed(prompt, label, owner, request, sent)
@@ -128,10 +114,45 @@ class Submitting(Tracking):
                 "write (keep this id)", task_ids=[task.id])
         return self.get(task.id)
 
+    def _rerun(self, prompt: str, owner: str | None, new: bool, create_kwargs: dict[str, Any],
+               ) -> tuple[Task | None, dict[str, Any], tuple[str, str, int] | None]:
+        """Re-run reuse, decided before anything is uploaded or sent: the task
+        an earlier run of this notebook cell created for the same request, if
+        it can still give its video (one line says so, or why a new task is
+        created); else None, the request to send (local images uploaded only
+        now, their URLs put into ``create_kwargs``) and where to remember the
+        new task for the next run (None outside a cell, or with ``new``)."""
+        asked, images = self._asked(prompt, create_kwargs)
+        cell = None if new else _reuse.current_cell()
+        place: tuple[str, str, int] | None = None
+        if cell is not None:
+            key = self._reuse_key(asked, owner)
+            place = (cell[0], key, _reuse.slot(self.store_key, cell, key))
+            earlier = self._earlier(place)
+            if earlier is not None:
+                task_id, when, why_not = earlier
+                if why_not is not None:
+                    print(f"created a new task: {why_not} (same request in this cell, {when})")
+                elif self.reuse:
+                    print(f"reused {task_id} from {when} (same request in this cell); "
+                          "submit(..., new=True) makes another")
+                    task = self.get(task_id) if self._is_tracked(task_id) else \
+                        self.track(task_id)
+                    return task, asked, place
+                else:
+                    print(f"created a new task: in demo mode re-runs show live progress again; "
+                          f"with a real key, {task_id} from {when} would have been reused (same "
+                          "request in this cell; Tracker(reuse=True) or VEO_NB_REUSE=1 reuses "
+                          "here too)")
+        if images:  # local images uploaded only now that a task is to be created
+            create_kwargs.update(self.client.image_urls(**images))
+            asked = build_create_payload(prompt, unknown_models="send", **create_kwargs)
+        return None, asked, place
+
     def _new_in_batch(self, rows: list[dict[str, Any]]) -> int:
         """How many of ``rows`` (keyword arguments of :meth:`submit`) would
-        create a task: not those a re-run of the cell reuses, nor those the
-        model table refuses."""
+        create a task: not those a re-run of the cell reuses (the rule of
+        :meth:`submit`), nor those refused before sending."""
         cell = _reuse.current_cell() if self.reuse else None  # without reuse, every row creates
         ahead: Counter[str] = Counter()
         count = 0
@@ -139,18 +160,32 @@ class Submitting(Tracking):
             options = {k: v for k, v in row.items()
                        if k not in ("prompt", "label", "owner", "new")}
             try:
-                request = build_create_payload(row.get("prompt"), unknown_models="send",
-                                               **options)
+                request, _ = self._asked(row.get("prompt"), options)
             except (VeoError, TypeError):
                 continue  # refused before sending: creates nothing
             if cell is not None and not row.get("new"):
                 key = self._reuse_key(request, row.get("owner"))
                 n = _reuse.seen(self.store_key, cell, key) + ahead[key]
                 ahead[key] += 1
-                if self._reusable((cell[0], key, n)) is not None:
+                earlier = self._earlier((cell[0], key, n))
+                if earlier is not None and earlier[2] is None:
                     continue
             count += 1
         return count
+
+    @staticmethod
+    def _asked(prompt: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The create request as asked, before any upload, and its images
+        (taken out of ``options``, local ones read: see
+        :func:`~veo_nb._images.read_images`). The request is checked as the
+        one sent will be, each local image named by its bytes' hash
+        (:func:`~veo_nb._images.key_url`), so that a re-run's reuse key does
+        not change with each upload's URL; without local images it is the
+        request sent (and its key that of earlier versions)."""
+        images = _images.read_images(
+            {k: options.pop(k) for k in _images.IMAGE_ARGS if k in options})
+        named = {k: _images.key_url(v) for k, v in images.items()}
+        return build_create_payload(prompt, unknown_models="send", **options, **named), images
 
     def _reuse_key(self, request: dict[str, Any], owner: str | None) -> str:
         """What makes a submit of ``request`` (by ``owner``, default this
@@ -209,18 +244,21 @@ class Submitting(Tracking):
             logger.warning("veo_nb: could not erase the entry %s of a task whose id arrived",
                            task_id, exc_info=True)
 
-    def _reusable(self, place: tuple[str, str, int]) -> tuple[str, str] | None:
-        """The task (id, local HH:MM) an earlier run of the cell created at
-        ``place``, unless it failed or is gone."""
+    def _earlier(self, place: tuple[str, str, int]) -> tuple[str, str, str | None] | None:
+        """The task an earlier run of the cell created at ``place``: its id,
+        local HH:MM, and why it cannot be reused (None: it can; see
+        :func:`~veo_nb._reuse.why_not_reused`), or None when there is none
+        (or it is gone)."""
         try:
             found = self.store.reused(*place)
             record = None if found is None else self.store.get(found[0])
         except Exception:  # noqa: BLE001 - a store problem: create, as without reuse
             logger.warning("veo_nb: could not look up an earlier run's task", exc_info=True)
             return None
-        if found is None or record is None or record.status is TaskStatus.FAILED:
+        if found is None or record is None:
             return None
-        return found[0], datetime.fromtimestamp(found[1]).strftime("%H:%M")
+        return (found[0], datetime.fromtimestamp(found[1]).strftime("%H:%M"),
+                _reuse.why_not_reused(record))
 
     def submit_many(self, prompts_or_dataframe: Iterable[str] | pd.DataFrame,
                     **defaults: Any) -> pd.DataFrame:
