@@ -282,6 +282,7 @@ def test_the_store_api_of_a_student_refuses_a_classmates_task_quietly(klass: Kla
     from dataclasses import replace
 
     from veo_nb import OwnershipError, TaskStatus
+    from veo_nb._retry import MAX_RETRY_AFTER_S
     from veo_nb.store_pg import PostgresStore
 
     before = _snapshot(klass.admin)
@@ -295,9 +296,11 @@ def test_the_store_api_of_a_student_refuses_a_classmates_task_quietly(klass: Kla
             with pytest.raises(OwnershipError):
                 bob.write(replace(hers, status=TaskStatus.FAILED, video_url=None,
                                   key_fingerprint="x", service="x"), fields=fields)
-        with pytest.raises(OwnershipError):
-            bob.limit_rate("frozen", now + 10 ** 9)
+        with pytest.raises(OwnershipError):  # a client that would not bound it
+            bob.limit_rate("frozen", now + 10 ** 9, horizon=10 ** 9)
         assert _snapshot(klass.admin) == before
+        bob.limit_rate("frozen", now + 10 ** 9)  # the store bounds it: no freeze
+        assert bob.rate_limited_until("frozen") <= time.time() + MAX_RETRY_AFTER_S
         bob.limit_rate("emulator", now + 60)  # a real 429's wait is shared
         assert bob.rate_limited_until("emulator") == pytest.approx(now + 60)
         # what its engine asks before polling or fetching anything

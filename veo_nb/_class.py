@@ -42,6 +42,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
+from ._retry import MAX_RETRY_AFTER_S
 from ._store_query import ADD_TALLY_SQL, FILL_TALLIES, NOT_FOUND_FLAG
 from .errors import ValidationError
 
@@ -58,8 +59,10 @@ STUDENT_WRITES = {
     "meta": "UPDATE",
 }
 #: How far ahead (seconds) a student's process may close a service's shared
-#: 429 gate: past it, the gate is refused (that process keeps its own).
-GATE_MAX_S = 20 * 60
+#: 429 gate: past it, the gate is refused (that process keeps its own). The
+#: store never writes one past :data:`~veo_nb._retry.MAX_RETRY_AFTER_S`; the
+#: 5 minutes more leave room for the clocks of the hub's machines.
+GATE_MAX_S = int(MAX_RETRY_AFTER_S) + 5 * 60
 #: The name of the statement triggers (``<name>_insert``, ``_update``,
 #: ``_delete``) that keep ``tallies``.
 TALLY_TRIGGER = "veo_nb_tally"
