@@ -195,10 +195,10 @@ class Dialects:
         link = self._pick(task_id, LINK_FORMS)
         if link is not None and "video_url" in out:
             _move_link(out, link)
-        self._reason(out, task_id)
         if "synonyms" in self and isinstance(status, str) and status in _SYNONYMS:
             words = _SYNONYMS[status]
             out["status"] = words[_hash(task_id) % len(words)]
+        self._reason(out, task_id)
         if "envelope" in self:
             return {"code": 0, "msg": "success", "data": out}
         return out
@@ -206,7 +206,7 @@ class Dialects:
     def _reason(self, out: dict[str, Any], task_id: str) -> None:
         """A failure's reason in the form this task's dialects give it."""
         reason = out.get("error")
-        if out.get("status") != "failed" or not reason:
+        if not reason or out.get("status") not in ("failed", *_SYNONYMS["failed"]):
             return
         if "support_codes" in self and "safety" in str(reason).lower():
             code = SUPPORT_CODES[_hash(task_id) % len(SUPPORT_CODES)]
@@ -220,7 +220,7 @@ class Dialects:
             out["error"] = None
             out[REASON_FIELDS[_hash(task_id + "reason") % len(REASON_FIELDS)]] = reason
         elif form == "status_reason":
-            out["error"], out["status"] = None, f"failed: {reason}"
+            out["error"], out["status"] = None, f"{out['status']}: {reason}"
 
 
 def _move_link(out: dict[str, Any], form: str) -> None:
