@@ -173,3 +173,82 @@ def test_the_emulators_safety_failures_carry_support_codes_that_are_explained(
                 assert error.endswith(f"{code} ({category})" if category else code), error
     finally:
         emu.stop()
+
+
+def test_a_link_relative_to_the_api_is_made_absolute_against_its_origin() -> None:
+    from urllib.parse import urlsplit
+
+    emu = _emulator("relative_link")
+    try:
+        client = emu.client()
+        task = client.create_video("a fox [duration: 121]")
+        emu.advance(200)
+        done = client.get_result(task.id)
+        api = urlsplit(emu.base_url)
+        link = urlsplit(done.video_url)
+        assert (link.scheme, link.netloc) == (api.scheme, api.netloc)
+        assert link.path.startswith("/files/v/") and done.raw["video_url"] == link.path
+    finally:
+        emu.stop()
+
+
+LINK = "https://cdn.example.com/v/abc.mp4"
+
+
+@pytest.mark.parametrize(("answer", "link"), [
+    ({"output_url": LINK}, LINK),
+    ({"download_url": LINK}, LINK),
+    ({"video_urls": [LINK, "https://cdn.example.com/v/b.mp4"]}, LINK),
+    ({"outputs": [{"url": LINK, "type": "video/mp4"}]}, LINK),
+    ({"result": {"files": [{"href": LINK}]}, "cover": "https://cdn.example.com/c.jpg",
+      "input_reference": ["https://img.example.com/in.png"]}, LINK),
+    ({"data": {"media": "/files/abc.mp4"}}, "/files/abc.mp4"),
+    ({"a": LINK, "b": "https://cdn.example.com/v/other.mp4"}, None),  # two: no guess
+    ({"first_image": "https://img.example.com/in.png"}, None),  # the request's image
+    ({"callback_url": "https://hooks.example.com/x"}, None),
+    ({"page": "/files/readme"}, None),  # a relative link only when it names a video
+])
+def test_the_last_resort_finds_the_one_video_link_of_a_completed_answer(
+        answer: dict, link: str | None) -> None:
+    task = veo_nb.Task.from_json({"id": "t1", "status": "completed", **answer})
+    assert task.video_url == link
+    running = veo_nb.Task.from_json({"id": "t1", "status": "processing", **answer})
+    named = any(k in answer for k in ("output_url", "download_url", "video_urls", "outputs"))
+    assert running.video_url == (link if named else None)
+
+
+@pytest.mark.parametrize("field", ["failReason", "failMsg", "fail_msg", "detail", "reason"])
+def test_a_failure_reason_under_other_fields(field: str) -> None:
+    task = veo_nb.Task.from_json({"id": "t1", "status": "FAILED", "error": None,
+                                  field: "the prompt was refused"})
+    assert task.status is TaskStatus.FAILED and task.error == "the prompt was refused"
+
+
+@pytest.mark.parametrize("status", ["failed: quota of the model exceeded",
+                                    "FAILED：quota of the model exceeded",
+                                    "error: quota of the model exceeded"])
+def test_a_status_with_its_reason_attached_is_failed_with_that_reason(status: str) -> None:
+    task = veo_nb.Task.from_json({"id": "t1", "status": status})
+    assert task.status is TaskStatus.FAILED and task.status_text == "failed"
+    assert task.error == "quota of the model exceeded"
+
+
+@pytest.mark.parametrize("answer", [
+    {"code": "500", "msg": "余额不足"}, {"code": 1001, "msg": "令牌额度已用尽"},
+    {"error": {"message": "insufficient balance", "type": "billing"}},
+    {"code": "429", "message": "You exceeded your current quota"},
+])
+def test_a_balance_refusal_at_http_200_is_its_own_error(answer: dict) -> None:
+    with pytest.raises(InsufficientBalanceError) as info:
+        veo_nb.Task.from_json(answer)
+    said = answer.get("msg") or answer.get("message") or answer["error"]["message"]
+    assert said in str(info.value) and info.value.refused
+
+
+def test_other_business_errors_are_not_balance_refusals() -> None:
+    for answer in ({"code": "204", "msg": "登录验证失败"},
+                   {"code": "400", "msg": "load balancer error"},
+                   {"code": "500", "msg": "internal error"}):
+        with pytest.raises(veo_nb.APIError) as info:
+            veo_nb.Task.from_json(answer)
+        assert not isinstance(info.value, InsufficientBalanceError)
