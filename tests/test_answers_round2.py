@@ -21,20 +21,27 @@ SCALE = 0.01
 BALANCE_WORDS = ("余额不足", "insufficient balance", "额度已用尽", "exceeded your current quota")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "h.sqlite")
+    return request.getfixturevalue("pg_db_url")
+
+
 def _emulator(*dialects: str) -> Emulator:
     return Emulator(time_scale=SCALE, failure_rate=0, video_size="sample",
                     dialects=list(dialects)).start()
 
 
 def test_balance_refusals_at_create_are_their_own_error_with_the_services_words_never_retried(
-        tmp_path: Path) -> None:
+        tmp_path: Path, store: str) -> None:
     """HTTP 200 business error, 402, 403 and 429: each an
     InsufficientBalanceError quoting the service, sent once, nothing kept."""
     assert len(BALANCE_REFUSALS) == len(BALANCE_WORDS)
     emu = _emulator("balance")
     try:
         client = emu.client()
-        with Tracker(client, store=tmp_path / "h.sqlite", media_dir=tmp_path / "v") as tracker:
+        with Tracker(client, store=store, media_dir=tmp_path / "v") as tracker:
             for turn, words in enumerate(BALANCE_WORDS):
                 before = emu.stats.requests_total
                 with pytest.raises(InsufficientBalanceError) as info:
@@ -48,6 +55,7 @@ def test_balance_refusals_at_create_are_their_own_error_with_the_services_words_
                 assert emu.api_key not in str(error)
             assert emu.stats.creates == 0
             assert tracker.records() == []  # a clear refusal: nothing may have been billed
+            assert tracker.spending()["tasks"] == 0
     finally:
         emu.stop()
 
@@ -105,11 +113,10 @@ def test_408_425_433_and_520_to_524_on_a_read_are_transient(tmp_path: Path) -> N
 
 
 def test_a_completed_answer_without_a_link_is_asked_again_three_times_then_no_video(
-        tmp_path: Path) -> None:
+        tmp_path: Path, store: str) -> None:
     emu = _emulator()
     try:
-        with Tracker(emu.client(), store=tmp_path / "h.sqlite",
-                     media_dir=tmp_path / "v") as tracker:
+        with Tracker(emu.client(), store=store, media_dir=tmp_path / "v") as tracker:
             task = tracker.submit("a shadow [no-video] [duration: 121]")
             (done,) = tracker.wait([task.id], timeout=60)
             record = tracker.record(task.id)
