@@ -56,7 +56,7 @@ def search(answer: Mapping[str, Any]) -> str | None:
     ``.mp4`` and the like, are preferred). None unless exactly one remains."""
     candidates = {link for key, link in _strings(answer, "", 0)
                   if is_link(link) and not _NOT_VIDEO_KEYS.search(key)
-                  and not _IMAGE_PATH.search(urlsplit(link).path)}
+                  and not _IMAGE_PATH.search(_path(link))}
     videos = {c for c in candidates if _looks_like_video(c)}
     relative = {c for c in candidates if not c.lower().startswith(("http://", "https://"))}
     pool = videos or (candidates - relative)  # a relative link only when it names a video
@@ -70,14 +70,19 @@ def is_link(text: str) -> bool:
         return False
     lower = text.lower()
     if lower.startswith(("http://", "https://")):
-        return bool(urlsplit(text).hostname)
+        try:
+            return bool(urlsplit(text).hostname)
+        except ValueError:  # "http://[bad/": not a link (and refused at the download)
+            return False
     return text.startswith("/") and not text.startswith("//") and len(text) > 1
 
 
 def resolve(link: str | None, base_url: str) -> str | None:
-    """``link`` made absolute against the origin of ``base_url`` (the API's),
-    when it is relative to it; an absolute link as it is."""
-    if link is None or link.lower().startswith(("http://", "https://")):
+    """``link`` made absolute against the origin of ``base_url`` (the API's)
+    when it is a path on it (``/files/abc.mp4``); any other link as it is (a
+    scheme-relative ``//host/x.mp4`` or a non-http one is refused later, at
+    the download)."""
+    if link is None or not is_link(link) or link.lower().startswith(("http://", "https://")):
         return link
     return urljoin(base_url, link)
 
@@ -101,8 +106,16 @@ def _item_link(item: Any) -> str | None:
 
 
 def _looks_like_video(link: str) -> bool:
-    path = urlsplit(link).path
+    path = _path(link)
     return bool(_VIDEO_PATH.search(path)) or "video" in path.lower()
+
+
+def _path(link: str) -> str:
+    """The path of a link that :func:`is_link` accepted (never raises)."""
+    try:
+        return urlsplit(link).path
+    except ValueError:
+        return ""
 
 
 def _strings(value: Any, key: str, depth: int) -> Iterator[tuple[str, str]]:
