@@ -32,7 +32,7 @@ class APIError(VeoError):
     refused connection, a DNS failure, a connect timeout): otherwise the
     service may have handled it, so a poll counts against the 30 s rule.
     ``refused`` is True for an error that says the service refused the
-    request before processing anything (:class:`InsufficientBalanceError`).
+    request before processing anything (:class:`~veo_nb.InsufficientBalanceError`).
     """
 
     #: Whether the service said it refused the request before processing it.

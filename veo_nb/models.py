@@ -137,8 +137,10 @@ class Task:
         other id/link/reason fields, status synonyms, ``amount``/``progress``).
 
         Tolerant of ``null`` and unknown fields. Raises
-        :class:`~veo_nb.AuthenticationError` or :class:`~veo_nb.APIError` with
-        the service's own message for a business error at HTTP 200, and
+        :class:`~veo_nb.AuthenticationError`,
+        :class:`~veo_nb.InsufficientBalanceError` (an empty balance or spent
+        quota) or :class:`~veo_nb.APIError` with the service's own message for
+        a business error at HTTP 200, and
         :class:`~veo_nb.APIError` for a body that is not a task.
         """
         if not isinstance(data, Mapping):
