@@ -110,12 +110,12 @@ def test_task_id_is_quoted(srv: ScriptedServer) -> None:
 
 
 def test_json_error_message_extracted(srv: ScriptedServer) -> None:
-    srv.script(Reply.json({"message": "quota exceeded for this month"}, 400))
+    srv.script(Reply.json({"message": "the prompt field is required"}, 400))
     with make(srv) as c, pytest.raises(APIError) as info:
         c.get_result("vgen_1")
-    assert type(info.value) is APIError
+    assert type(info.value) is APIError  # (a spent quota is InsufficientBalanceError)
     assert info.value.status_code == 400
-    assert "400" in str(info.value) and "quota exceeded" in str(info.value)
+    assert "400" in str(info.value) and "prompt field is required" in str(info.value)
     assert srv.hits() == 1
 
 

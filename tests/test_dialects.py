@@ -13,7 +13,7 @@ import veo_nb
 from veo_nb import AuthenticationError, TaskStatus, Tracker
 from veo_nb.emulator import Emulator
 from veo_nb.emulator._dialects import AMOUNTS, DIALECTS, REFUSED_REASON
-from veo_nb.records import TOTAL_ROW
+from veo_nb.records import NO_LINK_YET, TOTAL_ROW
 
 SCALE = 0.01
 REASON = "the prompt was flagged by the moderation model"
@@ -33,7 +33,10 @@ def _run(tmp_path: Path, dialects: list[str], prompts: tuple[str, ...] = PROMPTS
 
 
 SHAPES = ["envelope", "result_url", "url", "message_error", "object_error", "synonyms",
-          "transient_401", "transient_404", "created_202", "amount"]
+          "transient_401", "transient_404", "created_202", "amount",
+          # round 2 (issue #28)
+          "output_url", "download_url", "video_urls", "outputs", "nested_link", "relative_link",
+          "late_link", "reason_fields", "status_reason", "transient_status"]
 
 
 @pytest.mark.slow
@@ -52,6 +55,13 @@ def test_each_dialect_ends_every_task_completed_or_failed_with_its_reason(
                 assert record.status is TaskStatus.COMPLETED, record
                 assert record.download_state == "saved" and Path(record.video_path).is_file()
         assert emu.stats.interval_violations == 0
+        # the key went with a video request only to the API's own origin
+        stats = emu.stats
+        assert stats.media_auth_headers == (stats.media_requests if dialect == "relative_link"
+                                            else 0)
+        if dialect == "late_link":  # the completed answer without its link was asked again
+            notes = tracker.history().query("kind == 'note'").detail.tolist()
+            assert sum(n.startswith(NO_LINK_YET) for n in notes) == 2, notes
         if dialect == "amount":
             frame = tracker.tasks()
             assert list(frame.amount) == [AMOUNTS["veo_3_1_fast"]] * 3

@@ -24,6 +24,7 @@ from .errors import APIError, NotFoundError, RateLimitError, VeoError
 from .models import Task, TaskStatus
 from .records import (
     LOST_REASON,
+    NO_LINK_YET,
     NO_VIDEO_REASON,
     NOT_FOUND_REASON,
     STILL_CHECKING,
@@ -35,6 +36,10 @@ from .records import (
 if TYPE_CHECKING:  # pragma: no cover
     from ._engine import Engine
 
+#: How many more polls, one interval apart, a task answered ``completed``
+#: without a video link gets before it is final as "no video" (some gateways
+#: add the link a poll later).
+NO_LINK_REPOLLS = 3
 #: How long a task the service knew keeps being checked after 404s, past its
 #: expected window (seconds, on the service's clock).
 NOT_FOUND_GRACE_S = 30 * 60
@@ -176,18 +181,27 @@ class Polls:
             rec = state.record
             previous_age = state.last_age
             age = now - state.t0
-            status, error = task.status, task.error
+            status, error, text = task.status, task.error, task.status_text
             events: list[Event] = []
-            changed = task.status_text != rec.status_text or status is not rec.status
+            linkless = 0
             if status is TaskStatus.COMPLETED and not task.video_url:
-                status, error = TaskStatus.FAILED, NO_VIDEO_REASON
+                if state.linkless < NO_LINK_REPOLLS:  # the link may come a poll later
+                    linkless = state.linkless + 1
+                    status, text = TaskStatus.PROCESSING, TaskStatus.PROCESSING.value
+                    error = f"{NO_LINK_YET} ({linkless}/{NO_LINK_REPOLLS})"
+                    events.append(Event(task_id, "note", task.status_text, observed_at=stamp,
+                                        detail=error))
+                else:
+                    status, error = TaskStatus.FAILED, NO_VIDEO_REASON
+            changed = text != rec.status_text or status is not rec.status
             if changed:
-                events.append(Event(task_id, "status", task.status_text, observed_at=stamp,
+                events.append(Event(task_id, "status", text if linkless else task.status_text,
+                                    observed_at=stamp,
                                     detail=NO_VIDEO_REASON if error == NO_VIDEO_REASON else error))
             new = replace(
                 rec,
                 status=status,
-                status_text=status.value if error == NO_VIDEO_REASON else task.status_text,
+                status_text=status.value if error == NO_VIDEO_REASON else text,
                 model=task.model or rec.model,
                 created_at=task.created or rec.created_at,
                 video_url=task.video_url,
@@ -222,6 +236,8 @@ class Polls:
                         # with the completion, and do not race for the video
                         claim.update(downloader=self._engine.me,
                                      download_until=now + self._engine.downloads.claim_s)
+            elif linkless:  # asked again one interval later, as the 30 s rule allows
+                due = now + self._engine.settings.poll_interval
             else:
                 probe = replace(state, last_age=age)
                 due = self._engine.next_due(probe)
@@ -234,6 +250,7 @@ class Polls:
 
         def saved(st: TaskState) -> None:
             st.errors = 0
+            st.linkless = linkless
             st.not_found_since = None
             st.last_age = age
             st.due = due

@@ -12,12 +12,14 @@ from typing import Any
 
 import requests
 
+from ._answers import BALANCE_HINT, is_balance_refusal
 from ._apikey import API_KEY_ENV
 from ._retry import never_sent, parse_retry_after
 from ._urls import public_url
 from .errors import (
     APIError,
     AuthenticationError,
+    InsufficientBalanceError,
     NotFoundError,
     RateLimitError,
     _excerpt,
@@ -78,6 +80,12 @@ def http_error(
     detail = _excerpt(_server_message(text) or excerpt, 200)
     detail = detail or resp.reason or ""
     message = f"{method} {path}: HTTP {status}" + (f": {detail}" if detail else "")
+    if 400 <= status < 500 and is_balance_refusal(text, rate_limited=status == 429):
+        return InsufficientBalanceError(
+            f"{message} — {BALANCE_HINT} (not retried)",
+            status_code=status,
+            body_excerpt=excerpt,
+        )
     if status in (401, 403):
         return AuthenticationError(
             f"{message} — the API key was rejected; check {API_KEY_ENV}",

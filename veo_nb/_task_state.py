@@ -116,6 +116,7 @@ class TaskState:
     pending_due: float | None = None
     flushing: bool = False
     not_found_since: float | None = None  # unix time of the first 404 of a task the service knew
+    linkless: int = 0  # answers in a row that said "completed" without a video link
 
 
 def given_up(record: TaskRecord) -> bool:

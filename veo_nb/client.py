@@ -6,8 +6,11 @@ live in the tracker, the store and the panel.
 Retries, precisely:
 
 * ``get_result`` (a read) is retried on connection errors, timeouts, broken
-  bodies, 5xx and 429, with exponential backoff and jitter, honouring
-  ``Retry-After``, up to ``max_retries`` times.
+  bodies, 5xx, the transient 408, 425 and 433 (:data:`TRANSIENT_STATUSES`,
+  with Cloudflare's 520–524 among the 5xx) and 429, with exponential backoff
+  and jitter, honouring ``Retry-After``, up to ``max_retries`` times.
+* An empty balance or a spent quota (:class:`~veo_nb.InsufficientBalanceError`)
+  is never retried, neither a create nor a read.
 * ``create_video`` is **not** retried once the request may have reached the
   server (5xx, read timeouts, connections reset mid-request): a retry could
   create and bill a second video. It is retried only on 429 (the service did
@@ -28,6 +31,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from pathlib import Path, PurePosixPath
@@ -44,6 +48,7 @@ from ._apikey import ApiKey
 from ._download_http import VideoDownloader
 from ._exit import on_exit
 from ._images import Uploader, resolve_image
+from ._links import resolve
 from ._log import logger
 from ._responses import connection_message, http_error
 from ._responses import parse_task_body as parse_task_body
@@ -51,7 +56,13 @@ from ._retry import MAX_RETRY_AFTER_WAIT_S as MAX_RETRY_AFTER_WAIT_S
 from ._retry import READ_ERRORS, RetryClock, never_sent
 from ._retry import parse_retry_after as parse_retry_after
 from ._urls import check_http_url, origin, service_of
-from .errors import APIConnectionError, DownloadError, ValidationError, _excerpt
+from .errors import (
+    APIConnectionError,
+    DownloadError,
+    InsufficientBalanceError,
+    ValidationError,
+    _excerpt,
+)
 from .models import Task
 
 try:
@@ -61,6 +72,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 
 #: Name of the environment variable overriding the base URL.
 BASE_URL_ENV = "VEO_BASE_URL"
+#: HTTP statuses below 500 that a read treats as transient, like a 5xx: a
+#: request timeout (408), too early (425), a gateway's "upstream busy" (433).
+TRANSIENT_STATUSES = frozenset({408, 425, 433})
 #: Default bound on a downloaded video's size (bytes).
 DEFAULT_MAX_BYTES = 2 * 1024**3
 
@@ -362,7 +376,7 @@ class VeoClient:
         ``max_retries``; 0: one attempt, not delayed by the 429 gate either)
         by these rules: a failure before the request left (refused, DNS,
         connect timeout) is retried with backoff; one after which the service
-        may have handled it (timeouts, resets, 5xx) only for a read, and never
+        may have handled it (timeouts, resets, 5xx, 408/425/433) only for a read, and never
         sooner than one poll interval after that attempt; a 429 after its
         ``Retry-After``."""
         headers = {"Authorization": f"Bearer {self.__api_key.require()}",
@@ -405,10 +419,14 @@ class VeoClient:
                 method, path, resp.status_code, time.monotonic() - started, attempt + 1,
             )
             if 200 <= resp.status_code < 300:
-                return parse_task_body(resp.content, status_code=resp.status_code,
+                task = parse_task_body(resp.content, status_code=resp.status_code,
                                        where=f"{method} {path}", redact=self.__api_key.redact)
+                link = resolve(task.video_url, self._base_url)
+                return task if link == task.video_url else replace(task, video_url=link)
             error = http_error(resp, method, path, self.__api_key.redact)
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            if isinstance(error, InsufficientBalanceError):
+                raise error
             if resp.status_code == 429:
                 if retry_after is not None:
                     self._retry.note_rate_limit(retry_after)
@@ -416,7 +434,7 @@ class VeoClient:
                 wait = 0.0 if retry_after is not None else self._retry.backoff(attempt)
                 if attempt >= retries or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
                     raise error
-            elif resp.status_code >= 500:
+            elif resp.status_code >= 500 or resp.status_code in TRANSIENT_STATUSES:
                 wait = self._retry.retry_wait(attempt, retries, reached=True, idempotent=idempotent)
                 if wait is None or (retry_after or 0.0) > MAX_RETRY_AFTER_WAIT_S:
                     raise error

@@ -31,7 +31,12 @@ class APIError(VeoError):
     False only when the request provably never reached the service (a
     refused connection, a DNS failure, a connect timeout): otherwise the
     service may have handled it, so a poll counts against the 30 s rule.
+    ``refused`` is True for an error that says the service refused the
+    request before processing anything (:class:`~veo_nb.InsufficientBalanceError`).
     """
+
+    #: Whether the service said it refused the request before processing it.
+    refused = False
 
     def __init__(
         self, message: str, *, status_code: int | None = None, body_excerpt: str = "",
@@ -58,6 +63,20 @@ class MissingAPIKeyError(AuthenticationError):
 
 class NotFoundError(APIError):
     """404: the service does not know this task id."""
+
+
+class InsufficientBalanceError(APIError):
+    """The service refused the request because the account's balance or
+    quota is spent (``余额不足``, ``额度``, ``insufficient balance``,
+    ``quota``), at HTTP 200 or 4xx; the message quotes the service's words.
+    Never retried: top up the account, then submit (or poll) again.
+
+    A clear refusal: the service processed nothing, so nothing was billed
+    and no task was created (``refused`` is True; ``status_code`` is the
+    HTTP status it came with)."""
+
+    #: The service refused the request before processing it.
+    refused = True
 
 
 class RateLimitError(APIError):
@@ -126,6 +145,7 @@ __all__ = [
     "MissingAPIKeyError",
     "NotFoundError",
     "RateLimitError",
+    "InsufficientBalanceError",
     "DownloadError",
     "ResultExpiredError",
     "TaskTimeoutError",

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import _answers
 from ._urls import public_url
-from .errors import APIError, AuthenticationError, _excerpt
+from .errors import APIError, AuthenticationError, InsufficientBalanceError, _excerpt
 
 
 class TaskStatus(str, enum.Enum):
@@ -41,6 +41,13 @@ class TaskStatus(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+#: What a business error's message adds, by its kind (see :func:`veo_nb._answers.business_error`).
+_HINTS = {
+    "auth": " — check the API key (VEO_API_KEY)",
+    "balance": f" — {_answers.BALANCE_HINT}",
+}
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -130,8 +137,10 @@ class Task:
         other id/link/reason fields, status synonyms, ``amount``/``progress``).
 
         Tolerant of ``null`` and unknown fields. Raises
-        :class:`~veo_nb.AuthenticationError` or :class:`~veo_nb.APIError` with
-        the service's own message for a business error at HTTP 200, and
+        :class:`~veo_nb.AuthenticationError`,
+        :class:`~veo_nb.InsufficientBalanceError` (an empty balance or spent
+        quota) or :class:`~veo_nb.APIError` with the service's own message for
+        a business error at HTTP 200, and
         :class:`~veo_nb.APIError` for a body that is not a task.
         """
         if not isinstance(data, Mapping):
@@ -143,11 +152,12 @@ class Task:
         if task is None:
             said = _answers.business_error(data)
             if said is not None:
-                message, auth = said
-                kind = AuthenticationError if auth else APIError
-                raise kind(f"the service answered: {_excerpt(message, 200)}"
-                           + (" — check the API key (VEO_API_KEY)" if auth else ""),
-                           body_excerpt=_excerpt(repr(dict(data)), 200))
+                message, kind = said
+                error = {"auth": AuthenticationError,
+                         "balance": InsufficientBalanceError}.get(kind or "", APIError)
+                raise error(f"the service answered: {_excerpt(message, 200)}"
+                            + _HINTS.get(kind or "", ""),
+                            body_excerpt=_excerpt(repr(dict(data)), 200))
             raise APIError(
                 f"the response has no task id: {_excerpt(repr(dict(data)), 120)}"
             )
@@ -158,7 +168,7 @@ class Task:
             created=_as_datetime(task.get("created")),
             model=_as_text(task.get("model")),
             status=status,
-            video_url=_answers.video_link(task),
+            video_url=_answers.video_link(task, completed=status is TaskStatus.COMPLETED),
             actual_duration=_as_float(task.get("actualDuration")),
             error=_answers.reason(task, failed=status is TaskStatus.FAILED),
             raw=MappingProxyType(dict(task)),

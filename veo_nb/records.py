@@ -35,6 +35,9 @@ from .models import Task, TaskStatus, _as_float, _as_text
 
 #: Why a task reported ``completed`` without a ``video_url`` counts as failed.
 NO_VIDEO_REASON = "completed without a video (the service's safety filter may have blocked it)"
+#: How the ``error`` of a task answered ``completed`` without a link, and
+#: polled again for it, starts.
+NO_LINK_YET = "completed without a video link yet: asking again"
 #: The error of a task id its service answered 404 for: a typo or a test paste,
 #: not a failed generation (kept out of the success statistics).
 NOT_FOUND_REASON = "the service does not know this id (404)"

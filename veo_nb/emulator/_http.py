@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._dialects import RELATIVE_PREFIX
 from ._faults import Faults
 from ._media import parse_range
 from ._service import Reply, Service, error_reply
@@ -146,61 +147,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-class ApiHandler(Handler):
-    """The API host: reads the body, lets faults in front act, asks the service."""
+class MediaServing(Handler):
+    """Serving a task's video while its link is valid (the media host's
+    job, and the API host's for links relative to it)."""
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        self._serve()
-
-    def _serve(self) -> None:
-        service, faults = self.server.service, self.server.faults
-        arrived = service.now()
-        body = self._read_body()
-        if not isinstance(body, Reply) and faults.intercept_api(self):
-            return
-        delay = service.latency_s + faults.api_delay()
-        if isinstance(body, Reply):  # the body could not be read: the connection ends
-            reply = body
-        else:
-            reply = service.handle_api(
-                self.command, self.path, self.headers.get("Authorization"), body, arrived
-            )
-            held = faults.after_service(self)
-            if held is None:  # the answer is lost
-                return
-            delay += held
-        if delay:
-            time.sleep(delay)
-        data = json.dumps(reply.body, separators=(",", ":")).encode()
-        self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
-
-    def _read_body(self) -> bytes | Reply:
-        close = ("Connection", "close")
-        encoding = self.headers.get("Transfer-Encoding", "identity").strip().lower()
-        if encoding != "identity":
-            return error_reply(411, "invalid_request", "send the body with a Content-Length", close)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            return error_reply(400, "invalid_request", "invalid Content-Length header", close)
-        if length > MAX_BODY_BYTES:
-            return error_reply(
-                413, "invalid_request", f"body larger than {MAX_BODY_BYTES} bytes", close
-            )
-        return self.rfile.read(length) if length else b""
-
-
-class MediaHandler(Handler):
-    """The media host: serves a task's video while its link is valid."""
-
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
-        self._serve()
-
-    def _serve(self) -> None:
+    def _serve_media(self, path: str) -> None:
+        """Answer for the video at media ``path`` (``/v/<id>/<token>.mp4``)."""
         service = self.server.service
-        path = urlsplit(self.path).path
         found = service.media_file(path, service.now())
 
         def record(status: int) -> None:
@@ -260,3 +213,65 @@ class MediaHandler(Handler):
             f"<Error><Code>{code}</Code><Message>{message}</Message></Error>\n"
         ).encode()
         self._send(status, body, "application/xml")
+
+
+class ApiHandler(MediaServing):
+    """The API host: reads the body, lets faults in front act, asks the
+    service; serves the videos of links relative to it (``/files/...``,
+    the ``relative_link`` dialect)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        self._serve()
+
+    def _serve(self) -> None:
+        service, faults = self.server.service, self.server.faults
+        path = urlsplit(self.path).path
+        if self.command == "GET" and path.startswith(RELATIVE_PREFIX + "/"):
+            self._serve_media(path[len(RELATIVE_PREFIX):])
+            return
+        arrived = service.now()
+        body = self._read_body()
+        if not isinstance(body, Reply) and faults.intercept_api(self):
+            return
+        delay = service.latency_s + faults.api_delay()
+        if isinstance(body, Reply):  # the body could not be read: the connection ends
+            reply = body
+        else:
+            reply = service.handle_api(
+                self.command, self.path, self.headers.get("Authorization"), body, arrived
+            )
+            held = faults.after_service(self)
+            if held is None:  # the answer is lost
+                return
+            delay += held
+        if delay:
+            time.sleep(delay)
+        data = json.dumps(reply.body, separators=(",", ":")).encode()
+        self._send(reply.status, data, "application/json; charset=utf-8", reply.headers)
+
+    def _read_body(self) -> bytes | Reply:
+        close = ("Connection", "close")
+        encoding = self.headers.get("Transfer-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            return error_reply(411, "invalid_request", "send the body with a Content-Length", close)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return error_reply(400, "invalid_request", "invalid Content-Length header", close)
+        if length > MAX_BODY_BYTES:
+            return error_reply(
+                413, "invalid_request", f"body larger than {MAX_BODY_BYTES} bytes", close
+            )
+        return self.rfile.read(length) if length else b""
+
+
+class MediaHandler(MediaServing):
+    """The media host: serves a task's video while its link is valid."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+        self._serve()
+
+    def _serve(self) -> None:
+        self._serve_media(urlsplit(self.path).path)

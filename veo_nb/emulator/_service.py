@@ -256,6 +256,10 @@ class Service:
             return self._reject(str(exc))
         created = int(time.time())
         with self._lock:
+            refusal = self._dialects.balance_refusal(str(payload["prompt"]))
+            if refusal is not None:  # nothing created, nothing billed
+                self._counters.totals["rejected_creates"] += 1
+                return Reply(*refusal)
             task_id = f"vgen_{self._rng.getrandbits(48):012x}"
             while task_id in self._tasks:
                 task_id = f"vgen_{self._rng.getrandbits(48):012x}"
@@ -314,17 +318,18 @@ class Service:
             if task.reported_terminal:
                 counters.totals["polls_after_terminal"] += 1
             task.last_poll = now
-            transient = self._dialects.transient(counters.polls_by_task[task_id])
-            if transient == 401:
-                return Reply(401, gateway_401("token verification failed, please retry"))
-            if transient == 404:
-                return error_reply(404, "not_found", f"task not found: {task_id}")
+            number = counters.polls_by_task[task_id]
+            instead = (self._dialects.balance_refusal(task.plan.prompt, number)
+                       or self._dialects.transient(task_id, number))
+            if instead is not None:
+                return Reply(*instead)
             body = task.plan.body(now, self._video_url(task))
+            first_final = not task.reported_terminal
             task.reported_terminal = body["status"] in ("completed", "failed")
             plan = task.plan
             span = plan.end - plan.processing_at
             progress = 100 * (now - plan.processing_at) / span if span > 0 else None
-            return Reply(200, self._dialects.result(body, progress))
+            return Reply(200, self._dialects.result(body, progress, first_final=first_final))
 
     # -- the media host --------------------------------------------------------
 

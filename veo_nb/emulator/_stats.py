@@ -29,7 +29,8 @@ class EmulatorStats:
     """A snapshot of the emulator's counters (see :attr:`Emulator.stats`).
 
     API side: ``requests_total`` (every API request), ``creates`` (accepted),
-    ``rejected_creates`` (400s), ``auth_failures`` (401/403), ``polls`` and
+    ``rejected_creates`` (400s, and empty-balance refusals), ``auth_failures``
+    (401/403), ``polls`` and
     ``polls_by_task`` (result requests for known ids, 429s included),
     ``interval_violations`` and ``violations_by_task`` (polls answered 429
     because they came sooner than ``min_poll_interval_s``),
