@@ -19,7 +19,9 @@ teacher (with a role that may create roles) makes:
     SQLSTATE 42501, *insufficient privilege*);
   - a student may record for re-runs to reuse (``reuse``) only tasks of their
     own, and may not drop or redirect a classmate's;
-  - the teacher may manage every task.
+  - the teacher may manage every task;
+  - the spending ledger is append-only: rows are inserted as oneself, never
+    changed or deleted (:func:`ledger_sql`).
 
 Tables belong to the role that ran the set-up; students never get
 ``TRUNCATE``, ``DROP`` or schema changes.
@@ -111,7 +113,23 @@ def policy_sql() -> list[str]:
         f"WHERE tasks.task_id = reuse.task_id AND NOT {own})) WITH CHECK (EXISTS (SELECT 1 "
         f"FROM tasks WHERE tasks.task_id = reuse.task_id AND {own}))",
     ]
-    return sql
+    return [*sql, *ledger_sql()]
+
+
+def ledger_sql() -> list[str]:
+    """The spending ledger (:mod:`veo_nb._ledger`) is append-only for the
+    whole class: everyone reads it and inserts rows as themselves (``owner``
+    is the session's role), nobody updates or deletes one, so no student can
+    lower what the daily caps count."""
+    return [
+        f"REVOKE ALL ON ledger FROM {TEACHERS}, {STUDENTS}",
+        f"GRANT SELECT, INSERT ON ledger TO {TEACHERS}, {STUDENTS}",
+        "ALTER TABLE ledger ENABLE ROW LEVEL SECURITY",
+        "DROP POLICY IF EXISTS veo_read ON ledger",
+        "DROP POLICY IF EXISTS veo_add ON ledger",
+        "CREATE POLICY veo_read ON ledger FOR SELECT USING (true)",
+        "CREATE POLICY veo_add ON ledger FOR INSERT WITH CHECK (owner = session_user)",
+    ]
 
 
 def role_sql(teacher: str, students: Sequence[str],
