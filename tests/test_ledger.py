@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from veo_nb import SpendingCapError, Tracker
+from veo_nb import APIError, SpendingCapError, Tracker, UnknownModelWarning
 from veo_nb._spending import day_start
 from veo_nb.emulator import Emulator
 from veo_nb.records import TaskRecord, from_unix
@@ -185,3 +187,63 @@ def test_a_schema_6_store_gains_a_ledger_of_its_submitted_tasks(tmp_path: Path,
         assert opened.spent_since(day_start(now)) == (2, 0.35, None)
     finally:
         opened.close()
+
+
+@pytest.fixture(scope="module")
+def class_server() -> Iterator[object]:
+    """A throwaway server of its own: a class's roles are server-wide."""
+    import pg_cluster
+
+    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-c", sql],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.postgres
+def test_on_a_class_store_students_only_append_to_the_ledger_as_themselves(
+        class_server: Any, tmp_path: Path) -> None:
+    import pg_cluster
+
+    from veo_nb._class import set_up
+
+    urls = set_up(pg_cluster.new_database(class_server.url), "teacher", ["ann", "ben"])
+    with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample",
+                  dialects=["amount"]) as emu:
+        with Tracker(emu.client(), store=urls["ann"], media_dir=tmp_path / "a", owner="ann",
+                     max_tasks_per_day=3) as ann:
+            mine = ann.submit("ann's fox [duration: 121]")
+            ann.wait([mine.id], timeout=60)
+            with pytest.raises(APIError, match="HTTP 400"), \
+                    pytest.warns(UnknownModelWarning):  # a refusal voids her create
+                ann.submit("refused", model="veo_3_1_lite_not_offered")
+            assert ann.spending()["tasks"] == 1 and ann.spending()["amount"] == 0.35
+        with Tracker(emu.client(), store=urls["ben"], media_dir=tmp_path / "b", owner="ben",
+                     max_tasks_per_day=3) as ben:
+            ben.submit("ben's boat [duration: 121]")
+            assert ben.spending()["tasks"] == 2
+    create = _psql(urls["ben"], "SELECT entry FROM ledger WHERE kind = 'create' AND owner = 'ann'")
+    entry = create.stdout.split()[2]
+    for sql, said in (("DELETE FROM ledger", "permission denied"),
+                      ("UPDATE ledger SET at = 0", "permission denied"),
+                      ("TRUNCATE ledger", "permission denied"),
+                      (f"INSERT INTO ledger (entry, kind, ref, at, owner) VALUES "
+                       f"('void:{entry}', 'void', '{entry}', 0, 'ann')", "row-level security"),
+                      (f"INSERT INTO ledger (entry, kind, ref, at) VALUES "
+                       f"('void:{entry}', 'void', '{entry}', 0)", "row-level security"),
+                      ("INSERT INTO ledger (entry, kind, task_id, at, amount) SELECT "
+                       "'amount:x', 'amount', task_id, 0, 0.01 FROM tasks LIMIT 1",
+                       "row-level security")):
+        out = _psql(urls["ben"], sql)
+        assert out.returncode != 0 and said in out.stderr, (sql, out.stdout, out.stderr)
+    with Emulator(time_scale=SCALE, video_size="sample") as emu, \
+            Tracker(emu.client(), store=urls["teacher"], media_dir=tmp_path / "t",
+                    owner="teacher", max_tasks_per_day=3) as teacher:
+        teacher.remove([r.task_id for r in teacher.records()], delete=True)
+        assert teacher.spending()["tasks"] == 2  # the teacher's erasing lowers nothing either

@@ -128,7 +128,14 @@ def ledger_sql() -> list[str]:
         "DROP POLICY IF EXISTS veo_read ON ledger",
         "DROP POLICY IF EXISTS veo_add ON ledger",
         "CREATE POLICY veo_read ON ledger FOR SELECT USING (true)",
-        "CREATE POLICY veo_add ON ledger FOR INSERT WITH CHECK (owner = session_user)",
+        # each kind of row only as veo_nb writes it (see veo_nb._ledger)
+        "CREATE POLICY veo_add ON ledger FOR INSERT WITH CHECK (owner = session_user AND "
+        f"(pg_has_role(session_user, '{TEACHERS}', 'MEMBER') OR CASE kind "
+        "WHEN 'create' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.entry) "
+        "WHEN 'void' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.ref) "
+        "WHEN 'id' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.task_id) "
+        "WHEN 'amount' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.task_id "
+        "AND t.amount = ledger.amount) ELSE false END))",
     ]
 
 

@@ -8,7 +8,9 @@ Rows are only ever inserted, each with a unique ``entry``:
   ``unconfirmed-…`` entry's id), with the ``amount`` it is expected to cost
   (the last amount seen for its model and resolution; NULL when unknown),
   written in the same transaction as the entry and the cap check;
-* ``void:<entry>``: the service clearly refused that create (it is not spent);
+* ``void:<entry>``: the service clearly refused that create (it is not
+  spent), written by whoever wrote the create and before any real task
+  replaced its entry (a void of another kind does not count);
 * ``id:<task id>``: the real task that replaced the entry (its first write);
 * ``amount:<task id>:<amount>``: an amount the service reported for a task
   (its ``ref`` is the create's entry), the largest one counting.
@@ -46,8 +48,10 @@ _SPENT = (
     "SELECT COUNT(*), SUM(paid), COUNT(paid), SUM(CASE WHEN paid IS NULL THEN expected END) "
     "FROM (SELECT c.entry, MAX(c.amount) AS expected, MAX(a.amount) AS paid FROM ledger c "
     "LEFT JOIN ledger a ON a.ref = c.entry AND a.kind = 'amount' "
-    "WHERE c.kind = 'create' AND c.at >= ? AND NOT EXISTS "
-    "(SELECT 1 FROM ledger v WHERE v.entry = 'void:' || c.entry) GROUP BY c.entry) s"
+    "WHERE c.kind = 'create' AND c.at >= ? AND NOT EXISTS (SELECT 1 FROM ledger v "
+    "WHERE v.entry = 'void:' || c.entry AND COALESCE(v.owner, '') = COALESCE(c.owner, '') "
+    "AND NOT EXISTS (SELECT 1 FROM ledger i WHERE i.kind = 'id' AND i.ref = c.entry)) "
+    "GROUP BY c.entry) s"
 )
 _EXPECTED = ("SELECT amount FROM ledger WHERE kind = 'amount' AND model = ? AND resolution = ? "
              "ORDER BY seen DESC LIMIT 1")
@@ -162,8 +166,8 @@ class StoreLedger:
             return
 
         def body(cur: Any) -> None:
+            add_voids(cur, ids, time.time())  # (a class store checks the entry is there)
             self._erase(cur, ids)
-            add_voids(cur, ids, time.time())
             self._bump(cur)
             cur.executemany(_INSERT_DELETED,
                             [(i,) for i in ids])

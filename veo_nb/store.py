@@ -227,8 +227,11 @@ class BaseStore(StoreViews, StoreClaims, _ledger.StoreLedger):
         def body(cur: Any) -> Row:
             if replaces is not None:
                 self._erase(cur, [replaces])
-                _ledger.add_link(cur, replaces, record.task_id, time.time())
             self._put(cur, record, event_rows, fields, claim, reopen)
+            if replaces is not None:
+                _ledger.add_link(cur, replaces, record.task_id, time.time())
+            if fields is None or "raw" in fields:  # an amount the service reported
+                cur.execute(_ledger.NOTE_AMOUNT, (time.time(), record.task_id))
             self._bump(cur)
             if replaces is not None:
                 cur.execute(_INSERT_DELETED,
@@ -241,7 +244,7 @@ class BaseStore(StoreViews, StoreClaims, _ledger.StoreLedger):
 
     def _put(self, cur: Any, record: TaskRecord, event_rows: Sequence[tuple[Any, ...]],
              fields: Sequence[str] | None, claim: dict[str, Any], reopen: bool) -> None:
-        """:meth:`write`'s work on one task, but for the revision."""
+        """:meth:`write`'s work on one task, but for the revision and the ledger."""
         wanted = _ALL_FIELDS if fields is None else tuple(fields)
         sql = _UPSERTS.get((wanted, reopen))
         if sql is None:
@@ -256,8 +259,6 @@ class BaseStore(StoreViews, StoreClaims, _ledger.StoreLedger):
                                         for v in ((value, value) if k == "contact_at"
                                                   else (value,))), record.task_id),
             )
-        if "raw" in wanted:  # an amount the service reported goes to the ledger
-            cur.execute(_ledger.NOTE_AMOUNT, (time.time(), record.task_id))
         after = tally_of(cur.execute(TALLY_SQL, (record.task_id,)).fetchone())
         if event_rows:
             cur.executemany(_INSERT_EVENT, event_rows)
