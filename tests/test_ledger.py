@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,10 @@ from veo_nb.models import TaskStatus
 SCALE = 0.01
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "h.sqlite")
-    return request.getfixturevalue("pg_db_url")
-
-
 def test_removing_or_deleting_tasks_does_not_lower_the_days_spending(
-        tmp_path: Path, store: str) -> None:
+        tmp_path: Path, store_url: str) -> None:
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu, \
-            Tracker(emu.client(), store=store, media_dir=tmp_path / "v",
+            Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
                     max_tasks_per_day=2) as tracker:
         first, second = (tracker.submit(f"fox {i} [duration: 121]") for i in range(2))
         tracker.remove([first.id])
@@ -71,9 +63,9 @@ def _race(n: int, act: callable) -> list[BaseException | None]:  # type: ignore[
 
 
 def test_eight_concurrent_submits_under_a_cap_of_one_create_one(tmp_path: Path,
-                                                                store: str) -> None:
+                                                                store_url: str) -> None:
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample", latency_s=0.05) as emu:
-        trackers = [Tracker(emu.client(), store=store, media_dir=tmp_path / "v",
+        trackers = [Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
                             max_tasks_per_day=1, start=False) for _ in range(2)]
         try:
             errors = _race(8, lambda i: trackers[i % 2].submit(f"racing fox {i}"))
@@ -104,11 +96,11 @@ tracker.close()
 """
 
 
-def test_eight_processes_under_a_cap_of_one_create_one(tmp_path: Path, store: str) -> None:
+def test_eight_processes_under_a_cap_of_one_create_one(tmp_path: Path, store_url: str) -> None:
     go = tmp_path / "go"
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample", latency_s=0.05) as emu:
         children = [subprocess.Popen(
-            [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, store,
+            [sys.executable, "-c", CHILD, emu.base_url, emu.api_key, store_url,
              str(tmp_path / "v"), str(go)], stdout=subprocess.PIPE, text=True)
             for _ in range(8)]
         try:
@@ -125,11 +117,11 @@ def test_eight_processes_under_a_cap_of_one_create_one(tmp_path: Path, store: st
         assert emu.stats.creates == 1
 
 
-def test_submit_many_is_all_or_nothing_under_the_caps(tmp_path: Path, store: str) -> None:
+def test_submit_many_is_all_or_nothing_under_the_caps(tmp_path: Path, store_url: str) -> None:
     batch = pd.DataFrame({"prompt": ["left [duration: 121]", "right [duration: 121]"]})
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample", latency_s=0.05,
                   dialects=["amount"]) as emu:
-        trackers = [Tracker(emu.client(), store=store, media_dir=tmp_path / "v",
+        trackers = [Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
                             max_tasks_per_day=3, start=False) for _ in range(2)]
         try:
             errors = _race(2, lambda i: trackers[i].submit_many(batch))
@@ -139,7 +131,7 @@ def test_submit_many_is_all_or_nothing_under_the_caps(tmp_path: Path, store: str
         finally:
             for tracker in trackers:
                 tracker.close()
-        with Tracker(emu.client(), store=store, media_dir=tmp_path / "v",
+        with Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
                      max_amount_per_day=0.8) as tracker:  # 0.35 each, 0.7 reserved
             assert (tracker.spending()["amount"] or 0) + (tracker.spending()["reserved"] or 0) \
                 == pytest.approx(0.7)
@@ -161,11 +153,11 @@ def _old_store(store: BaseStore) -> None:
 
 
 def test_a_schema_6_store_gains_a_ledger_of_its_submitted_tasks(tmp_path: Path,
-                                                                store: str) -> None:
+                                                                store_url: str) -> None:
     from veo_nb.store import open_store
 
     now = time.time()
-    opened, _ = open_store(store, tmp_path / "x.sqlite")
+    opened, _ = open_store(store_url, tmp_path / "x.sqlite")
     try:
         for i, (raw, request) in enumerate([({"amount": 0.35}, {"model": "veo_3_1_fast"}),
                                             ({}, {"model": "veo_3_1_fast"}),
@@ -177,28 +169,16 @@ def test_a_schema_6_store_gains_a_ledger_of_its_submitted_tasks(tmp_path: Path,
         _old_store(opened)
     finally:
         opened.close()
-    if store.endswith(".sqlite"):
-        with sqlite3.connect(store) as conn:
+    if store_url.endswith(".sqlite"):
+        with sqlite3.connect(store_url) as conn:
             assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
-    opened, _ = open_store(store, tmp_path / "x.sqlite")
+    opened, _ = open_store(store_url, tmp_path / "x.sqlite")
     try:
         assert opened.spent_since(day_start(now)) == (2, 0.35, None)
         opened.delete(["vgen_0", "vgen_1"])
         assert opened.spent_since(day_start(now)) == (2, 0.35, None)
     finally:
         opened.close()
-
-
-@pytest.fixture(scope="module")
-def class_server() -> Iterator[object]:
-    """A throwaway server of its own: a class's roles are server-wide."""
-    import pg_cluster
-
-    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
@@ -208,12 +188,12 @@ def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.postgres
 def test_on_a_class_store_students_only_append_to_the_ledger_as_themselves(
-        class_server: Any, tmp_path: Path) -> None:
+        pg_server: Any, tmp_path: Path) -> None:
     import pg_cluster
 
     from veo_nb._class import set_up
 
-    urls = set_up(pg_cluster.new_database(class_server.url), "teacher", ["ann", "ben"])
+    urls = set_up(pg_cluster.new_database(pg_server.url), "teacher", ["ann", "ben"])
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample",
                   dialects=["amount"]) as emu:
         with Tracker(emu.client(), store=urls["ann"], media_dir=tmp_path / "a", owner="ann",
@@ -222,7 +202,7 @@ def test_on_a_class_store_students_only_append_to_the_ledger_as_themselves(
             ann.wait([mine.id], timeout=60)
             with pytest.raises(APIError, match="HTTP 400"), \
                     pytest.warns(UnknownModelWarning):  # a refusal voids her create
-                ann.submit("refused", model="veo_3_1_lite_not_offered")
+                ann.submit("refused", model="veo_3_1_not_offered_to_ann")
             assert ann.spending()["tasks"] == 1 and ann.spending()["amount"] == 0.35
         with Tracker(emu.client(), store=urls["ben"], media_dir=tmp_path / "b", owner="ben",
                      max_tasks_per_day=3) as ben:

@@ -24,21 +24,14 @@ from veo_nb._spending import UNCONFIRMED
 KEY = "sk-test-0123456789abcdef"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "h.sqlite")
-    return request.getfixturevalue("pg_db_url")
-
-
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     with ScriptedServer() as srv:
         yield srv
 
 
-def _tracker(url: str, store: str, tmp_path: Path, **client: float) -> Tracker:
-    return Tracker(VeoClient(KEY, url, max_retries=0, **client), store=store,
+def _tracker(url: str, store_url: str, tmp_path: Path, **client: float) -> Tracker:
+    return Tracker(VeoClient(KEY, url, max_retries=0, **client), store=store_url,
                    media_dir=tmp_path / "v", start=False)
 
 
@@ -67,31 +60,31 @@ UNREADABLE = {
 
 
 @pytest.mark.parametrize("shape", list(UNREADABLE))
-def test_an_unreadable_answer_keeps_the_entry(shape: str, server: ScriptedServer, store: str,
+def test_an_unreadable_answer_keeps_the_entry(shape: str, server: ScriptedServer, store_url: str,
                                               tmp_path: Path) -> None:
     reply, words = UNREADABLE[shape]
     server.script(reply)
-    with _tracker(server.url, store, tmp_path) as tracker:
+    with _tracker(server.url, store_url, tmp_path) as tracker:
         with pytest.raises(APIError):
             tracker.submit("a fox")
         assert server.hits() == 1
         _entry_says(tracker, words)
-    with _tracker(server.url, store, tmp_path) as again:  # and it is in the store
+    with _tracker(server.url, store_url, tmp_path) as again:  # and it is in the store_url
         _entry_says(again, words)
 
 
-def test_a_timeout_keeps_the_entry(server: ScriptedServer, store: str, tmp_path: Path) -> None:
+def test_a_timeout_keeps_the_entry(server: ScriptedServer, store_url: str, tmp_path: Path) -> None:
     server.script(_late(3.0))
-    with _tracker(server.url, store, tmp_path, timeout=0.5) as tracker:
+    with _tracker(server.url, store_url, tmp_path, timeout=0.5) as tracker:
         with pytest.raises(APIError):
             tracker.submit("a fox")
         _entry_says(tracker, "lost the connection")
 
 
-def test_ctrl_c_during_the_create_keeps_the_entry(server: ScriptedServer, store: str,
+def test_ctrl_c_during_the_create_keeps_the_entry(server: ScriptedServer, store_url: str,
                                                   tmp_path: Path) -> None:
     server.script(_late(3.0))
-    with _tracker(server.url, store, tmp_path) as tracker:
+    with _tracker(server.url, store_url, tmp_path) as tracker:
         # a real SIGINT to the main thread, blocked reading the answer
         previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         main = threading.main_thread().ident
@@ -119,9 +112,9 @@ tracker.submit("a fox")
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
 def test_an_exit_or_a_kill_during_the_create_keeps_the_entry(
-        stop: signal.Signals, server: ScriptedServer, store: str, tmp_path: Path) -> None:
+        stop: signal.Signals, server: ScriptedServer, store_url: str, tmp_path: Path) -> None:
     server.script(_late(30.0))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, KEY, store,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, server.url, KEY, store_url,
                               str(tmp_path / "v")], stderr=subprocess.PIPE, text=True)
     try:
         until(lambda: server.hits() == 1, timeout=60)  # the create is on its way
@@ -131,7 +124,7 @@ def test_an_exit_or_a_kill_during_the_create_keeps_the_entry(
         child.kill()
         child.wait()
     assert child.returncode == (3 if stop == signal.SIGTERM else -signal.SIGKILL)
-    with _tracker(server.url, store, tmp_path) as tracker:
+    with _tracker(server.url, store_url, tmp_path) as tracker:
         _entry_says(tracker, "the process exited" if stop == signal.SIGTERM else "no answer yet")
 
 
@@ -144,30 +137,30 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("status", list(REFUSED))
-def test_a_clear_refusal_leaves_nothing(status: str, server: ScriptedServer, store: str,
+def test_a_clear_refusal_leaves_nothing(status: str, server: ScriptedServer, store_url: str,
                                         tmp_path: Path) -> None:
     server.script(REFUSED[status])
-    with _tracker(server.url, store, tmp_path) as tracker:
+    with _tracker(server.url, store_url, tmp_path) as tracker:
         with pytest.raises(APIError, match=f"HTTP {status}"):
             tracker.submit("a fox")
         assert tracker.records() == [] and tracker.tasks().empty
         assert tracker.spending()["tasks"] == 0
 
 
-def test_a_request_that_never_left_leaves_nothing(store: str, tmp_path: Path) -> None:
+def test_a_request_that_never_left_leaves_nothing(store_url: str, tmp_path: Path) -> None:
     with socket.socket() as sock:  # a port nobody listens on: the connection is refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with _tracker(f"http://127.0.0.1:{port}", store, tmp_path) as tracker:
+    with _tracker(f"http://127.0.0.1:{port}", store_url, tmp_path) as tracker:
         with pytest.raises(APIError, match="could not reach"):
             tracker.submit("a fox")
         assert tracker.records() == [] and tracker.spending()["tasks"] == 0
 
 
-def test_the_entry_goes_in_the_real_tasks_first_write(server: ScriptedServer, store: str,
+def test_the_entry_goes_in_the_real_tasks_first_write(server: ScriptedServer, store_url: str,
                                                       tmp_path: Path) -> None:
     server.script(Reply.json({"id": "vgen_0123456789ab", "status": "queued"}))
-    with _tracker(server.url, store, tmp_path) as tracker:
+    with _tracker(server.url, store_url, tmp_path) as tracker:
         task = tracker.submit("a fox")
         assert [r.task_id for r in tracker.records()] == [task.id]
         assert [r.task_id for r in tracker.store.records()] == [task.id]
