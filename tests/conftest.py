@@ -40,16 +40,37 @@ def _english(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     set_language(None)
 
 
+def _throwaway_server() -> Iterator[pg_cluster.Cluster]:
+    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """URL of the database ``veo`` on a throwaway PostgreSQL server, started
     once per session and stopped (folder removed) at its end. Skips when the
     server binaries or psycopg are missing; fails instead under CI=true."""
-    cluster = pg_cluster.start_cluster(pg_cluster.require_postgres())
-    try:
+    for cluster in _throwaway_server():
         yield cluster.url
-    finally:
-        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[pg_cluster.Cluster]:
+    """A throwaway PostgreSQL server of the test module's own (a class's
+    roles are server-wide)."""
+    yield from _throwaway_server()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store of a test run on both backends: a SQLite file, or a fresh
+    database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "h.sqlite")
+    return str(request.getfixturevalue("pg_db_url"))
 
 
 @pytest.fixture(scope="module")

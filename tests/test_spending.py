@@ -18,17 +18,10 @@ from veo_nb.emulator import Emulator, FaultConfig
 SCALE = 0.01
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "h.sqlite")
-    return request.getfixturevalue("pg_db_url")
-
-
 def test_the_daily_cap_refuses_a_submit_and_a_batch_before_any_request(
-        tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample") as emu:
-        with Tracker(emu.client(), store=store, media_dir=tmp_path / "v",
+        with Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
                      max_tasks_per_day=3) as tracker:
             for i in range(3):
                 tracker.submit(f"fox {i} [duration: 125]")
@@ -37,10 +30,10 @@ def test_the_daily_cap_refuses_a_submit_and_a_batch_before_any_request(
                                                        "3 were submitted today"):
                 tracker.submit("one too many")
             assert emu.stats.requests_total == requests and emu.stats.creates == 3
-            assert tracker.spending() == {"tasks": 3, "amount": None, "max_tasks": 3.0,
-                                          "max_amount": None}
+            assert tracker.spending() == {"tasks": 3, "amount": None, "reserved": None,
+                                          "max_tasks": 3.0, "max_amount": None}
         monkeypatch.setenv("VEO_NB_MAX_TASKS_PER_DAY", "5")  # a hub-wide setting
-        with Tracker(emu.client(), store=store, media_dir=tmp_path / "v") as tracker:
+        with Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v") as tracker:
             batch = pd.DataFrame({"prompt": [f"sweep {i}" for i in range(3)]})
             with pytest.raises(SpendingCapError, match="3 more would pass it"):
                 tracker.submit_many(batch)  # 3 + 3 > 5: none of it
@@ -54,17 +47,28 @@ def test_the_daily_cap_refuses_a_submit_and_a_batch_before_any_request(
                 view.close()
 
 
-def test_the_amount_cap_counts_what_the_service_reported(tmp_path: Path) -> None:
+def test_the_amount_cap_refuses_the_task_that_would_cross_it(tmp_path: Path, store_url: str) -> None:
+    """Issue 28: the expected cost of a task (the last amount reported for
+    its model and resolution) counts before it is sent, and so do today's
+    tasks whose amount is not reported yet."""
     with Emulator(time_scale=SCALE, failure_rate=0, video_size="sample",
-                  dialects=["amount"]) as emu, \
-            Tracker(emu.client(), store=tmp_path / "h.sqlite", media_dir=tmp_path / "v",
-                    max_amount_per_day=0.5) as tracker:
-        first = tracker.submit("a costly fox [duration: 121]")
-        tracker.wait([first.id], timeout=60)
-        tracker.submit("a second one")  # 0.35 reported so far: under the cap
-        with pytest.raises(SpendingCapError, match="reported 0.7"):
-            tracker.submit("a third one")
-        assert emu.stats.creates == 2
+                  dialects=["amount"]) as emu:
+        with Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
+                     max_amount_per_day=0.5) as tracker:
+            first = tracker.submit("a costly fox [duration: 121]")  # cost unknown: sent
+            tracker.wait([first.id], timeout=60)
+            with pytest.raises(SpendingCapError, match="reported 0.35 .* about 0.35"):
+                tracker.submit("a second one")  # 0.35 + 0.35 would cross 0.5
+            assert emu.stats.creates == 1
+        with Tracker(emu.client(), store=store_url, media_dir=tmp_path / "v",
+                     max_amount_per_day=1.0, start=False) as tracker:
+            tracker.submit("a second one [duration: 300]")  # 0.7: under the cap
+            spent = tracker.spending()
+            assert spent["tasks"] == 2 and (spent["amount"] or 0) + (spent["reserved"] or 0) \
+                == pytest.approx(0.7)
+            with pytest.raises(SpendingCapError, match="about 0.35"):
+                tracker.submit("a third one")  # 1.05 with the second's expected cost
+            assert emu.stats.creates == 2
 
 
 def test_a_create_whose_answer_never_came_stays_visible_until_dismissed(tmp_path: Path) -> None:

@@ -397,7 +397,7 @@ def test_a_version_5_store_gains_the_indexes_costs_and_tallies_of_a_long_history
         assert (overview.amount, overview.costed, overview.completed) == (1.75, 2, 2)
         frame = store.frame()
         assert frame["progress"].fillna(-1).tolist() == [100.0, -1, 40.0, -1]
-        assert store.spent_since(0) == (0, None)  # tracked ids, none submitted through a request
+        assert store.spent_since(0) == (0, None, None)  # tracked ids, none submitted through a request
     conn = sqlite3.connect(path)
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"tasks_created", "tasks_word", "tasks_owner", "tasks_live"} <= indexes

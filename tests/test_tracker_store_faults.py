@@ -42,6 +42,13 @@ class FlakyStore(Store):
             raise sqlite3.OperationalError("database is locked")
         return super().write(record, events, **kw)
 
+    def reserve(self, entries, since, check):
+        if self.failures and any(self.when(e, []) for e in entries):
+            self.failures -= 1
+            self.failed += 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().reserve(entries, since, check)
+
 
 @pytest.fixture
 def flaky(tmp_path: Path):
@@ -118,8 +125,12 @@ def test_submit_reports_a_created_task_it_could_not_save(flaky: FlakyStore, tmp_
         (task_id,) = info.value.task_ids
         assert task_id in veo_emulator.task_ids()  # it exists on the service
         assert task_id in str(info.value) and "billed" in str(info.value)
-        assert [r.task_id for r in tracker.records()] == [task_id]  # and is followed
+        # followed, and its "may have been billed" entry stays until the task is stored
+        (entry,) = [r.task_id for r in tracker.records() if r.task_id != task_id]
+        assert flaky.get(entry) is not None
         until(lambda: flaky.get(task_id) is not None)  # the write was retried
+        assert flaky.get(entry) is None  # erased in that same write
+        until(lambda: [r.task_id for r in tracker.records()] == [task_id])
         (done,) = tracker.wait([task_id], timeout=60)
         assert done.is_terminal and flaky.get(task_id).is_terminal
     finally:

@@ -30,6 +30,8 @@ teacher (with a role that may create roles) makes, and run again upgrades:
   - the header's counts (``tallies``) are kept by the database itself, a
     ``SECURITY DEFINER`` trigger on ``tasks`` (students cannot write them);
   - the teacher manages every task.
+  - the spending ledger is append-only: rows are inserted as oneself, never
+    changed or deleted (:func:`ledger_sql`).
 
 Tables belong to the role that ran the set-up; students never get
 ``TRUNCATE``, ``DROP``, schema changes or the right to create objects. A
@@ -220,7 +222,30 @@ def _policies_sql() -> list[str]:
 def policy_sql() -> list[str]:
     """The privileges, guards and policies (idempotent: run again, they are
     replaced; in one transaction, see :func:`set_up`). The tables must exist."""
-    return [*_privileges_sql(), *_guards_sql(), *_policies_sql()]
+    return [*_privileges_sql(), *_guards_sql(), *_policies_sql(), *ledger_sql()]
+
+
+def ledger_sql() -> list[str]:
+    """The spending ledger (:mod:`veo_nb._ledger`) is append-only for the
+    whole class: everyone reads it and inserts rows as themselves (``owner``
+    is the session's role), nobody updates or deletes one, so no student can
+    lower what the daily caps count."""
+    return [
+        f"REVOKE ALL ON ledger FROM {TEACHERS}, {STUDENTS}",
+        f"GRANT SELECT, INSERT ON ledger TO {TEACHERS}, {STUDENTS}",
+        "ALTER TABLE ledger ENABLE ROW LEVEL SECURITY",
+        "DROP POLICY IF EXISTS veo_read ON ledger",
+        "DROP POLICY IF EXISTS veo_add ON ledger",
+        "CREATE POLICY veo_read ON ledger FOR SELECT USING (true)",
+        # each kind of row only as veo_nb writes it (see veo_nb._ledger)
+        "CREATE POLICY veo_add ON ledger FOR INSERT WITH CHECK (owner = session_user AND "
+        f"({_TEACHER} OR CASE kind "
+        "WHEN 'create' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.entry) "
+        "WHEN 'void' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.ref) "
+        "WHEN 'id' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.task_id) "
+        "WHEN 'amount' THEN EXISTS (SELECT 1 FROM tasks t WHERE t.task_id = ledger.task_id "
+        "AND t.amount = ledger.amount) ELSE false END))",
+    ]
 
 
 def role_sql(teacher: str, students: Sequence[str],

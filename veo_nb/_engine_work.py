@@ -84,7 +84,8 @@ class EngineWork:
         the task is not polled meanwhile); the error is recorded."""
         try:
             row = self.store.write(write.record, write.events, fields=write.fields,
-                                   claim=write.claim, reopen=write.reopen)
+                                   claim=write.claim, reopen=write.reopen,
+                                   replaces=write.replaces)
         except Exception as exc:  # noqa: BLE001 - sqlite3 errors, a full disk, a closed store
             self._write_failed(task_id, write, exc)
             return None

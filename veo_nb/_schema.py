@@ -13,7 +13,7 @@ from . import _answers
 from ._store_query import FILL_TALLIES, LIVE_SQL, TALLIES_TABLE, WORD_SQL
 
 #: The schema version this release writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 #: The spending cap counts the day's submitted tasks by first sight.
 SPENT_INDEX = "CREATE INDEX tasks_first_seen ON tasks (first_seen_at)"
 #: Which task each notebook cell's n-th identical submit created (reuse on
@@ -24,6 +24,33 @@ REUSE_TABLE = """CREATE TABLE reuse (
     PRIMARY KEY (cell, request, n)
 )"""
 
+#: The spending ledger, append-only (:mod:`veo_nb._ledger`); ``{real}`` is
+#: the backend's float type, ``{owner}`` the default of who wrote a row.
+LEDGER_TABLE = """CREATE TABLE ledger (
+    entry TEXT PRIMARY KEY, kind TEXT NOT NULL, ref TEXT, task_id TEXT,
+    at {real} NOT NULL, seen {real}, model TEXT, resolution TEXT, amount {real},
+    owner TEXT{owner}
+)"""
+#: The owner column's default on PostgreSQL (students insert only their own rows).
+PG_OWNER = " NOT NULL DEFAULT session_user"
+#: What the day's sums and the link of a create to its amounts read.
+LEDGER_INDEXES = ("CREATE INDEX ledger_at ON ledger (at)",
+                  "CREATE INDEX ledger_ref ON ledger (ref)")
+#: The columns every ledger insert gives (``owner`` takes its default).
+LEDGER_COLUMNS = "entry, kind, ref, task_id, at, seen, model, resolution, amount"
+#: The unique entry of an amount reported for a task (SQL of a ``tasks`` row).
+LEDGER_AMOUNT_ENTRY = "'amount:' || task_id || ':' || CAST(amount AS TEXT)"
+#: The ledger of a store that had none: every submitted task is a create,
+#: and its amount, if reported, the amount of that create.
+SEED_LEDGER: tuple[str, ...] = (
+    f"INSERT INTO ledger ({LEDGER_COLUMNS}) SELECT task_id, 'create', NULL, task_id, "
+    "COALESCE(first_seen_at, created_at, 0), first_seen_at, model, resolution, NULL "
+    "FROM tasks WHERE request <> '{}'",
+    f"INSERT INTO ledger ({LEDGER_COLUMNS}) SELECT {LEDGER_AMOUNT_ENTRY}, 'amount', task_id, "
+    "task_id, "
+    "COALESCE(first_seen_at, created_at, 0), COALESCE(finished_at, first_seen_at), model, "
+    "resolution, amount FROM tasks WHERE request <> '{}' AND amount IS NOT NULL",
+)
 #: Columns derived from a task's last answer, kept so that the database can
 #: sum and read them (``amount``, ``progress``) without parsing ``raw``.
 DERIVED_COLUMNS: tuple[str, ...] = ("amount", "progress")
@@ -112,6 +139,9 @@ MIGRATIONS: dict[int, tuple[Step, ...]] = {
         backfill_derived, CREATED_INDEX.format(way="", tail=""),
         WORD_INDEX.format(way="", tail=""), *HISTORY_INDEXES,
         TALLIES_TABLE.format(real="REAL"), FILL_TALLIES),
+    # 7 (issue 28, the spending ledger): what the caps count, append-only,
+    # seeded with every task submitted before.
+    7: (LEDGER_TABLE.format(real="REAL", owner=""), *LEDGER_INDEXES, *SEED_LEDGER),
 }
 
 

@@ -1,13 +1,16 @@
-"""Who polls and who downloads each task (a mixin of
-:class:`~veo_nb.store.BaseStore`): one conditional ``UPDATE`` takes a claim,
-so that one process polls a task per interval and one fetches its video,
-whatever the number of processes on the store (see :mod:`veo_nb._engine`)."""
+"""Who polls and who downloads each task, and when the service lets anyone
+ask (a mixin of :class:`~veo_nb.store.BaseStore`): one conditional ``UPDATE``
+takes a claim, so that one process polls a task per interval and one fetches
+its video, whatever the number of processes on the store (see
+:mod:`veo_nb._engine`); a 429's gate is shared, and bounded, per service."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._retry import MAX_RETRY_AFTER_S
 from ._store_sql import _NEXT_REV, _TERMINAL_SQL, Row
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -17,8 +20,12 @@ _T = TypeVar("_T")
 
 
 class StoreClaims:
-    """The claims; the store provides :meth:`_tx`, :meth:`_row`,
-    :meth:`_bump`, :attr:`stats` and :attr:`_NOW`."""
+    """The claims and the 429 gate; the store provides :meth:`_tx`,
+    :meth:`_read`, :meth:`_row`, :meth:`_bump`, :attr:`stats`, :attr:`_NOW`
+    and :attr:`_GREATEST`."""
+
+    #: The SQL function of the larger of two values.
+    _GREATEST: str
 
     #: SQL for the database's clock (unix seconds) where several machines
     #: share the store; None: the caller's clock (one machine's file).
@@ -37,6 +44,38 @@ class StoreClaims:
 
     def _bump(self, cur: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _read(self, body: Callable[[Any], _T]) -> _T:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def rate_limited_until(self, service: str, *, horizon: float = MAX_RETRY_AFTER_S) -> float:
+        """Unix time before which no process should send ``service`` a request
+        (a 429's ``Retry-After``, shared by every process); 0.0 when none. A
+        gate more than ``horizon`` seconds ahead (written by veo_nb 0.3, which
+        kept any ``Retry-After``, or by a clock far ahead) is brought back to
+        now + ``horizon`` in the store, so that it expires."""
+        row = self._read(lambda cur: cur.execute(
+            "SELECT rate_limited_until FROM services WHERE service = ?", (service,)).fetchone())
+        until, bound = (0.0 if row is None else float(row[0])), time.time() + horizon
+        if until <= bound:
+            return until
+        self._tx(lambda cur: cur.execute(
+            "UPDATE services SET rate_limited_until = ? WHERE service = ? "
+            "AND rate_limited_until > ?", (bound, service, bound)))
+        return bound
+
+    def limit_rate(self, service: str, until: float, *,
+                   horizon: float = MAX_RETRY_AFTER_S) -> None:
+        """Record that ``service`` asked every client to wait until ``until``
+        (at most ``horizon`` seconds from now): a gate stored further ahead
+        than that is replaced, another one kept when it ends later."""
+        bound = time.time() + horizon
+        self._tx(lambda cur: cur.execute(
+            "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
+            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = CASE "
+            "WHEN services.rate_limited_until > ? THEN excluded.rate_limited_until ELSE "
+            f"{self._GREATEST}(services.rate_limited_until, excluded.rate_limited_until) END",
+            (service, min(until, bound), bound)))
 
     def claim_poll(self, task_id: str, me: str, *, now: float, interval: float,
                    until: float, orphan: str | None = None) -> Row | None:

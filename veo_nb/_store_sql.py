@@ -73,6 +73,8 @@ _SET_CLAIM = {
                   "THEN ? ELSE contact_at END",
     **{k: f"{k} = ?" for k in ("poller", "poll_until", "downloader", "download_until")},
 }
+#: Records an erased task for the followers (after the revision's bump).
+_INSERT_DELETED = f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})"
 _SELECT_REV = "SELECT CAST(value AS INTEGER) FROM meta WHERE name = 'rev'"
 _SELECT_EVENTS = (
     "SELECT " + ", ".join(f"e.{c}" for c in HISTORY_COLUMNS if c != "owner")

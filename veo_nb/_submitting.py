@@ -13,17 +13,14 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _images, _reuse, _spending
+from . import _images, _ledger, _reuse, _spending
 from ._engine import (
     TaskState,
     Write,
 )
 from ._log import logger
 from ._spec import build_create_payload
-from .errors import (
-    APIError,
-    VeoError,
-)
+from .errors import SpendingCapError, VeoError
 from .models import Task, TaskStatus
 from .records import Event, TaskRecord, from_unix
 from .store import StoreError
@@ -63,27 +60,43 @@ class Submitting(Tracking):
         when the task was created but could not be saved to the store: it
         exists and is billed; the tracker follows it in memory and retries
         the write."""
-        engine = self._engine
+        return self._submit(prompt, label, owner, new, create_kwargs, None)
+
+    def _submit(self, prompt: str, label: str | None, owner: str | None, new: bool,
+                create_kwargs: dict[str, Any], entry: TaskRecord | None) -> Task:
+        """:meth:`submit`, with the entry :meth:`submit_many` reserved for it
+        (None: reserve one here); that entry is used or voided."""
         client = self.client
-        reused, request, place = self._rerun(prompt, owner, new, create_kwargs)
+        try:
+            reused, request, place = self._rerun(prompt, owner, new, create_kwargs)
+        except BaseException:
+            self._void(entry)
+            raise
         if reused is not None:
+            self._void(entry)
             return reused
-        self._check_caps(1)
+        if entry is None:
+            (entry,) = self._reserve([self._entry(prompt, label, owner, request)])
         sent = time.time()
-        placeholder = self._unconfirmed(prompt, label, owner, request, sent)
         try:
             task = client.create_video(prompt, **create_kwargs)
         except BaseException as exc:
-            maybe_created = (isinstance(exc, APIError) and exc.reached
-                             and (exc.status_code is None or exc.status_code >= 500))
-            if maybe_created:  # the entry stays, and says why
-                self._engine.commit(placeholder.task_id, Write(
-                    replace(placeholder, error=_spending.unconfirmed_reason(sent, str(exc))),
-                    [Event(placeholder.task_id, "note", _spending.UNCONFIRMED,
-                           detail=f"no answer with the id: {exc}")], ("error",), {}))
-            else:
-                self._forget_unconfirmed(placeholder.task_id)
+            if _spending.refused(exc):
+                self._void(entry)
+            else:  # the entry stays, and says why
+                self._engine.commit(entry.task_id, Write(
+                    replace(entry, error=_spending.unconfirmed_reason(sent, _spending.why(exc))),
+                    [Event(entry.task_id, "note", _spending.UNCONFIRMED,
+                           detail=f"no answer with the id: {_spending.why(exc)}")], ("error",), {}))
             raise
+        return self._created(task, entry, label, owner, request, sent, place)
+
+    def _created(self, task: Task, entry: TaskRecord, label: str | None, owner: str | None,
+                 request: dict[str, Any], sent: float,
+                 place: tuple[str, str, int] | None) -> Task:
+        """Store and follow the task a create returned; its first write
+        erases ``entry`` in the same transaction."""
+        engine = self._engine
         now = time.time()
         record = self._tagged(replace(TaskRecord.from_task(
             task, label=label, request=request, now=from_unix(sent),
@@ -95,12 +108,18 @@ class Submitting(Tracking):
             due = None if record.is_terminal else engine.next_due(state)  # refused at create
             state.record = record = replace(record, next_poll_at=from_unix(due))
         until = None if due is None else due + engine.settings.grace
+
+        def saved_with(st: TaskState) -> None:  # (the lock held) the entry went with it
+            st.due = due
+            engine.states.pop(entry.task_id, None)
+
         write = Write(record, [Event(task.id, "status", task.status_text,
                                      observed_at=from_unix(now), detail="created")],
                       None, {"contact_at": now, "poller": engine.me, "poll_until": until},
-                      lambda st: setattr(st, "due", due))
+                      saved_with, replaces=entry.task_id)
         saved = engine.commit(task.id, write)
-        self._forget_unconfirmed(placeholder.task_id)  # the real task replaces it
+        if saved is not None:
+            engine.notify(entry.task)  # views drop the entry
         if place is not None:
             try:
                 self.store.remember(*place, task.id, sent)
@@ -149,14 +168,14 @@ class Submitting(Tracking):
             asked = build_create_payload(prompt, unknown_models="send", **create_kwargs)
         return None, asked, place
 
-    def _new_in_batch(self, rows: list[dict[str, Any]]) -> int:
-        """How many of ``rows`` (keyword arguments of :meth:`submit`) would
-        create a task: not those a re-run of the cell reuses (the rule of
-        :meth:`submit`), nor those refused before sending."""
+    def _creating(self, rows: list[dict[str, Any]]) -> dict[int, TaskRecord]:
+        """The entries of the ``rows`` (keyword arguments of :meth:`submit`)
+        that would create a task, by row: not those a re-run of the cell
+        reuses, nor those the model table refuses."""
         cell = _reuse.current_cell() if self.reuse else None  # without reuse, every row creates
         ahead: Counter[str] = Counter()
-        count = 0
-        for row in rows:
+        out: dict[int, TaskRecord] = {}
+        for i, row in enumerate(rows):
             options = {k: v for k, v in row.items()
                        if k not in ("prompt", "label", "owner", "new")}
             try:
@@ -170,8 +189,8 @@ class Submitting(Tracking):
                 earlier = self._earlier((cell[0], key, n))
                 if earlier is not None and earlier[2] is None:
                     continue
-            count += 1
-        return count
+            out[i] = self._entry(row.get("prompt"), row.get("label"), row.get("owner"), request)
+        return out
 
     @staticmethod
     def _asked(prompt: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -194,55 +213,74 @@ class Submitting(Tracking):
         return _reuse.request_key(client.service, client.key_fingerprint, owner or self.owner,
                                   request)
 
-    def _check_caps(self, adding: int) -> None:
-        """Raise :class:`~veo_nb.SpendingCapError` when ``adding`` new tasks
-        would pass the store's daily caps."""
-        if self.caps == (None, None):
-            return
-        _spending.check(self.caps, self._spent_today(), adding)
+    def _reserve(self, entries: list[TaskRecord]) -> list[TaskRecord]:
+        """Check the caps and store ``entries`` (of creates about to be sent)
+        with their reservation in the ledger, in one transaction; raises
+        :class:`~veo_nb.SpendingCapError` (nothing stored) past a cap, and
+        :class:`~veo_nb.StoreError` when the store cannot record them (then
+        nothing is sent)."""
+        caps = self.caps
 
-    def _spent_today(self) -> tuple[int, float | None]:
-        return self.store.spent_since(_spending.day_start(time.time()))
+        def check(spent: _ledger.Spent, expected: list[float | None]) -> None:
+            _spending.check(caps, spent, expected)
 
-    def spending(self) -> dict[str, Any]:
-        """Today's spending of this store (since local midnight, every process
-        counted): ``tasks`` submitted, the ``amount`` the service reported
-        (None when none), and the caps (``max_tasks``, ``max_amount``; None:
-        none)."""
-        count, amount = self._spent_today()
-        return {"tasks": count, "amount": amount, "max_tasks": self.caps[0],
-                "max_amount": self.caps[1]}
-
-    def _unconfirmed(self, prompt: str, label: str | None, owner: str | None,
-                     request: dict[str, Any], sent: float) -> TaskRecord:
-        """Save the "may have been billed" entry of a create about to be sent
-        (see :mod:`veo_nb._spending`); the real task replaces it."""
-        record = self._tagged(TaskRecord(
-            _spending.unconfirmed_id(), label=label, prompt=prompt, model=request.get("model"),
-            resolution=request.get("resolution"), aspect_ratio=request.get("aspect_ratio"),
-            status=TaskStatus.UNKNOWN, status_text=_spending.UNCONFIRMED,
-            error=_spending.unconfirmed_reason(sent), first_seen_at=from_unix(sent),
-            request=request, service=_spending.UNCONFIRMED_SERVICE, owner=owner))
-        engine = self._engine
-        with engine.lock:
-            engine.states[record.task_id] = TaskState(record, 0, t0=sent, last_age=None)
-        if engine.commit(record.task_id, Write(record, [], None, {}, notify=False)) is None:
-            with engine.lock:
-                engine.states.pop(record.task_id, None)  # and its pending write with it
+        try:
+            rows = self.store.reserve(entries, _spending.day_start(time.time()), check)
+        except SpendingCapError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sqlite3, psycopg, a closed store
             raise StoreError(
                 f"could not record the request in {self.store_key} before sending it, so "
                 "nothing was sent (no task was created or billed): try again once the store "
-                "answers")
-        return record
+                f"answers ({type(exc).__name__})") from exc
+        engine = self._engine
+        with engine.lock:
+            for row in rows:
+                engine.states[row.record.task_id] = TaskState(
+                    row.record, row.rev, t0=time.time(), last_age=None)
+        return [row.record for row in rows]
 
-    def _forget_unconfirmed(self, task_id: str) -> None:
-        """Erase a "may have been billed" entry the real task replaced; should
-        the store fail now, the entry stays (visible, and dismissable)."""
+    def _void(self, entry: TaskRecord | None) -> None:
+        """Erase the entry of a create that was clearly refused (or never
+        sent), and void its reservation; should the store fail now, the
+        entry stays (visible, and dismissable)."""
+        if entry is None:
+            return
         try:
-            self.remove([task_id], delete=True, others=True)
-        except Exception:  # noqa: BLE001 - the task itself is recorded (or reported)
-            logger.warning("veo_nb: could not erase the entry %s of a task whose id arrived",
-                           task_id, exc_info=True)
+            self.store.unreserve([entry.task_id])
+        except Exception:  # noqa: BLE001 - the create's outcome is raised or returned
+            logger.warning("veo_nb: could not erase the entry %s of a refused create",
+                           entry.task_id, exc_info=True)
+            return
+        engine = self._engine
+        with engine.lock:
+            engine.states.pop(entry.task_id, None)
+            engine.cond.notify_all()
+        engine.notify(entry.task)
+
+    def spending(self) -> dict[str, Any]:
+        """Today's spending of this store (since local midnight, every process
+        counted, from its append-only ledger: removing tasks changes nothing):
+        ``tasks`` submitted (creates sent, "may have been billed" ones
+        included), the ``amount`` the service reported for them (None when
+        none), ``reserved``: what those it reported nothing for yet are
+        expected to cost (None: unknown), and the caps (``max_tasks``,
+        ``max_amount``; None: none)."""
+        spent = self.store.spent_since(_spending.day_start(time.time()))
+        return {"tasks": spent.tasks, "amount": spent.amount, "reserved": spent.reserved,
+                "max_tasks": self.caps[0], "max_amount": self.caps[1]}
+
+    def _entry(self, prompt: str | None, label: str | None, owner: str | None,
+               request: dict[str, Any]) -> TaskRecord:
+        """The "may have been billed" entry of a create about to be sent (see
+        :mod:`veo_nb._spending`); the real task replaces it."""
+        now = time.time()
+        return self._tagged(TaskRecord(
+            _spending.unconfirmed_id(), label=label, prompt=prompt, model=request.get("model"),
+            resolution=request.get("resolution"), aspect_ratio=request.get("aspect_ratio"),
+            status=TaskStatus.UNKNOWN, status_text=_spending.UNCONFIRMED,
+            error=_spending.unconfirmed_reason(now), first_seen_at=from_unix(now),
+            request=request, service=_spending.UNCONFIRMED_SERVICE, owner=owner))
 
     def _earlier(self, place: tuple[str, str, int]) -> tuple[str, str, str | None] | None:
         """The task an earlier run of the cell created at ``place``: its id,
@@ -281,21 +319,31 @@ class Submitting(Tracking):
             ]
         else:
             rows = [{"prompt": p} for p in prompts_or_dataframe]
-        if self.caps != (None, None):  # the whole batch first: none of it, or all
-            self._check_caps(self._new_in_batch([{**defaults, **row} for row in rows]))
+        rows = [{**defaults, **row} for row in rows]
+        pending: dict[int, TaskRecord] = {}
+        if self.caps != (None, None):  # the whole batch reserved first: all of it, or none
+            creating = self._creating(rows)
+            if creating:
+                pending = dict(zip(creating, self._reserve(list(creating.values()))))
         out: list[dict[str, Any]] = []
-        for row in rows:
-            kwargs = {**defaults, **row}
-            prompt, label = kwargs.pop("prompt", None), kwargs.pop("label", None)
-            task_id: str | None
-            error: str | None
-            try:
-                task_id, error = self.submit(prompt, label=label, **kwargs).id, None
-            except StoreError as exc:
-                task_id, error = (exc.task_ids[0] if exc.task_ids else None), str(exc)
-            except (VeoError, TypeError) as exc:
-                task_id, error = None, str(exc)
-            out.append({"prompt": prompt, "label": label, "task_id": task_id, "error": error})
+        try:
+            for i, kwargs in enumerate(rows):
+                prompt, label = kwargs.pop("prompt", None), kwargs.pop("label", None)
+                owner, new = kwargs.pop("owner", None), bool(kwargs.pop("new", False))
+                task_id: str | None
+                error: str | None
+                try:
+                    task_id, error = self._submit(prompt, label, owner, new, kwargs,
+                                                  pending.pop(i, None)).id, None
+                except StoreError as exc:
+                    task_id, error = (exc.task_ids[0] if exc.task_ids else None), str(exc)
+                except (VeoError, TypeError) as exc:
+                    task_id, error = None, str(exc)
+                out.append({"prompt": prompt, "label": label, "task_id": task_id,
+                            "error": error})
+        finally:  # the rows never reached (Ctrl-C): nothing was sent for them
+            for entry in pending.values():
+                self._void(entry)
         frame: pd.DataFrame = pd.DataFrame(out, columns=["prompt", "label", "task_id", "error"])
         failed = frame["error"].notna()
         if failed.any():

@@ -90,6 +90,7 @@ class Write:
     notify: bool = True
     attempts: int = 0
     reopen: bool = False  # may turn a finished task back into a running one
+    replaces: str | None = None  # the "may have been billed" entry erased with it
 
 
 @dataclass

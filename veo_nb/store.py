@@ -35,13 +35,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from ._retry import MAX_RETRY_AFTER_S
+from . import _ledger
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 from ._store_query import ADD_TALLY_SQL, TALLY_SQL, tally_deltas, tally_of
 from ._store_sql import (
     _ALL_FIELDS,
     _BUMP_REV,
     _CLAIM_COLUMNS,
+    _INSERT_DELETED,
     _INSERT_EVENT,
     _NEXT_REV,
     _SELECT_REV,
@@ -120,7 +121,7 @@ class StoreStats:
                 "claims_refused": self.claims_refused}
 
 
-class BaseStore(StoreViews, StoreClaims):
+class BaseStore(StoreViews, StoreClaims, _ledger.StoreLedger):
     """What every store does, written once in SQL both SQLite and PostgreSQL
     speak (``?`` placeholders; a backend adapts them). A backend provides
     ``key``, :meth:`_transact` (one write transaction), :meth:`_read`,
@@ -213,6 +214,7 @@ class BaseStore(StoreViews, StoreClaims):
         fields: Sequence[str] | None = None,
         claim: dict[str, Any] | None = None,
         reopen: bool = False,
+        replaces: str | None = None,
     ) -> Row:
         """Insert ``record`` or update ``fields`` of its stored row (default:
         all), append ``events`` and set the ``claim`` columns given
@@ -222,41 +224,56 @@ class BaseStore(StoreViews, StoreClaims):
 
         A stored terminal status is never replaced by a running one (another
         process may have seen the end first), unless ``reopen`` (a task the
-        user asked to check again); ``first_seen_at`` keeps its first value."""
-        wanted = _ALL_FIELDS if fields is None else tuple(fields)
-        sql = _UPSERTS.get((wanted, reopen))
-        if sql is None:
-            sql = _UPSERTS[wanted, reopen] = _upsert_sql(wanted, reopen)
-        values = _record_row(record)
-        event_rows = [_event_row(e) for e in events]
+        user asked to check again); ``first_seen_at`` keeps its first value.
+        ``replaces`` names the "may have been billed" entry this task's first
+        write erases in the same transaction (its create is linked to the
+        task in the spending ledger)."""
         claim = dict(claim or {})
         unknown = set(claim) - set(_CLAIM_COLUMNS[1:])
         if unknown:
             raise ValueError(f"not claim columns: {sorted(unknown)}")
-        claim_values = [v for k, value in claim.items()
-                        for v in ((value, value) if k == "contact_at" else (value,))]
+        event_rows = [_event_row(e) for e in events]
 
         def body(cur: Any) -> Row:
-            self._lock_task(cur, record.task_id)
-            before = self._tally(cur, record.task_id)
-            cur.execute(sql, values)
-            if claim:  # the last contact never moves back (another clock may have set it)
-                cur.execute(
-                    f"UPDATE tasks SET {', '.join(_SET_CLAIM[k] for k in claim)} "
-                    "WHERE task_id = ?", (*claim_values, record.task_id),
-                )
-            after = self._tally(cur, record.task_id)
-            if event_rows:
-                cur.executemany(_INSERT_EVENT, event_rows)
-            # Shared rows last (the tallies, then the revision counter): held
-            # from here to the commit, other writers queue on them.
-            self._retally(cur, before, after)
+            if replaces is not None:
+                self._erase(cur, [replaces])
+            self._put(cur, record, event_rows, fields, claim, reopen)
+            if replaces is not None:
+                _ledger.add_link(cur, replaces, record.task_id, time.time())
+            if fields is None or "raw" in fields:  # an amount the service reported
+                cur.execute(_ledger.NOTE_AMOUNT, (time.time(), record.task_id))
             self._bump(cur)
+            if replaces is not None:
+                cur.execute(_INSERT_DELETED, (replaces,))
             cur.execute(f"UPDATE tasks SET rev = {_NEXT_REV} WHERE task_id = ?", (record.task_id,))
             return _stored_row(cur.execute(
                 f"{_SELECT_ROWS} WHERE task_id = ?", (record.task_id,)).fetchone())
 
         return self._tx(body)
+
+    def _put(self, cur: Any, record: TaskRecord, event_rows: Sequence[tuple[Any, ...]],
+             fields: Sequence[str] | None, claim: dict[str, Any], reopen: bool) -> None:
+        """:meth:`write`'s work on one task, but for the revision and the ledger."""
+        wanted = _ALL_FIELDS if fields is None else tuple(fields)
+        sql = _UPSERTS.get((wanted, reopen))
+        if sql is None:
+            sql = _UPSERTS[wanted, reopen] = _upsert_sql(wanted, reopen)
+        self._lock_task(cur, record.task_id)
+        before = self._tally(cur, record.task_id)
+        cur.execute(sql, _record_row(record))
+        if claim:  # the last contact never moves back (another clock may have set it)
+            cur.execute(
+                f"UPDATE tasks SET {', '.join(_SET_CLAIM[k] for k in claim)} "
+                "WHERE task_id = ?", (*(v for k, value in claim.items()
+                                        for v in ((value, value) if k == "contact_at"
+                                                  else (value,))), record.task_id),
+            )
+        after = self._tally(cur, record.task_id)
+        if event_rows:
+            cur.executemany(_INSERT_EVENT, event_rows)
+        # Shared rows last (the tallies, then the revision counter): held
+        # from here to the commit, other writers queue on them.
+        self._retally(cur, before, after)
 
     def _lock_task(self, cur: Any, task_id: str) -> None:
         """Make other writers of ``task_id`` wait for this transaction (its
@@ -302,29 +319,26 @@ class BaseStore(StoreViews, StoreClaims):
     def delete(self, task_ids: Iterable[str]) -> None:
         """Erase the records and events of ``task_ids``, in one transaction
         (followers in other processes hear of it through :meth:`changes`)."""
-        rows = [(i,) for i in sorted(set(task_ids))]  # locked in one order
+        ids = sorted(set(task_ids))
 
         def body(cur: Any) -> None:
-            cur.executemany("DELETE FROM events WHERE task_id = ?", rows)
-            for (task_id,) in rows:
-                self._lock_task(cur, task_id)
-                before = self._tally(cur, task_id)
-                if cur.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,)).rowcount:
-                    self._retally(cur, before, None)  # (row-level security may keep a row)
+            self._erase(cur, ids)
             self._bump(cur)
-            cur.executemany(f"INSERT INTO deleted (task_id, rev) VALUES (?, {_NEXT_REV})", rows)
+            cur.executemany(_INSERT_DELETED, [(i,) for i in ids])
 
         self._tx(body)
 
-    def spent_since(self, since: float) -> tuple[int, float | None]:
-        """Tasks submitted through this store (a create request recorded,
-        "may have been billed" entries included) first seen at or after unix
-        time ``since``, and the sum of the amounts the service reported for
-        them (None when it reported none)."""
-        n, amount, costed = self._read(lambda cur: cur.execute(
-            "SELECT COUNT(*), SUM(amount), COUNT(amount) FROM tasks "
-            "WHERE first_seen_at >= ? AND request <> '{}'", (since,)).fetchone())
-        return int(n), (float(amount) if costed else None)
+    def _erase(self, cur: Any, task_ids: Sequence[str]) -> None:
+        """Delete the rows and events of ``task_ids`` (sorted: locked in one
+        order) and their part of the tallies; the caller bumps the revision
+        and records them in ``deleted``."""
+        rows = [(i,) for i in task_ids]
+        cur.executemany("DELETE FROM events WHERE task_id = ?", rows)
+        for (task_id,) in rows:
+            self._lock_task(cur, task_id)
+            before = self._tally(cur, task_id)
+            if cur.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,)).rowcount:
+                self._retally(cur, before, None)  # (row-level security may keep a row)
 
     def reused(self, cell: str, request: str, n: int) -> tuple[str, float] | None:
         """The task (id, unix time) that ``cell``'s ``n``-th submit of
@@ -340,35 +354,6 @@ class BaseStore(StoreViews, StoreClaims):
             "INSERT INTO reuse (cell, request, n, task_id, created_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (cell, request, n) DO UPDATE SET task_id = excluded.task_id, "
             "created_at = excluded.created_at", (cell, request, n, task_id, created_at)))
-
-    def rate_limited_until(self, service: str, *, horizon: float = MAX_RETRY_AFTER_S) -> float:
-        """Unix time before which no process should send ``service`` a request
-        (a 429's ``Retry-After``, shared by every process); 0.0 when none. A
-        gate more than ``horizon`` seconds ahead (written by veo_nb 0.3, which
-        kept any ``Retry-After``, or by a clock far ahead) is brought back to
-        now + ``horizon`` in the store, so that it expires."""
-        row = self._read(lambda cur: cur.execute(
-            "SELECT rate_limited_until FROM services WHERE service = ?", (service,)).fetchone())
-        until, bound = (0.0 if row is None else float(row[0])), time.time() + horizon
-        if until <= bound:
-            return until
-        self._tx(lambda cur: cur.execute(
-            "UPDATE services SET rate_limited_until = ? WHERE service = ? "
-            "AND rate_limited_until > ?", (bound, service, bound)))
-        return bound
-
-    def limit_rate(self, service: str, until: float, *,
-                   horizon: float = MAX_RETRY_AFTER_S) -> None:
-        """Record that ``service`` asked every client to wait until ``until``
-        (at most ``horizon`` seconds from now): a gate stored further ahead
-        than that is replaced, another one kept when it ends later."""
-        bound = time.time() + horizon
-        self._tx(lambda cur: cur.execute(
-            "INSERT INTO services (service, rate_limited_until) VALUES (?, ?) "
-            "ON CONFLICT (service) DO UPDATE SET rate_limited_until = CASE "
-            "WHEN services.rate_limited_until > ? THEN excluded.rate_limited_until ELSE "
-            f"{self._GREATEST}(services.rate_limited_until, excluded.rate_limited_until) END",
-            (service, min(until, bound), bound)))
 
     # ------------------------------------------------------------------ reads
 

@@ -36,8 +36,12 @@ from .errors import OwnershipError, ValidationError
 from ._schema import (
     CREATED_INDEX,
     HISTORY_INDEXES,
+    LEDGER_INDEXES,
+    LEDGER_TABLE,
+    PG_OWNER,
     REUSE_TABLE,
     SCHEMA_VERSION,
+    SEED_LEDGER,
     SPENT_INDEX,
     WORD_INDEX,
     Step,
@@ -120,6 +124,7 @@ PG_MIGRATIONS: dict[int, tuple[Step, ...]] = {
         f"ALTER TABLE tasks ADD COLUMN progress {_REAL}", backfill_derived,
         *(index.format(way=" DESC NULLS LAST", tail=" DESC") for index in (CREATED_INDEX, WORD_INDEX)),
         *HISTORY_INDEXES, TALLIES_TABLE.format(real=_REAL), FILL_TALLIES),
+    7: (LEDGER_TABLE.format(real=_REAL, owner=PG_OWNER), *LEDGER_INDEXES, *SEED_LEDGER),
 }
 
 
@@ -292,6 +297,11 @@ class PostgresStore(BaseStore):
         # Two processes writing one task at once (both tracking it) would both
         # read its tallies before either wrote: the second one waits here.
         cur.execute("SELECT pg_advisory_xact_lock(1, hashtext(?))", (task_id,))
+
+    def _lock_spending(self, cur: Any, since: float) -> None:
+        # The day's reservations queue here: each reads the ledger after the
+        # one before it committed.
+        cur.execute("SELECT pg_advisory_xact_lock(2, hashtext(?))", (f"veo_nb spending {since}",))
 
     _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::DOUBLE PRECISION"
 
