@@ -47,6 +47,8 @@ def truth_mismatch(emu: Emulator, rec: TaskRecord) -> str | None:
         status, error = "failed", NO_VIDEO_REASON
     if status not in ("completed", "failed"):
         return f"{rec.task_id} is not finished on the emulator ({status})"
+    if error and (rec.error or "").startswith(f"{error} Support codes: "):
+        error = rec.error  # the support_codes dialect adds Veo's codes, the reader names them
     if (rec.status_text, rec.error) != (status, error):
         return f"{rec.task_id}: tracker says {(rec.status_text, rec.error)}, truth {(status, error)}"
     return None
