@@ -385,6 +385,18 @@ def test_expected_window_follows_expected_duration_or_the_documented_estimate(ma
     assert custom.expected_window(task.id) == (2.0, 4.0)
 
 
+def test_expected_window_of_a_record_another_process_erased_meanwhile(make_tracker):
+    """The panel draws the page it read; a row erased since (another
+    process's "may have been billed" entry, replaced by its real task) still
+    gets its window from the record read, instead of a KeyError."""
+    tr = make_tracker()
+    record = tr.record(tr.submit("a quiet harbour [duration: 130]").id)
+    tr.remove([record.task_id], delete=True)
+    with pytest.raises(KeyError):
+        tr.expected_window(record.task_id)
+    assert tr.expected_window(record) == pytest.approx((120 * 0.01, 300 * 0.01))
+
+
 def test_remove_untracks_or_deletes(make_tracker):
     tr = make_tracker()
     a, b, c = (tr.submit(f"r{i} [duration: 150]") for i in range(3))

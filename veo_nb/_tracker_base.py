@@ -239,13 +239,14 @@ class TrackerBase:
         propagated. Returns a function that unsubscribes."""
         return self._engine.on_change(callback)
 
-    def expected_window(self, task_id: str) -> tuple[float, float]:
-        """``(low, high)``: seconds after creation within which ``task_id`` is
-        expected to finish. ``expected_duration`` when given; otherwise the
-        documented estimate of the task's mode × ``time_scale``, whose ``low``
-        is refined once 5 tasks of the same model and mode have finished.
-        The schedule polls by it and the panel's progress bars show it."""
-        return self._engine.window(self.record(task_id))
+    def expected_window(self, task: str | TaskRecord) -> tuple[float, float]:
+        """``(low, high)``: seconds after creation within which ``task`` (an
+        id, or a record already read, such as a page's) is expected to
+        finish. ``expected_duration`` when given; otherwise the documented
+        estimate of the task's mode × ``time_scale``, whose ``low`` is
+        refined once 5 tasks of the same model and mode have finished. The
+        schedule polls by it and the panel's progress bars show it."""
+        return self._engine.window(self.record(task) if isinstance(task, str) else task)
 
     def recent_errors(self) -> list[Event]:
         """The newest unexpected errors of the tracker's worker threads (a bug,

@@ -200,7 +200,7 @@ class PanelDrawing:
                 row = self._rows[record.task_id] = RowView(record.task_id, self.look,
                                                            self._remove_clicked)
             self._rows.move_to_end(record.task_id)
-            row.update(record, now, self.tracker.expected_window(record.task_id), self.media,
+            row.update(record, now, self.tracker.expected_window(record), self.media,
                        polling=polling)
         if ids != self._shown:
             self.rows_box.children = tuple(self._rows[i].widget for i in ids)
